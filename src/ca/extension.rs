@@ -1,0 +1,212 @@
+//! The jitid grant extension: how an X.509-SVID says which grant, task,
+//! entitlement and actions it was issued for.
+//!
+//! OID `1.2.840.113556.1.8000.2554.9282.24625.9397.16591.41083.15462298.1019156`,
+//! always non-critical. The OID is derived from the UUID
+//! `24426031-24b5-40cf-a07b-ebef9a0f8d14` under the arc
+//! `1.2.840.113556.1.8000.2554` that Microsoft set aside for self-assigned
+//! UUID-based OIDs (five 16-bit arcs, then two 24-bit arcs): it needs no
+//! registration, like `2.25.<uuid>`, but every arc fits in 32 bits, so
+//! parsers that follow RFC 5280's minimum (arcs up to 2^28) read it. Many
+//! reject the 128-bit arc of `2.25.<uuid>` (pyca/cryptography 38 to 43,
+//! RustCrypto `const-oid`, rcgen).
+//!
+//! The value is DER:
+//!
+//! ```text
+//! JitidGrant ::= SEQUENCE {
+//!     version      INTEGER (1),
+//!     grantId      UTF8String,   -- UUID, hyphenated lowercase
+//!     taskId       UTF8String,
+//!     entitlement  UTF8String,
+//!     actions      SEQUENCE SIZE (1..MAX) OF UTF8String,
+//!     ...                        -- later versions append fields; readers
+//!                                -- ignore what follows the known ones
+//! }
+//! ```
+
+/// Arcs of the grant extension's OID.
+pub const GRANT_EXTENSION_OID: &[u64] = &[
+    1, 2, 840, 113556, 1, 8000, 2554, 9282, 24625, 9397, 16591, 41083, 15462298, 1019156,
+];
+
+/// The OID in dotted form, for docs and other languages.
+pub const GRANT_EXTENSION_OID_STR: &str =
+    "1.2.840.113556.1.8000.2554.9282.24625.9397.16591.41083.15462298.1019156";
+
+const VERSION: u64 = 1;
+
+/// The grant an X.509-SVID was issued under.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrantExtension {
+    /// The grant's id.
+    pub grant_id: String,
+    /// The task the grant is for.
+    pub task_id: String,
+    /// The entitlement the grant uses.
+    pub entitlement: String,
+    /// The actions the certificate is good for.
+    pub actions: Vec<String>,
+}
+
+/// Why a certificate's grant extension could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ExtensionError {
+    /// The certificate itself is not valid DER X.509.
+    #[error("not a DER X.509 certificate")]
+    BadCertificate,
+    /// The certificate has no grant extension.
+    #[error("certificate has no jitid grant extension")]
+    Missing,
+    /// The extension appears more than once.
+    #[error("jitid grant extension appears more than once")]
+    Duplicate,
+    /// The extension value is not a valid `JitidGrant`.
+    #[error("jitid grant extension is malformed")]
+    Malformed,
+    /// The extension has a version this library does not know.
+    #[error("jitid grant extension has unsupported version {0}")]
+    UnsupportedVersion(u64),
+}
+
+// === impl GrantExtension ===
+
+impl GrantExtension {
+    /// The DER encoding of the extension value.
+    pub fn to_der(&self) -> Vec<u8> {
+        yasna::construct_der(|writer| {
+            writer.write_sequence(|writer| {
+                writer.next().write_u64(VERSION);
+                writer.next().write_utf8_string(&self.grant_id);
+                writer.next().write_utf8_string(&self.task_id);
+                writer.next().write_utf8_string(&self.entitlement);
+                writer.next().write_sequence_of(|writer| {
+                    for action in &self.actions {
+                        writer.next().write_utf8_string(action);
+                    }
+                });
+            });
+        })
+    }
+
+    /// Decodes an extension value.
+    pub fn from_der(der: &[u8]) -> Result<Self, ExtensionError> {
+        let mut version_seen = None;
+        let parsed = yasna::parse_der(der, |reader| {
+            reader.read_sequence(|reader| {
+                let version = reader.next().read_u64()?;
+                version_seen = Some(version);
+                if version != VERSION {
+                    return Err(yasna::ASN1Error::new(yasna::ASN1ErrorKind::Invalid));
+                }
+                let grant_id = reader.next().read_utf8string()?;
+                let task_id = reader.next().read_utf8string()?;
+                let entitlement = reader.next().read_utf8string()?;
+                let mut actions = Vec::new();
+                reader.next().read_sequence_of(|reader| {
+                    actions.push(reader.read_utf8string()?);
+                    Ok(())
+                })?;
+                // Fields added by later versions of this version are skipped.
+                while reader.read_optional(|reader| reader.read_der())?.is_some() {}
+                Ok(Self {
+                    grant_id,
+                    task_id,
+                    entitlement,
+                    actions,
+                })
+            })
+        });
+        match (parsed, version_seen) {
+            (Ok(extension), _) if !extension.actions.is_empty() => Ok(extension),
+            (Err(_), Some(version)) if version != VERSION => {
+                Err(ExtensionError::UnsupportedVersion(version))
+            }
+            _ => Err(ExtensionError::Malformed),
+        }
+    }
+
+    /// Reads the grant extension of a DER certificate.
+    pub fn from_certificate(cert_der: &[u8]) -> Result<Self, ExtensionError> {
+        let (_, cert) = x509_parser::parse_x509_certificate(cert_der)
+            .map_err(|_| ExtensionError::BadCertificate)?;
+        let oid = x509_parser::der_parser::oid::Oid::from(GRANT_EXTENSION_OID)
+            .map_err(|_| ExtensionError::Malformed)?;
+        match cert.get_extension_unique(&oid) {
+            Ok(Some(extension)) => Self::from_der(extension.value),
+            Ok(None) => Err(ExtensionError::Missing),
+            Err(_) => Err(ExtensionError::Duplicate),
+        }
+    }
+
+    /// The extension as an rcgen custom extension (non-critical).
+    pub(crate) fn to_rcgen(&self) -> rcgen::CustomExtension {
+        rcgen::CustomExtension::from_oid_content(GRANT_EXTENSION_OID, self.to_der())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> GrantExtension {
+        GrantExtension {
+            grant_id: "0b7a4a3e-6c8b-4d0e-9d55-2f0c7b4c1e11".to_owned(),
+            task_id: "build-42".to_owned(),
+            entitlement: "ci-publish".to_owned(),
+            actions: vec!["publish:artifacts".to_owned(), "read:source".to_owned()],
+        }
+    }
+
+    #[test]
+    fn round_trips() {
+        assert_eq!(GrantExtension::from_der(&sample().to_der()), Ok(sample()));
+    }
+
+    #[test]
+    fn oid_string_matches_arcs() {
+        let dotted: Vec<String> = GRANT_EXTENSION_OID.iter().map(u64::to_string).collect();
+        assert_eq!(dotted.join("."), GRANT_EXTENSION_OID_STR);
+        assert!(GRANT_EXTENSION_OID.iter().all(|&arc| arc < (1 << 28)));
+    }
+
+    #[test]
+    fn later_fields_are_ignored_and_bad_input_rejected() {
+        let extended = yasna::construct_der(|writer| {
+            writer.write_sequence(|writer| {
+                writer.next().write_u64(1);
+                writer.next().write_utf8_string("g");
+                writer.next().write_utf8_string("t");
+                writer.next().write_utf8_string("e");
+                writer
+                    .next()
+                    .write_sequence_of(|w| w.next().write_utf8_string("a"));
+                writer.next().write_utf8_string("a future field");
+            })
+        });
+        assert_eq!(GrantExtension::from_der(&extended).unwrap().actions, ["a"]);
+
+        let v2 = yasna::construct_der(|writer| {
+            writer.write_sequence(|writer| writer.next().write_u64(2))
+        });
+        assert_eq!(
+            GrantExtension::from_der(&v2),
+            Err(ExtensionError::UnsupportedVersion(2))
+        );
+        assert_eq!(
+            GrantExtension::from_der(b"\x30\x00"),
+            Err(ExtensionError::Malformed)
+        );
+        assert_eq!(
+            GrantExtension::from_der(b""),
+            Err(ExtensionError::Malformed)
+        );
+        let mut truncated = sample().to_der();
+        truncated.pop();
+        assert_eq!(
+            GrantExtension::from_der(&truncated),
+            Err(ExtensionError::Malformed)
+        );
+    }
+}

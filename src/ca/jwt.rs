@@ -1,0 +1,136 @@
+//! JWT-SVIDs (JWT-SVID spec, shared/spiffe.md §1.3): ES256, header exactly
+//! `alg`, `kid`, `typ: JWT`; claims `sub`, `aud`, integer `exp`, `iat`, `jti`,
+//! the action set as `scope` and the grant as `jitid_*` claims. Signing is
+//! done by the `jsonwebtoken` crate.
+
+use std::fmt;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde::{Deserialize, Serialize};
+
+use super::CaError;
+
+/// Claims of a jitid JWT-SVID.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JwtSvidClaims {
+    /// The workload's SPIFFE ID.
+    pub sub: String,
+    /// Every requested audience.
+    pub aud: Vec<String>,
+    /// Expiry, seconds since the Unix epoch.
+    pub exp: u64,
+    /// Issue time, seconds since the Unix epoch (back-dated a few seconds).
+    pub iat: u64,
+    /// Unique token id.
+    pub jti: String,
+    /// The action set, space-delimited (RFC 8693 §4.2 `scope`).
+    pub scope: String,
+    /// The grant the token was issued under.
+    pub jitid_grant: String,
+    /// The task the grant is for.
+    pub jitid_task: String,
+    /// The entitlement the grant uses.
+    pub jitid_entitlement: String,
+}
+
+/// An EC P-256 public key as JWK coordinates.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EcPublicJwk {
+    /// Curve name, `P-256` or `P-384`.
+    pub crv: &'static str,
+    /// Base64url X coordinate.
+    pub x: String,
+    /// Base64url Y coordinate.
+    pub y: String,
+}
+
+/// The key that signs JWT-SVIDs.
+pub(crate) struct JwtKey {
+    kid: String,
+    encoding_key: EncodingKey,
+    public: EcPublicJwk,
+}
+
+// === impl JwtKey ===
+
+impl JwtKey {
+    /// Loads a PKCS#8 P-256 key.
+    pub(crate) fn from_pem(pem: &str) -> Result<Self, CaError> {
+        let key_pair = rcgen::KeyPair::from_pem(pem)
+            .map_err(|_| CaError::Invalid("jwt.key is not a PKCS#8 private key".to_owned()))?;
+        if key_pair.algorithm() != &rcgen::PKCS_ECDSA_P256_SHA256 {
+            return Err(CaError::Invalid(
+                "jwt.key must be an ECDSA P-256 key (ES256)".to_owned(),
+            ));
+        }
+        let public = EcPublicJwk::from_uncompressed_point(key_pair.public_key_raw())
+            .ok_or_else(|| CaError::Invalid("jwt.key has a malformed public key".to_owned()))?;
+        let encoding_key = EncodingKey::from_ec_der(&key_pair.serialize_der());
+        Ok(Self {
+            kid: public.thumbprint(),
+            encoding_key,
+            public,
+        })
+    }
+
+    /// The key id: the RFC 7638 thumbprint of the public key.
+    pub(crate) fn kid(&self) -> &str {
+        &self.kid
+    }
+
+    /// The public key.
+    pub(crate) fn public(&self) -> &EcPublicJwk {
+        &self.public
+    }
+
+    /// Signs claims into a compact JWS.
+    pub(crate) fn sign(&self, claims: &JwtSvidClaims) -> Result<String, CaError> {
+        let mut header = Header::new(Algorithm::ES256);
+        header.kid = Some(self.kid.clone());
+        header.typ = Some("JWT".to_owned());
+        jsonwebtoken::encode(&header, claims, &self.encoding_key).map_err(CaError::Jwt)
+    }
+}
+
+impl fmt::Debug for JwtKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JwtKey")
+            .field("kid", &self.kid)
+            .field("encoding_key", &"<redacted>")
+            .finish()
+    }
+}
+
+// === impl EcPublicJwk ===
+
+impl EcPublicJwk {
+    /// From an uncompressed SEC1 point (`04 || X || Y`) of P-256 or P-384.
+    pub fn from_uncompressed_point(point: &[u8]) -> Option<Self> {
+        let crv = match point.len() {
+            65 => "P-256",
+            97 => "P-384",
+            _ => return None,
+        };
+        if point[0] != 0x04 {
+            return None;
+        }
+        let (x, y) = point[1..].split_at((point.len() - 1) / 2);
+        Some(Self {
+            crv,
+            x: URL_SAFE_NO_PAD.encode(x),
+            y: URL_SAFE_NO_PAD.encode(y),
+        })
+    }
+
+    /// RFC 7638 JWK thumbprint: base64url SHA-256 of the canonical JWK.
+    pub fn thumbprint(&self) -> String {
+        let canonical = format!(
+            r#"{{"crv":"{}","kty":"EC","x":"{}","y":"{}"}}"#,
+            self.crv, self.x, self.y
+        );
+        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, canonical.as_bytes());
+        URL_SAFE_NO_PAD.encode(digest.as_ref())
+    }
+}

@@ -1,0 +1,209 @@
+//! Unit tests of the CA: creation, loading checks, and the shape of what it
+//! signs.
+
+use std::os::unix::fs::PermissionsExt;
+
+use x509_parser::prelude::*;
+
+use super::*;
+
+const HOUR: Duration = Duration::from_secs(3600);
+
+fn td() -> TrustDomain {
+    TrustDomain::new("example.org").unwrap()
+}
+
+fn options() -> InitOptions {
+    InitOptions {
+        root_ttl: 48 * HOUR,
+        signing_ttl: 24 * HOUR,
+    }
+}
+
+fn fresh_ca() -> (tempfile::TempDir, Authority) {
+    let dir = tempfile::tempdir().unwrap();
+    let now = SystemTime::now();
+    let paths = init(dir.path(), &td(), now, &options()).unwrap();
+    let authority = Authority::load(&paths, &td(), now).unwrap();
+    (dir, authority)
+}
+
+#[test]
+fn init_writes_private_keys_and_refuses_to_overwrite() {
+    let dir = tempfile::tempdir().unwrap();
+    let paths = init(dir.path(), &td(), SystemTime::now(), &options()).unwrap();
+    for key in [
+        &paths.signing_key,
+        &paths.jwt_key,
+        &root_key_path(dir.path()),
+    ] {
+        let mode = std::fs::metadata(key).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{}", key.display());
+    }
+    let error = init(dir.path(), &td(), SystemTime::now(), &options()).unwrap_err();
+    assert!(
+        error.to_string().contains("refusing to overwrite"),
+        "{error}"
+    );
+}
+
+#[test]
+fn load_refuses_readable_keys_and_names_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let paths = init(dir.path(), &td(), SystemTime::now(), &options()).unwrap();
+    std::fs::set_permissions(&paths.jwt_key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let error = Authority::load(&paths, &td(), SystemTime::now()).unwrap_err();
+    assert!(matches!(
+        error,
+        CaError::KeyFile(KeyFileError::TooOpen { .. })
+    ));
+    assert!(error.to_string().contains("jwt.key"), "{error}");
+}
+
+#[test]
+fn load_refuses_foreign_trust_domain_mismatched_key_and_expiry() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = SystemTime::now();
+    let paths = init(dir.path(), &td(), now, &options()).unwrap();
+    let other = TrustDomain::new("other.org").unwrap();
+    assert!(matches!(
+        Authority::load(&paths, &other, now),
+        Err(CaError::Invalid(_))
+    ));
+    assert!(matches!(
+        Authority::load(&paths, &td(), now + 25 * HOUR),
+        Err(CaError::SigningCaExpired(_))
+    ));
+    // Swap in another CA's signing key.
+    let other_dir = tempfile::tempdir().unwrap();
+    let other_paths = init(other_dir.path(), &td(), now, &options()).unwrap();
+    std::fs::copy(&other_paths.signing_key, &paths.signing_key).unwrap();
+    let error = Authority::load(&paths, &td(), now).unwrap_err();
+    assert!(error.to_string().contains("does not match"), "{error}");
+}
+
+#[test]
+fn signed_svid_carries_attested_id_and_grant() {
+    let (_dir, authority) = fresh_ca();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let csr_der = rcgen::CertificateParams::new(vec!["evil.example".to_owned()])
+        .unwrap()
+        .serialize_request(&key)
+        .unwrap();
+    let csr = VerifiedCsr::from_der(csr_der.der()).unwrap();
+    let id = SpiffeId::new("spiffe://example.org/ci/runner").unwrap();
+    let extension = GrantExtension {
+        grant_id: "g".to_owned(),
+        task_id: "t".to_owned(),
+        entitlement: "e".to_owned(),
+        actions: vec!["a".to_owned()],
+    };
+    let now = SystemTime::now();
+    let signed = authority
+        .sign_x509_svid(
+            &csr,
+            LeafRequest {
+                spiffe_id: &id,
+                expires_at: now + 300 * Duration::from_secs(1),
+                dns_names: &[],
+                ip_addresses: &[],
+            },
+            &extension,
+            now,
+        )
+        .unwrap();
+    assert_eq!(signed.chain.len(), 2);
+    let (_, leaf) = parse_x509_certificate(signed.chain[0].as_ref()).unwrap();
+    let uris: Vec<_> = leaf
+        .subject_alternative_name()
+        .unwrap()
+        .unwrap()
+        .value
+        .general_names
+        .iter()
+        .map(|name| name.to_string())
+        .collect();
+    assert_eq!(uris, ["URI(spiffe://example.org/ci/runner)"]);
+    assert_eq!(leaf.raw_serial_as_string().replace(':', ""), signed.serial);
+    assert_eq!(
+        GrantExtension::from_certificate(signed.chain[0].as_ref()).unwrap(),
+        extension
+    );
+    let ext_oid = x509_parser::der_parser::oid::Oid::from(GRANT_EXTENSION_OID).unwrap();
+    assert!(
+        !leaf
+            .get_extension_unique(&ext_oid)
+            .unwrap()
+            .unwrap()
+            .critical
+    );
+}
+
+#[test]
+fn credentials_never_outlive_the_signing_ca() {
+    let (_dir, authority) = fresh_ca();
+    let id = SpiffeId::new("spiffe://example.org/svc/a").unwrap();
+    let now = SystemTime::now();
+    let issued = authority
+        .issue_identity(
+            LeafRequest {
+                spiffe_id: &id,
+                expires_at: now + 1000 * HOUR,
+                dns_names: &[],
+                ip_addresses: &[],
+            },
+            now,
+        )
+        .unwrap();
+    assert_eq!(issued.not_after, authority.signing_not_after());
+    let foreign = SpiffeId::new("spiffe://other.org/svc/a").unwrap();
+    let error = authority
+        .issue_identity(
+            LeafRequest {
+                spiffe_id: &foreign,
+                expires_at: now + HOUR,
+                dns_names: &[],
+                ip_addresses: &[],
+            },
+            now,
+        )
+        .unwrap_err();
+    assert!(matches!(error, CaError::ForeignId(_)));
+    assert!(!format!("{issued:?}").contains(&format!("{:?}", &issued.key_pkcs8[..8])));
+}
+
+#[test]
+fn jwt_header_has_exactly_alg_kid_typ() {
+    let (_dir, authority) = fresh_ca();
+    let token = authority
+        .sign_jwt_svid(&JwtSvidClaims {
+            sub: "spiffe://example.org/a".to_owned(),
+            aud: vec!["x".to_owned()],
+            exp: 2_000_000_000,
+            iat: 1_000_000_000,
+            jti: "j".to_owned(),
+            scope: "a b".to_owned(),
+            jitid_grant: "g".to_owned(),
+            jitid_task: "t".to_owned(),
+            jitid_entitlement: "e".to_owned(),
+        })
+        .unwrap();
+    use base64::Engine as _;
+    let header = token.split('.').next().unwrap();
+    let header: serde_json::Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(header)
+            .unwrap(),
+    )
+    .unwrap();
+    let mut keys: Vec<_> = header.as_object().unwrap().keys().cloned().collect();
+    keys.sort();
+    assert_eq!(keys, ["alg", "kid", "typ"]);
+    assert_eq!(header["alg"], "ES256");
+    assert_eq!(header["typ"], "JWT");
+    assert_eq!(
+        header["kid"],
+        authority.bundle().jwt_authorities[0].kid.as_str()
+    );
+    assert!(format!("{authority:?}").contains("redacted"));
+}

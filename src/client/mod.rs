@@ -1,0 +1,589 @@
+//! The client library workloads embed: connects to jitid over mTLS with an
+//! attestation identity, generates keys locally, and fetches X.509-SVIDs,
+//! JWT-SVIDs and the trust bundle.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), jitid::client::ClientError> {
+//! use jitid::client::{Client, ClientConfig, SvidRequest};
+//! let config = ClientConfig::from_files(
+//!     "https://127.0.0.1:8443",
+//!     "certs/dev/root.pem".as_ref(),
+//!     Some(("identity.pem".as_ref(), "identity.key".as_ref())),
+//! )?;
+//! let client = Client::connect(config).await?;
+//! let svid = client
+//!     .fetch_x509_svid(&SvidRequest::entitlement("ci-publish").task("build-42"))
+//!     .await?;
+//! println!("{} until {:?}", svid.grant.spiffe_id, svid.grant.expires_at);
+//! # Ok(()) }
+//! ```
+
+mod tls;
+
+use std::fmt;
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+use hyper_util::rt::TokioIo;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use tokio::net::TcpStream;
+use tonic::transport::{Channel, Endpoint, Uri};
+
+use crate::keyfile::{self, KeyFileError};
+use crate::proto::v1::{self as pb, issuer_client::IssuerClient};
+
+/// How long connecting (TCP + TLS) may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long one RPC may take.
+const RPC_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Errors of the client library.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// The configuration is unusable (bad URL, bad PEM).
+    #[error("{0}")]
+    Config(String),
+    /// A key or certificate file could not be read.
+    #[error(transparent)]
+    KeyFile(#[from] KeyFileError),
+    /// The server could not be reached or the TLS handshake failed.
+    #[error("cannot connect to {server}: {source}")]
+    Connect {
+        /// The server URL.
+        server: String,
+        /// Why.
+        #[source]
+        source: tonic::transport::Error,
+    },
+    /// The server answered with an error status.
+    #[error("{}: {message}", code_name(*.code))]
+    Status {
+        /// The gRPC status code.
+        code: tonic::Code,
+        /// The server's message.
+        message: String,
+    },
+    /// A local key could not be generated.
+    #[error("key generation failed: {0}")]
+    KeyGeneration(#[from] rcgen::Error),
+    /// The server's answer is malformed.
+    #[error("invalid response from server: {0}")]
+    InvalidResponse(String),
+}
+
+/// Where the server is, how to trust it, and who we are.
+#[derive(Clone)]
+pub struct ClientConfig {
+    /// `https://host:port` of the server.
+    pub server: String,
+    /// DER root certificates that the server's certificate chains to.
+    pub server_roots: Vec<CertificateDer<'static>>,
+    /// The attestation identity, or `None` (only the bundle can be fetched).
+    pub identity: Option<ClientIdentity>,
+}
+
+/// An attestation identity: a certificate chain and its private key.
+#[derive(Clone)]
+pub struct ClientIdentity {
+    chain: Vec<CertificateDer<'static>>,
+    key: std::sync::Arc<PrivateKeyDer<'static>>,
+}
+
+/// What to ask for; see `jitid.v1.GrantSpec`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SvidRequest {
+    /// Entitlement name, or empty to let the server pick one by actions.
+    pub entitlement: String,
+    /// Actions, a subset of the entitlement's; empty for all of them.
+    pub actions: Vec<String>,
+    /// Task id; empty lets the server generate one.
+    pub task_id: String,
+    /// TTL; `None` for the entitlement's default.
+    pub ttl: Option<Duration>,
+    /// Why the credential is needed.
+    pub justification: String,
+}
+
+/// The grant a credential was issued under.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrantInfo {
+    /// Grant id.
+    pub grant_id: String,
+    /// The SPIFFE ID the credential names.
+    pub spiffe_id: String,
+    /// Entitlement used.
+    pub entitlement: String,
+    /// Actions granted.
+    pub actions: Vec<String>,
+    /// Task id.
+    pub task_id: String,
+    /// When grant and credential expire.
+    pub expires_at: SystemTime,
+}
+
+/// An X.509-SVID with the private key generated for it.
+#[derive(Clone)]
+pub struct X509Svid {
+    /// DER chain, leaf first.
+    pub chain: Vec<CertificateDer<'static>>,
+    /// PKCS#8 DER private key; never left this process.
+    pub key_pkcs8: Vec<u8>,
+    /// DER trust anchors of the trust domain.
+    pub bundle: Vec<CertificateDer<'static>>,
+    /// Leaf serial, lowercase hex.
+    pub serial: String,
+    /// The grant.
+    pub grant: GrantInfo,
+}
+
+/// A JWT-SVID.
+#[derive(Clone)]
+pub struct JwtSvid {
+    /// The compact JWS. A bearer credential: never log it.
+    pub token: String,
+    /// Its `jti`.
+    pub jti: String,
+    /// The grant.
+    pub grant: GrantInfo,
+}
+
+/// The trust bundle as served.
+#[derive(Debug, Clone)]
+pub struct Bundle {
+    /// Trust domain name.
+    pub trust_domain: String,
+    /// SPIFFE bundle JSON.
+    pub spiffe_json: Vec<u8>,
+    /// DER root certificates.
+    pub x509_authorities: Vec<CertificateDer<'static>>,
+    /// `spiffe_sequence`.
+    pub sequence: u64,
+}
+
+/// A connection to a jitid server.
+#[derive(Debug, Clone)]
+pub struct Client {
+    channel: Channel,
+    grpc: IssuerClient<Channel>,
+}
+
+// === impl ClientError ===
+
+impl ClientError {
+    /// The gRPC code, when the server answered with one.
+    pub fn code(&self) -> Option<tonic::Code> {
+        match self {
+            Self::Status { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
+
+    /// Whether retrying later may succeed.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Self::Connect { .. } => true,
+            Self::Status { code, .. } => matches!(
+                code,
+                tonic::Code::Unavailable | tonic::Code::ResourceExhausted | tonic::Code::Aborted
+            ),
+            _ => false,
+        }
+    }
+}
+
+impl From<tonic::Status> for ClientError {
+    fn from(status: tonic::Status) -> Self {
+        Self::Status {
+            code: status.code(),
+            message: status.message().to_owned(),
+        }
+    }
+}
+
+fn code_name(code: tonic::Code) -> &'static str {
+    match code {
+        tonic::Code::Unauthenticated => "unauthenticated",
+        tonic::Code::PermissionDenied => "permission denied",
+        tonic::Code::InvalidArgument => "invalid argument",
+        tonic::Code::Unavailable => "unavailable",
+        tonic::Code::ResourceExhausted => "resource exhausted",
+        tonic::Code::OutOfRange => "out of range",
+        tonic::Code::DeadlineExceeded => "deadline exceeded",
+        tonic::Code::Internal => "internal error",
+        _ => "error",
+    }
+}
+
+// === impl ClientConfig ===
+
+impl ClientConfig {
+    /// Reads the server roots and, if given, the identity from PEM files.
+    /// The key file must not be readable by group or others.
+    pub fn from_files(
+        server: &str,
+        server_roots: &Path,
+        identity: Option<(&Path, &Path)>,
+    ) -> Result<Self, ClientError> {
+        let server_roots = read_pem_certs(server_roots)?;
+        let identity = identity
+            .map(|(cert, key)| ClientIdentity::from_files(cert, key))
+            .transpose()?;
+        Ok(Self {
+            server: server.to_owned(),
+            server_roots,
+            identity,
+        })
+    }
+}
+
+impl fmt::Debug for ClientConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientConfig")
+            .field("server", &self.server)
+            .field("server_roots", &self.server_roots.len())
+            .field("identity", &self.identity)
+            .finish()
+    }
+}
+
+// === impl ClientIdentity ===
+
+impl ClientIdentity {
+    /// An identity from DER parts.
+    pub fn new(chain: Vec<CertificateDer<'static>>, key: PrivateKeyDer<'static>) -> Self {
+        Self {
+            chain,
+            key: std::sync::Arc::new(key),
+        }
+    }
+
+    /// Reads a PEM chain and a PEM private key (refused if others can read it).
+    pub fn from_files(cert: &Path, key: &Path) -> Result<Self, ClientError> {
+        let chain = read_pem_certs(cert)?;
+        let key_pem = keyfile::read_private(key)?;
+        let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
+            .map_err(|_| ClientError::Config(format!("{}: no private key found", key.display())))?;
+        Ok(Self::new(chain, key))
+    }
+}
+
+impl fmt::Debug for ClientIdentity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientIdentity")
+            .field("chain", &self.chain.len())
+            .field("key", &"<redacted>")
+            .finish()
+    }
+}
+
+// === impl SvidRequest ===
+
+impl SvidRequest {
+    /// A request for the whole action set of `name`.
+    pub fn entitlement(name: &str) -> Self {
+        Self {
+            entitlement: name.to_owned(),
+            ..Self::default()
+        }
+    }
+
+    /// A request for `actions`, under whichever entitlement covers them.
+    pub fn actions<S: AsRef<str>>(actions: &[S]) -> Self {
+        Self {
+            actions: actions.iter().map(|a| a.as_ref().to_owned()).collect(),
+            ..Self::default()
+        }
+    }
+
+    /// Narrows the request to `actions`.
+    pub fn with_actions<S: AsRef<str>>(mut self, actions: &[S]) -> Self {
+        self.actions = actions.iter().map(|a| a.as_ref().to_owned()).collect();
+        self
+    }
+
+    /// Sets the task id.
+    pub fn task(mut self, task_id: &str) -> Self {
+        self.task_id = task_id.to_owned();
+        self
+    }
+
+    /// Sets the TTL.
+    pub fn ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = Some(ttl);
+        self
+    }
+
+    /// Sets the justification.
+    pub fn justification(mut self, text: &str) -> Self {
+        self.justification = text.to_owned();
+        self
+    }
+
+    fn to_proto(&self) -> pb::GrantSpec {
+        pb::GrantSpec {
+            entitlement: self.entitlement.clone(),
+            actions: self.actions.clone(),
+            task_id: self.task_id.clone(),
+            ttl: self.ttl.map(|ttl| prost_types::Duration {
+                seconds: i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX),
+                nanos: i32::try_from(ttl.subsec_nanos()).unwrap_or(0),
+            }),
+            justification: self.justification.clone(),
+        }
+    }
+}
+
+// === impl X509Svid / JwtSvid ===
+
+impl X509Svid {
+    /// The chain as PEM, leaf first.
+    pub fn chain_pem(&self) -> String {
+        pem_certs(&self.chain)
+    }
+
+    /// The private key as PKCS#8 PEM.
+    pub fn key_pem(&self) -> String {
+        crate::crypto::der_to_pem("PRIVATE KEY", &self.key_pkcs8)
+    }
+
+    /// The trust anchors as PEM.
+    pub fn bundle_pem(&self) -> String {
+        pem_certs(&self.bundle)
+    }
+}
+
+impl fmt::Debug for X509Svid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("X509Svid")
+            .field("serial", &self.serial)
+            .field("grant", &self.grant)
+            .field("key_pkcs8", &"<redacted>")
+            .finish_non_exhaustive()
+    }
+}
+
+impl fmt::Debug for JwtSvid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JwtSvid")
+            .field("jti", &self.jti)
+            .field("grant", &self.grant)
+            .field("token", &"<redacted>")
+            .finish()
+    }
+}
+
+// === impl Client ===
+
+impl Client {
+    /// Connects over mTLS (TLS 1.3, h2). Fails if the server cannot be
+    /// reached or its certificate does not chain to `server_roots` for the
+    /// host in the URL.
+    pub async fn connect(config: ClientConfig) -> Result<Self, ClientError> {
+        let uri: Uri = config
+            .server
+            .parse()
+            .map_err(|_| ClientError::Config(format!("invalid server URL {:?}", config.server)))?;
+        if uri.scheme_str() != Some("https") {
+            return Err(ClientError::Config(format!(
+                "server URL {:?} must start with https://",
+                config.server
+            )));
+        }
+        let host = uri
+            .host()
+            .ok_or_else(|| {
+                ClientError::Config(format!("server URL {:?} has no host", config.server))
+            })?
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
+        let port = uri.port_u16().unwrap_or(443);
+        let server_name = ServerName::try_from(host.clone())
+            .map_err(|_| ClientError::Config(format!("invalid server host {host:?}")))?;
+        let connector = tls::connector(&config)?;
+
+        // TLS is done here rather than by tonic, so the scheme tonic sees
+        // is plain http.
+        let endpoint = Endpoint::from_shared(format!("http://{}", authority(&host, port)))
+            .map_err(|_| ClientError::Config(format!("invalid server URL {:?}", config.server)))?
+            .connect_timeout(CONNECT_TIMEOUT)
+            .timeout(RPC_TIMEOUT);
+        let channel = endpoint
+            .connect_with_connector(tower::service_fn(move |_: Uri| {
+                let connector = connector.clone();
+                let server_name = server_name.clone();
+                let host = host.clone();
+                async move {
+                    let tcp = TcpStream::connect((host.as_str(), port)).await?;
+                    tcp.set_nodelay(true)?;
+                    let tls = connector.connect(server_name, tcp).await?;
+                    Ok::<_, std::io::Error>(TokioIo::new(tls))
+                }
+            }))
+            .await
+            .map_err(|source| ClientError::Connect {
+                server: config.server.clone(),
+                source,
+            })?;
+        Ok(Self {
+            grpc: IssuerClient::new(channel.clone()),
+            channel,
+        })
+    }
+
+    /// Generates a P-256 key locally, sends a CSR, and returns the SVID with
+    /// its key. The key never leaves this process.
+    pub async fn fetch_x509_svid(&self, request: &SvidRequest) -> Result<X509Svid, ClientError> {
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+        let mut params = rcgen::CertificateParams::default();
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        let csr = params.serialize_request(&key)?;
+        let response = self
+            .issue_x509_from_csr(request, csr.der().to_vec())
+            .await?;
+        Ok(X509Svid {
+            key_pkcs8: key.serialize_der(),
+            ..response
+        })
+    }
+
+    /// Sends a caller-made DER CSR. The returned SVID has no key.
+    pub async fn issue_x509_from_csr(
+        &self,
+        request: &SvidRequest,
+        csr_der: Vec<u8>,
+    ) -> Result<X509Svid, ClientError> {
+        let response = self
+            .grpc
+            .clone()
+            .issue_x509_svid(pb::IssueX509SvidRequest {
+                grant: Some(request.to_proto()),
+                csr: csr_der,
+            })
+            .await?
+            .into_inner();
+        if response.cert_chain.is_empty() {
+            return Err(ClientError::InvalidResponse(
+                "empty certificate chain".to_owned(),
+            ));
+        }
+        Ok(X509Svid {
+            chain: response
+                .cert_chain
+                .into_iter()
+                .map(CertificateDer::from)
+                .collect(),
+            key_pkcs8: Vec::new(),
+            bundle: response
+                .bundle
+                .into_iter()
+                .map(CertificateDer::from)
+                .collect(),
+            serial: response.serial,
+            grant: grant_info(response.grant)?,
+        })
+    }
+
+    /// Fetches a JWT-SVID for `audiences`.
+    pub async fn fetch_jwt_svid(
+        &self,
+        request: &SvidRequest,
+        audiences: &[String],
+    ) -> Result<JwtSvid, ClientError> {
+        let response = self
+            .grpc
+            .clone()
+            .issue_jwt_svid(pb::IssueJwtSvidRequest {
+                grant: Some(request.to_proto()),
+                audiences: audiences.to_vec(),
+            })
+            .await?
+            .into_inner();
+        Ok(JwtSvid {
+            token: response.token,
+            jti: response.jti,
+            grant: grant_info(response.grant)?,
+        })
+    }
+
+    /// Fetches the trust bundle.
+    pub async fn fetch_bundle(&self) -> Result<Bundle, ClientError> {
+        let response = self
+            .grpc
+            .clone()
+            .fetch_bundle(pb::FetchBundleRequest {})
+            .await?
+            .into_inner();
+        Ok(Bundle {
+            trust_domain: response.trust_domain,
+            spiffe_json: response.spiffe_bundle,
+            x509_authorities: response
+                .x509_authorities
+                .into_iter()
+                .map(CertificateDer::from)
+                .collect(),
+            sequence: response.sequence,
+        })
+    }
+
+    /// The underlying mTLS channel, for other services on the same server
+    /// (gRPC health, reflection).
+    pub fn channel(&self) -> Channel {
+        self.channel.clone()
+    }
+
+    /// The generated gRPC client, for RPCs this wrapper does not cover.
+    pub fn grpc(&self) -> IssuerClient<Channel> {
+        self.grpc.clone()
+    }
+}
+
+fn authority(host: &str, port: u16) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
+fn grant_info(grant: Option<pb::GrantSummary>) -> Result<GrantInfo, ClientError> {
+    let grant = grant.ok_or_else(|| ClientError::InvalidResponse("no grant summary".to_owned()))?;
+    let expires = grant
+        .expires_at
+        .ok_or_else(|| ClientError::InvalidResponse("grant has no expiry".to_owned()))?;
+    let seconds = u64::try_from(expires.seconds)
+        .map_err(|_| ClientError::InvalidResponse("grant expiry before 1970".to_owned()))?;
+    Ok(GrantInfo {
+        grant_id: grant.grant_id,
+        spiffe_id: grant.spiffe_id,
+        entitlement: grant.entitlement,
+        actions: grant.actions,
+        task_id: grant.task_id,
+        expires_at: SystemTime::UNIX_EPOCH
+            + Duration::from_secs(seconds)
+            + Duration::from_nanos(u64::try_from(expires.nanos).unwrap_or(0)),
+    })
+}
+
+fn read_pem_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, ClientError> {
+    let text = keyfile::read_public(path)?;
+    let certs = CertificateDer::pem_slice_iter(text.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|_| ClientError::Config(format!("{}: malformed PEM", path.display())))?;
+    if certs.is_empty() {
+        return Err(ClientError::Config(format!(
+            "{}: no certificate found",
+            path.display()
+        )));
+    }
+    Ok(certs)
+}
+
+fn pem_certs(certs: &[CertificateDer<'_>]) -> String {
+    certs
+        .iter()
+        .map(|cert| crate::crypto::der_to_pem("CERTIFICATE", cert.as_ref()))
+        .collect()
+}

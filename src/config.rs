@@ -1,0 +1,353 @@
+//! The server's configuration: one TOML file, parsed once at startup into
+//! typed values. Errors name the file and the key.
+//!
+//! Relative paths in the file are resolved against the file's directory, so
+//! a config and its certificates can move together.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::policy::{Catalogue, CatalogueError};
+use crate::spiffe_id::{SpiffeId, SpiffeIdError, TrustDomain};
+
+/// Default address the server listens on.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8443";
+/// Default lifetime of the server's own serving certificate.
+pub const DEFAULT_SERVER_CERT_TTL: Duration = Duration::from_secs(3600);
+/// Default cap on one request message, in bytes.
+pub const DEFAULT_MAX_REQUEST_BYTES: usize = 64 * 1024;
+
+/// A configuration that could not be loaded.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config {path}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or does not match the schema.
+    #[error("invalid config {path}: {source}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What the TOML parser said, with line and column.
+        #[source]
+        source: toml::de::Error,
+    },
+    /// A key has a value that parses but is not acceptable.
+    #[error("invalid config {path}: `{key}`: {message}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// The offending key.
+        key: String,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// The entitlement catalogue is invalid.
+    #[error("invalid config {path}: {source}")]
+    Catalogue {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        #[source]
+        source: CatalogueError,
+    },
+}
+
+/// A validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The trust domain this deployment vouches for.
+    pub trust_domain: TrustDomain,
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Where the certificate authority's files are.
+    pub ca: CaPaths,
+    /// The server's own identity.
+    pub server: ServerIdentityConfig,
+    /// PEM files of the CAs whose client certificates attest callers.
+    pub attestation_trust_anchors: Vec<PathBuf>,
+    /// Largest accepted request message, in bytes.
+    pub max_request_bytes: usize,
+    /// The entitlement catalogue.
+    pub catalogue: Catalogue,
+}
+
+/// Paths of the certificate authority's files, as written by `jitid ca init`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CaPaths {
+    /// Root certificate(s), PEM: the trust anchors of the trust domain.
+    pub root_cert: PathBuf,
+    /// Signing intermediate certificate, PEM.
+    pub signing_cert: PathBuf,
+    /// Signing intermediate key, PKCS#8 PEM, mode 0600.
+    pub signing_key: PathBuf,
+    /// JWT-SVID signing key, PKCS#8 PEM, mode 0600.
+    pub jwt_key: PathBuf,
+}
+
+/// How the server names itself in its serving certificate.
+#[derive(Debug, Clone)]
+pub struct ServerIdentityConfig {
+    /// The server's SPIFFE ID (the certificate's URI SAN).
+    pub spiffe_id: SpiffeId,
+    /// DNS names clients dial.
+    pub dns_names: Vec<String>,
+    /// IP addresses clients dial.
+    pub ip_addresses: Vec<IpAddr>,
+    /// Lifetime of each serving certificate; it is renewed at 2/3 of that.
+    pub cert_ttl: Duration,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    trust_domain: String,
+    listen: Option<String>,
+    ca: RawCa,
+    #[serde(default)]
+    server: RawServer,
+    #[serde(default)]
+    attestation: RawAttestation,
+    #[serde(default)]
+    limits: RawLimits,
+    #[serde(default, rename = "entitlement")]
+    entitlements: Vec<crate::policy::RawEntitlement>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCa {
+    dir: PathBuf,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawServer {
+    spiffe_id: Option<String>,
+    dns_names: Option<Vec<String>>,
+    ip_addresses: Option<Vec<String>>,
+    cert_ttl: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawAttestation {
+    trust_anchors: Option<Vec<PathBuf>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    max_request_bytes: Option<usize>,
+    max_ttl: Option<String>,
+}
+
+// === impl Config ===
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let base = path.parent().unwrap_or_else(|| Path::new("."));
+        Self::parse(&text, path, base)
+    }
+
+    /// Parses config text; `path` names it in errors and relative paths are
+    /// resolved against `base`.
+    pub fn parse(text: &str, path: &Path, base: &Path) -> Result<Self, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|source| ConfigError::Parse {
+            path: path.to_owned(),
+            source,
+        })?;
+        let invalid = |key: &str, message: String| ConfigError::Invalid {
+            path: path.to_owned(),
+            key: key.to_owned(),
+            message,
+        };
+
+        let trust_domain = TrustDomain::new(&raw.trust_domain)
+            .map_err(|error| invalid("trust_domain", error.to_string()))?;
+        let listen = raw
+            .listen
+            .as_deref()
+            .unwrap_or(DEFAULT_LISTEN)
+            .parse::<SocketAddr>()
+            .map_err(|error| invalid("listen", error.to_string()))?;
+
+        let ca_dir = base.join(&raw.ca.dir);
+        let ca = CaPaths::in_dir(&ca_dir);
+
+        let server_id = match raw.server.spiffe_id {
+            Some(id) => SpiffeId::new(&id)
+                .map_err(|error| invalid("server.spiffe_id", error.to_string()))?,
+            None => default_server_id(&trust_domain)
+                .map_err(|error| invalid("trust_domain", error.to_string()))?,
+        };
+        if !server_id.is_member_of(&trust_domain) {
+            return Err(invalid(
+                "server.spiffe_id",
+                format!("{server_id} is not in trust domain {trust_domain}"),
+            ));
+        }
+        let ip_addresses = raw
+            .server
+            .ip_addresses
+            .unwrap_or_else(|| vec!["127.0.0.1".to_owned()])
+            .iter()
+            .map(|ip| ip.parse::<IpAddr>())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|error| invalid("server.ip_addresses", error.to_string()))?;
+        let cert_ttl = match raw.server.cert_ttl {
+            Some(text) => parse_duration(&text).map_err(|m| invalid("server.cert_ttl", m))?,
+            None => DEFAULT_SERVER_CERT_TTL,
+        };
+        let server = ServerIdentityConfig {
+            spiffe_id: server_id,
+            dns_names: raw
+                .server
+                .dns_names
+                .unwrap_or_else(|| vec!["localhost".to_owned()]),
+            ip_addresses,
+            cert_ttl,
+        };
+
+        let attestation_trust_anchors = match raw.attestation.trust_anchors {
+            Some(paths) if paths.is_empty() => {
+                return Err(invalid(
+                    "attestation.trust_anchors",
+                    "needs at least one PEM file".to_owned(),
+                ));
+            }
+            Some(paths) => paths.iter().map(|p| base.join(p)).collect(),
+            None => vec![ca.root_cert.clone()],
+        };
+
+        let max_request_bytes = raw
+            .limits
+            .max_request_bytes
+            .unwrap_or(DEFAULT_MAX_REQUEST_BYTES);
+        if !(1024..=4 * 1024 * 1024).contains(&max_request_bytes) {
+            return Err(invalid(
+                "limits.max_request_bytes",
+                "must be between 1024 and 4194304".to_owned(),
+            ));
+        }
+        let ttl_ceiling = match raw.limits.max_ttl {
+            Some(text) => parse_duration(&text).map_err(|m| invalid("limits.max_ttl", m))?,
+            None => crate::policy::DEFAULT_TTL_CEILING,
+        };
+
+        let catalogue = Catalogue::from_raw(raw.entitlements, &trust_domain, ttl_ceiling).map_err(
+            |source| ConfigError::Catalogue {
+                path: path.to_owned(),
+                source,
+            },
+        )?;
+
+        Ok(Self {
+            trust_domain,
+            listen,
+            ca,
+            server,
+            attestation_trust_anchors,
+            max_request_bytes,
+            catalogue,
+        })
+    }
+}
+
+// === impl CaPaths ===
+
+impl CaPaths {
+    /// The standard file names inside a CA directory.
+    pub fn in_dir(dir: &Path) -> Self {
+        Self {
+            root_cert: dir.join("root.pem"),
+            signing_cert: dir.join("signing.pem"),
+            signing_key: dir.join("signing.key"),
+            jwt_key: dir.join("jwt.key"),
+        }
+    }
+}
+
+/// The server's default SPIFFE ID: `spiffe://<trust-domain>/jitid`.
+pub fn default_server_id(trust_domain: &TrustDomain) -> Result<SpiffeId, SpiffeIdError> {
+    trust_domain.workload_id("/jitid")
+}
+
+/// Parses a human duration such as `5m`, `90s` or `720h`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text)
+        .map_err(|error| format!("{error} (e.g. \"5m\", \"90s\", \"1h\")"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("jitid.toml"), Path::new("/etc/jitid"))
+    }
+
+    const MINIMAL: &str = r#"
+trust_domain = "example.org"
+[ca]
+dir = "ca"
+[[entitlement]]
+name = "ci-publish"
+actions = ["publish:artifacts"]
+requesters = ["spiffe://example.org/ci/*"]
+"#;
+
+    #[test]
+    fn minimal_config_gets_safe_defaults() {
+        let config = parse(MINIMAL).unwrap();
+        assert_eq!(config.listen.to_string(), DEFAULT_LISTEN);
+        assert_eq!(
+            config.ca.signing_key,
+            Path::new("/etc/jitid/ca/signing.key")
+        );
+        assert_eq!(
+            config.attestation_trust_anchors,
+            vec![config.ca.root_cert.clone()]
+        );
+        assert_eq!(
+            config.server.spiffe_id.as_str(),
+            "spiffe://example.org/jitid"
+        );
+        assert_eq!(config.max_request_bytes, DEFAULT_MAX_REQUEST_BYTES);
+        let entitlement = config.catalogue.entitlement("ci-publish").unwrap();
+        assert_eq!(entitlement.default_ttl, Duration::from_secs(300));
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let error = parse(&MINIMAL.replace("example.org\"\n[ca]", "Example.org\"\n[ca]"))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("`trust_domain`"), "{error}");
+
+        let error = parse(&format!("{MINIMAL}\n[server]\ncert_ttl = \"soon\"\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("`server.cert_ttl`"), "{error}");
+
+        let error = parse(&format!("{MINIMAL}\nbogus = 1\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("bogus"), "{error}");
+    }
+}

@@ -1,0 +1,240 @@
+//! The development trust domain behind `jitid dev`: a CA, an example config
+//! with realistic entitlements, and demo workload identities, created once
+//! in a directory (by default `certs/dev/`) and reused afterwards.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use crate::ca::{self, Authority, CaError, InitOptions, LeafRequest};
+use crate::config::{CaPaths, Config, ConfigError};
+use crate::keyfile::{self, KEY_MODE, PUBLIC_MODE};
+use crate::spiffe_id::{SpiffeId, TrustDomain};
+
+/// The dev trust domain (`example.org` is reserved for examples, RFC 2606).
+pub const DEV_TRUST_DOMAIN: &str = "example.org";
+/// Name of the dev config file inside the dev directory.
+pub const CONFIG_FILE: &str = "jitid.toml";
+/// Lifetime of demo identities.
+pub const IDENTITY_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
+/// Demo identities closer than this to expiry are minted again.
+const RENEW_BEFORE: Duration = Duration::from_secs(24 * 3600);
+
+/// Errors setting up the dev trust domain.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DevError {
+    /// The CA could not be created, loaded or used.
+    #[error(transparent)]
+    Ca(#[from] CaError),
+    /// The dev config is invalid (edited by hand?).
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A demo identity name is not a valid SPIFFE ID.
+    #[error("demo identity {0}: invalid SPIFFE ID")]
+    Identity(&'static str),
+}
+
+/// A demo workload identity.
+#[derive(Debug, Clone)]
+pub struct DevIdentity {
+    /// Short name, also its directory under `identities/`.
+    pub name: &'static str,
+    /// Its SPIFFE ID.
+    pub spiffe_id: SpiffeId,
+    /// PEM chain.
+    pub cert: PathBuf,
+    /// PEM key, mode 0600.
+    pub key: PathBuf,
+}
+
+/// The dev trust domain on disk.
+#[derive(Debug, Clone)]
+pub struct DevEnv {
+    /// The directory, absolute.
+    pub dir: PathBuf,
+    /// The config file.
+    pub config_path: PathBuf,
+    /// The CA files.
+    pub ca: CaPaths,
+    /// Demo identities.
+    pub identities: Vec<DevIdentity>,
+    /// Whether this call created the CA.
+    pub created: bool,
+}
+
+/// Demo workloads: (name, SPIFFE ID path).
+const DEMO_IDENTITIES: &[(&str, &str)] = &[
+    ("ci-runner", "/ci/runner"),
+    ("agent", "/agents/planner"),
+    ("payments", "/svc/payments"),
+];
+
+/// Creates whatever of the dev trust domain is missing in `dir` and returns
+/// where everything is.
+pub fn ensure(dir: &Path, now: SystemTime) -> Result<DevEnv, DevError> {
+    keyfile::create_private_dir(dir).map_err(CaError::from)?;
+    let dir = dir.canonicalize().map_err(|source| {
+        CaError::from(keyfile::KeyFileError::Io {
+            path: dir.to_owned(),
+            source,
+        })
+    })?;
+    let trust_domain =
+        TrustDomain::new(DEV_TRUST_DOMAIN).map_err(|_| DevError::Identity("trust domain"))?;
+    let ca_paths = CaPaths::in_dir(&dir);
+    let created = !ca_paths.root_cert.exists();
+    if created {
+        ca::init(
+            &dir,
+            &trust_domain,
+            now,
+            &InitOptions {
+                root_ttl: Duration::from_secs(10 * 365 * 24 * 3600),
+                signing_ttl: Duration::from_secs(365 * 24 * 3600),
+            },
+        )?;
+    }
+
+    let config_path = dir.join(CONFIG_FILE);
+    if !config_path.exists() {
+        keyfile::write_new(&config_path, EXAMPLE_CONFIG.as_bytes(), PUBLIC_MODE)
+            .map_err(CaError::from)?;
+    }
+    // Parse it now so a broken hand edit is reported before anything else.
+    Config::load(&config_path)?;
+
+    let authority = Authority::load(&ca_paths, &trust_domain, now)?;
+    let mut identities = Vec::with_capacity(DEMO_IDENTITIES.len());
+    for &(name, path) in DEMO_IDENTITIES {
+        let spiffe_id = trust_domain
+            .workload_id(path)
+            .map_err(|_| DevError::Identity(name))?;
+        let identity_dir = dir.join("identities").join(name);
+        let identity = DevIdentity {
+            name,
+            spiffe_id,
+            cert: identity_dir.join("identity.pem"),
+            key: identity_dir.join("identity.key"),
+        };
+        if needs_identity(&identity, now) {
+            keyfile::create_private_dir(&identity_dir).map_err(CaError::from)?;
+            let issued = authority.issue_identity(
+                LeafRequest {
+                    spiffe_id: &identity.spiffe_id,
+                    expires_at: now + IDENTITY_TTL,
+                    dns_names: &[],
+                    ip_addresses: &[],
+                },
+                now,
+            )?;
+            keyfile::write_replace(&identity.key, issued.key_pem().as_bytes(), KEY_MODE)
+                .map_err(CaError::from)?;
+            keyfile::write_replace(&identity.cert, issued.chain_pem().as_bytes(), PUBLIC_MODE)
+                .map_err(CaError::from)?;
+        }
+        identities.push(identity);
+    }
+
+    Ok(DevEnv {
+        dir,
+        config_path,
+        ca: ca_paths,
+        identities,
+        created,
+    })
+}
+
+/// Whether a demo identity is missing or about to expire.
+fn needs_identity(identity: &DevIdentity, now: SystemTime) -> bool {
+    if !identity.key.exists() {
+        return true;
+    }
+    let Ok(certs) = ca::read_certs(&identity.cert) else {
+        return true;
+    };
+    let Some(leaf) = certs.first() else {
+        return true;
+    };
+    match x509_parser::parse_x509_certificate(leaf.as_ref()) {
+        Ok((_, cert)) => ca::asn1_time(&cert.validity().not_after) < now + RENEW_BEFORE,
+        Err(_) => true,
+    }
+}
+
+/// The config `jitid dev` writes: one entitlement per kind of user.
+pub const EXAMPLE_CONFIG: &str = r#"# jitid development config, written by `jitid dev`. Edit freely.
+# Paths are relative to this file.
+
+trust_domain = "example.org"
+listen = "127.0.0.1:8443"
+
+[ca]
+# root.pem, signing.pem + signing.key, jwt.key (keys 0600).
+dir = "."
+
+[server]
+# The server's own X509-SVID is minted at startup and rotated.
+spiffe_id = "spiffe://example.org/jitid"
+dns_names = ["localhost"]
+ip_addresses = ["127.0.0.1"]
+cert_ttl = "1h"
+
+[limits]
+max_request_bytes = 65536
+max_ttl = "1h"
+
+# A CI job publishes what it built.
+[[entitlement]]
+name = "ci-publish"
+owner = "release-engineering"
+purpose = "CI jobs read source and publish build artifacts"
+actions = ["read:source", "publish:artifacts"]
+requesters = ["spiffe://example.org/ci/*"]
+default_ttl = "10m"
+max_ttl = "30m"
+
+# An AI agent works on one research task, calling tools on the way.
+[[entitlement]]
+name = "agent-research"
+owner = "ml-platform"
+purpose = "An agent task reads the knowledge base and calls search and summarise tools"
+actions = ["kb:read", "tool:search", "tool:summarize"]
+requesters = ["spiffe://example.org/agents/*"]
+default_ttl = "5m"
+max_ttl = "15m"
+
+# A service talks mTLS to the ledger, rotating its certificate every few minutes.
+[[entitlement]]
+name = "payments-ledger"
+owner = "payments-team"
+purpose = "The payments service reads and writes the ledger over mTLS"
+actions = ["ledger:read", "ledger:write"]
+requesters = ["spiffe://example.org/svc/payments"]
+default_ttl = "5m"
+max_ttl = "10m"
+"#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn creates_once_then_reuses() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = SystemTime::now();
+        let first = ensure(dir.path(), now).unwrap();
+        assert!(first.created);
+        let root = std::fs::read(&first.ca.root_cert).unwrap();
+        let key = std::fs::read(&first.identities[0].key).unwrap();
+
+        let second = ensure(dir.path(), now).unwrap();
+        assert!(!second.created);
+        assert_eq!(std::fs::read(&second.ca.root_cert).unwrap(), root);
+        assert_eq!(std::fs::read(&second.identities[0].key).unwrap(), key);
+
+        // An identity about to expire is minted again.
+        let later = now + IDENTITY_TTL - Duration::from_secs(3600);
+        let third = ensure(dir.path(), later).unwrap();
+        assert_ne!(std::fs::read(&third.identities[0].key).unwrap(), key);
+    }
+}

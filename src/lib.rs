@@ -1,0 +1,34 @@
+//! jitid: a just-in-time workload identity issuer.
+//!
+//! Workloads attest their SPIFFE ID over mTLS, ask for one action set for
+//! one task, and receive minute-scale X.509-SVIDs or JWT-SVIDs. Each
+//! issuance is a grant, recorded in a [`store::GrantStore`].
+//!
+//! Modules in reading order, from the pure core to the edges:
+//! - [`spiffe_id`], [`grant`], [`clock`]: plain data and time.
+//! - [`policy`]: the entitlement catalogue and the request-time decision.
+//! - [`ca`]: the trust domain's PKI and signing of SVIDs.
+//! - [`store`]: where grants and credentials are recorded.
+//! - [`issuer`]: the use cases, over the above.
+//! - [`config`], [`keyfile`], [`crypto`]: configuration, secret files and
+//!   the shared crypto provider.
+//! - [`server`]: gRPC over mTLS; the only module that sees tonic statuses
+//!   and peer certificates.
+//! - [`client`]: the library workloads embed.
+//! - [`dev`]: the one-command development trust domain.
+//! - [`proto`]: generated protobuf and gRPC code.
+
+pub mod ca;
+pub mod client;
+pub mod clock;
+pub mod config;
+pub mod crypto;
+pub mod dev;
+pub mod grant;
+pub mod issuer;
+pub mod keyfile;
+pub mod policy;
+pub mod proto;
+pub mod server;
+pub mod spiffe_id;
+pub mod store;

@@ -1,0 +1,234 @@
+//! The gRPC server: accepts TLS connections, attests each client, and
+//! serves the `jitid.v1.Issuer` API plus gRPC health and reflection.
+//!
+//! **API boundary.** This is the only module that knows tonic statuses and
+//! peer certificates; the issuer below it sees a [`Caller`](crate::issuer::Caller).
+
+mod grpc;
+mod tls;
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use rustls::pki_types::CertificateDer;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::server::Connected;
+
+pub use tls::{AttestationError, AttestedCaller, Attestor, PeerInfo, TlsSetupError};
+
+use crate::config::ServerIdentityConfig;
+use crate::issuer::Issuer;
+use crate::proto::v1::issuer_server::IssuerServer;
+
+/// How long a client may take to finish the TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What the server needs besides the issuer.
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    /// How the server names itself in its own certificate.
+    pub identity: ServerIdentityConfig,
+    /// DER CA certificates whose client certificates attest callers.
+    pub attestation_anchors: Vec<CertificateDer<'static>>,
+    /// Largest accepted request message, in bytes.
+    pub max_request_bytes: usize,
+}
+
+/// Why the server stopped with an error.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServeError {
+    /// TLS could not be set up.
+    #[error(transparent)]
+    Tls(#[from] TlsSetupError),
+    /// gRPC reflection could not be set up.
+    #[error("gRPC reflection: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    /// The gRPC server failed.
+    #[error("gRPC server: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// A TLS connection together with what attestation made of its peer.
+struct AttestedStream {
+    inner: TlsStream<TcpStream>,
+    peer: PeerInfo,
+}
+
+/// Serves on `listener` until `shutdown` resolves, then drains in-flight
+/// RPCs and returns.
+pub async fn serve(
+    listener: TcpListener,
+    issuer: Arc<Issuer>,
+    settings: ServerSettings,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ServeError> {
+    let clock = issuer.clock().clone();
+    let server_tls = tls::server_tls(
+        issuer.authority(),
+        &settings.identity,
+        &settings.attestation_anchors,
+        clock.as_ref(),
+    )?;
+    let acceptor = TlsAcceptor::from(server_tls.config);
+    let attestor = server_tls.attestor;
+
+    let rotation = tokio::spawn(rotate_server_cert(
+        issuer.clone(),
+        settings.identity.clone(),
+        server_tls.cert_sender,
+    ));
+
+    let (connections, incoming) = mpsc::channel::<io::Result<AttestedStream>>(256);
+    let accept_loop = tokio::spawn(async move {
+        loop {
+            let (tcp, remote_addr) = match listener.accept().await {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    // Out of file descriptors and the like: back off briefly.
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let acceptor = acceptor.clone();
+            let attestor = attestor.clone();
+            let clock = clock.clone();
+            let connections = connections.clone();
+            tokio::spawn(async move {
+                let _ = tcp.set_nodelay(true);
+                let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await
+                {
+                    Ok(Ok(tls)) => tls,
+                    Ok(Err(error)) => {
+                        tracing::debug!(%remote_addr, %error, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!(%remote_addr, "TLS handshake timed out");
+                        return;
+                    }
+                };
+                let attestation = attestor.attest(tls.get_ref().1.peer_certificates(), clock.now());
+                if let Err(error) = &attestation {
+                    tracing::info!(%remote_addr, %error, "client attestation failed");
+                }
+                let stream = AttestedStream {
+                    inner: tls,
+                    peer: PeerInfo {
+                        remote_addr,
+                        attestation,
+                    },
+                };
+                let _ = connections.send(Ok(stream)).await;
+            });
+        }
+    });
+
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_serving::<IssuerServer<grpc::IssuerService>>()
+        .await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let issuer_service = IssuerServer::new(grpc::IssuerService::new(issuer))
+        .max_decoding_message_size(settings.max_request_bytes);
+
+    let result = tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(issuer_service)
+        .serve_with_incoming_shutdown(ReceiverStream::new(incoming), shutdown)
+        .await;
+    accept_loop.abort();
+    rotation.abort();
+    tracing::info!("server stopped");
+    Ok(result?)
+}
+
+/// Re-mints the server's certificate at two thirds of its lifetime; on
+/// failure keeps the current one and retries every 10 seconds.
+async fn rotate_server_cert(
+    issuer: Arc<Issuer>,
+    identity: ServerIdentityConfig,
+    sender: tokio::sync::watch::Sender<Arc<rustls::sign::CertifiedKey>>,
+) {
+    let provider = crate::crypto::provider();
+    let mut wait = identity.cert_ttl * 2 / 3;
+    loop {
+        tokio::time::sleep(wait).await;
+        let now = issuer.clock().now();
+        match tls::mint_server_cert(issuer.authority(), &identity, now, &provider) {
+            Ok(cert) => {
+                sender.send_replace(Arc::new(cert));
+                tracing::info!(spiffe_id = %identity.spiffe_id, "rotated server certificate");
+                wait = identity.cert_ttl * 2 / 3;
+            }
+            Err(error) => {
+                tracing::error!(%error, "server certificate rotation failed; keeping the current one");
+                wait = Duration::from_secs(10);
+            }
+        }
+    }
+}
+
+// === impl AttestedStream ===
+
+impl Connected for AttestedStream {
+    type ConnectInfo = PeerInfo;
+
+    fn connect_info(&self) -> PeerInfo {
+        self.peer.clone()
+    }
+}
+
+impl AsyncRead for AttestedStream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for AttestedStream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}

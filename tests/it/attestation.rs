@@ -1,0 +1,147 @@
+//! Attestation failures: each gets UNAUTHENTICATED with a message that says
+//! what was wrong, and nothing is recorded.
+
+use std::time::{Duration, SystemTime};
+
+use jitid::client::{Client, ClientConfig, ClientError, SvidRequest};
+use jitid::spiffe_id::TrustDomain;
+
+use crate::support::{CI_RUNNER, TestEnv};
+
+async fn expect_unauthenticated(env: &TestEnv, client: &Client, message: &str) {
+    let error = client
+        .fetch_x509_svid(&SvidRequest::entitlement("ci-publish"))
+        .await
+        .unwrap_err();
+    match &error {
+        ClientError::Status { code, message: got } => {
+            assert_eq!(*code, tonic::Code::Unauthenticated, "{error}");
+            assert!(got.contains(message), "expected {message:?} in {got:?}");
+        }
+        other => panic!("expected a status, got {other}"),
+    }
+    let error = client
+        .fetch_jwt_svid(&SvidRequest::entitlement("ci-publish"), &["aud".to_owned()])
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), Some(tonic::Code::Unauthenticated));
+    assert_eq!(env.grants(), 0, "nothing recorded");
+}
+
+#[tokio::test]
+async fn no_client_certificate() {
+    let env = TestEnv::start().await;
+    let client = env.client_with(None).await;
+    expect_unauthenticated(&env, &client, "no client certificate").await;
+}
+
+#[tokio::test]
+async fn untrusted_ca() {
+    let env = TestEnv::start().await;
+    let other_dir = tempfile::tempdir().unwrap();
+    let now = SystemTime::now();
+    let paths = jitid::ca::init(
+        other_dir.path(),
+        &TrustDomain::new("example.org").unwrap(),
+        now,
+        &jitid::ca::InitOptions {
+            root_ttl: Duration::from_secs(7200),
+            signing_ttl: Duration::from_secs(3600),
+        },
+    )
+    .unwrap();
+    let rogue =
+        jitid::ca::Authority::load(&paths, &TrustDomain::new("example.org").unwrap(), now).unwrap();
+    let spiffe_id = jitid::spiffe_id::SpiffeId::new(CI_RUNNER).unwrap();
+    let issued = rogue
+        .issue_identity(
+            jitid::ca::LeafRequest {
+                spiffe_id: &spiffe_id,
+                expires_at: now + Duration::from_secs(3600),
+                dns_names: &[],
+                ip_addresses: &[],
+            },
+            now,
+        )
+        .unwrap();
+    let identity = jitid::client::ClientIdentity::new(
+        issued.chain,
+        rustls::pki_types::PrivateKeyDer::Pkcs8(issued.key_pkcs8.into()),
+    );
+    let client = env.client_with(Some(identity)).await;
+    expect_unauthenticated(&env, &client, "not issued by a trusted attestation CA").await;
+}
+
+#[tokio::test]
+async fn expired_client_certificate() {
+    let env = TestEnv::start().await;
+    let now = SystemTime::now();
+    let identity = env.identity_valid(
+        CI_RUNNER,
+        now - Duration::from_secs(7200),
+        now - Duration::from_secs(3600),
+    );
+    let client = env.client_with(Some(identity)).await;
+    expect_unauthenticated(&env, &client, "client certificate has expired").await;
+}
+
+#[tokio::test]
+async fn two_uri_sans() {
+    let env = TestEnv::start().await;
+    let identity = env.identity_with_uris(&[CI_RUNNER, "spiffe://example.org/ci/other"]);
+    let client = env.client_with(Some(identity)).await;
+    expect_unauthenticated(
+        &env,
+        &client,
+        "exactly one SPIFFE ID URI SAN, found 2 URI SANs",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn no_or_invalid_spiffe_id() {
+    let env = TestEnv::start().await;
+    let client = env.client_with(Some(env.identity_with_uris(&[]))).await;
+    expect_unauthenticated(&env, &client, "found 0 URI SANs").await;
+    let client = env
+        .client_with(Some(
+            env.identity_with_uris(&["https://example.org/ci/runner"]),
+        ))
+        .await;
+    expect_unauthenticated(&env, &client, "which is invalid").await;
+}
+
+#[tokio::test]
+async fn foreign_trust_domain() {
+    let env = TestEnv::start().await;
+    let client = env
+        .client_with(Some(
+            env.identity_with_uris(&["spiffe://other.org/ci/runner"]),
+        ))
+        .await;
+    expect_unauthenticated(&env, &client, "is not in trust domain example.org").await;
+}
+
+#[tokio::test]
+async fn client_verifies_the_server() {
+    let env = TestEnv::start().await;
+    let other_dir = tempfile::tempdir().unwrap();
+    let paths = jitid::ca::init(
+        other_dir.path(),
+        &TrustDomain::new("example.org").unwrap(),
+        SystemTime::now(),
+        &jitid::ca::InitOptions {
+            root_ttl: Duration::from_secs(7200),
+            signing_ttl: Duration::from_secs(3600),
+        },
+    )
+    .unwrap();
+    let error = Client::connect(ClientConfig {
+        server: env.url(),
+        server_roots: jitid::ca::read_certs(&paths.root_cert).unwrap(),
+        identity: Some(env.identity(CI_RUNNER)),
+    })
+    .await
+    .unwrap_err();
+    assert!(matches!(error, ClientError::Connect { .. }), "{error}");
+}

@@ -1,0 +1,387 @@
+//! The `jitid` binary end to end: dev mode, fetch, bundle, CA commands,
+//! errors and exit codes.
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+
+use crate::support::svid::{check_jwt_svid, check_x509_svid};
+use crate::support::{CI_RUNNER, TestEnv, jitid_bin};
+
+/// A running `jitid` server process, stopped with SIGTERM on drop.
+struct ServerProcess {
+    child: Child,
+    exports: Vec<(String, String)>,
+}
+
+impl ServerProcess {
+    /// Starts `jitid dev` and reads its banner up to the last line.
+    fn dev(dir: &Path) -> Self {
+        let mut child = Command::new(jitid_bin())
+            .args(["dev", "--dir"])
+            .arg(dir)
+            .args(["--listen", "127.0.0.1:0", "--log", "warn"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let mut exports = Vec::new();
+        let mut lines = BufReader::new(stdout).lines();
+        for line in lines.by_ref() {
+            let line = line.unwrap();
+            if let Some(assignment) = line.strip_prefix("export ") {
+                let (key, value) = assignment.split_once('=').unwrap();
+                exports.push((key.to_owned(), value.to_owned()));
+            }
+            if line.starts_with("# Other demo identities") {
+                break;
+            }
+        }
+        assert_eq!(
+            exports.len(),
+            4,
+            "banner exports JITID_SERVER, _CA, _CERT, _KEY"
+        );
+        // Keep reading so the server never writes into a closed pipe.
+        std::thread::spawn(move || lines.for_each(drop));
+        Self { child, exports }
+    }
+
+    fn export(&self, key: &str) -> &str {
+        &self.exports.iter().find(|(k, _)| k == key).unwrap().1
+    }
+
+    fn command(&self) -> Command {
+        let mut command = Command::new(jitid_bin());
+        command.env_clear().envs(self.exports.iter().cloned());
+        command
+    }
+
+    /// Sends SIGTERM and returns the exit status.
+    fn terminate(mut self) -> std::process::ExitStatus {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let status = self.child.wait().unwrap();
+        std::mem::forget(self);
+        status
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn run(command: &mut Command) -> Output {
+    command.output().unwrap()
+}
+
+fn stdout(output: &Output) -> String {
+    assert!(
+        output.status.success(),
+        "exit {:?}: {}",
+        output.status.code(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout.clone()).unwrap()
+}
+
+#[test]
+fn dev_mode_then_fetch_verify_and_bundle() {
+    let work = tempfile::tempdir().unwrap();
+    let dev_dir = work.path().join("dev");
+    let server = ServerProcess::dev(&dev_dir);
+    let out = work.path().join("svid");
+
+    // fetch x509, as the banner says.
+    let output = run(server
+        .command()
+        .args([
+            "fetch",
+            "x509",
+            "--entitlement",
+            "ci-publish",
+            "--task",
+            "build-1",
+            "--ttl",
+            "5m",
+            "--output",
+            "json",
+            "--out",
+        ])
+        .arg(&out));
+    let json: serde_json::Value = serde_json::from_str(&stdout(&output)).unwrap();
+    assert_eq!(json["spiffe_id"], "spiffe://example.org/ci/runner");
+    assert_eq!(
+        json["actions"],
+        serde_json::json!(["read:source", "publish:artifacts"])
+    );
+    assert_eq!(json["task_id"], "build-1");
+    assert!(
+        json["grant_id"].is_string()
+            && json["serial"].is_string()
+            && json["expires_at"].is_string()
+    );
+    let key_mode = std::fs::metadata(out.join("svid.key"))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(key_mode, 0o600);
+
+    // openssl accepts the chain with the dev root.
+    let svid_pem = out.join("svid.pem");
+    let verify = run(Command::new("openssl")
+        .args(["verify", "-CAfile", server.export("JITID_CA"), "-untrusted"])
+        .arg(&svid_pem)
+        .arg(&svid_pem));
+    assert!(stdout(&verify).contains(": OK"));
+
+    // The spiffe crate parses it as an X509-SVID; it meets every rule.
+    let chain = jitid::ca::read_certs(&svid_pem).unwrap();
+    let key_pem = std::fs::read_to_string(out.join("svid.key")).unwrap();
+    let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).unwrap();
+    let roots = jitid::ca::read_certs(Path::new(server.export("JITID_CA"))).unwrap();
+    check_x509_svid(
+        &chain,
+        Some(key.secret_der()),
+        &roots,
+        "spiffe://example.org/ci/runner",
+    );
+    assert_eq!(
+        jitid::ca::read_certs(&out.join("bundle.pem")).unwrap(),
+        roots
+    );
+
+    // fetch jwt, verified against `jitid bundle --format spiffe`.
+    let token = stdout(&run(server.command().args([
+        "fetch",
+        "jwt",
+        "--entitlement",
+        "ci-publish",
+        "--audience",
+        "artifacts.example.org",
+    ])));
+    let bundle = stdout(&run(server
+        .command()
+        .args(["bundle", "--format", "spiffe"])));
+    check_jwt_svid(
+        token.trim(),
+        bundle.as_bytes(),
+        "artifacts.example.org",
+        "spiffe://example.org/ci/runner",
+    );
+    let pem = stdout(&run(server.command().args(["bundle", "--format", "pem"])));
+    assert_eq!(
+        pem,
+        std::fs::read_to_string(server.export("JITID_CA")).unwrap()
+    );
+
+    // SIGTERM shuts down gracefully.
+    assert!(server.terminate().success());
+
+    // A second start reuses the trust domain.
+    let root_before = std::fs::read(dev_dir.join("root.pem")).unwrap();
+    let server = ServerProcess::dev(&dev_dir);
+    assert_eq!(
+        std::fs::read(dev_dir.join("root.pem")).unwrap(),
+        root_before
+    );
+    drop(server);
+}
+
+use rustls::pki_types::pem::PemObject;
+
+// The server runs in this process while the test blocks on the CLI, so
+// it needs a runtime thread of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_errors_are_one_line_with_exit_codes() {
+    let env = TestEnv::start().await;
+    let (cert, key) = env.identity_files(CI_RUNNER);
+    let fetch = |args: &[&str], server: &str| {
+        let out = env.dir.path().join("out");
+        let mut command = Command::new(jitid_bin());
+        command
+            .env_clear()
+            .env("JITID_SERVER", server)
+            .env("JITID_CA", &env.ca.root_cert)
+            .env("JITID_CERT", &cert)
+            .env("JITID_KEY", &key)
+            .args(["fetch", "x509", "--out"])
+            .arg(out)
+            .args(args);
+        command
+    };
+    let check = |mut command: Command, code: i32, message: &str| {
+        let output = command.output().unwrap();
+        let stderr = String::from_utf8(output.stderr).unwrap();
+        assert_eq!(output.status.code(), Some(code), "{stderr}");
+        assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+        assert!(stderr.starts_with("jitid: error: "), "{stderr}");
+        assert!(stderr.contains(message), "expected {message:?} in {stderr}");
+    };
+    let url = env.url();
+    check(
+        fetch(&["--entitlement", "agent-research"], &url),
+        3,
+        "permission denied: spiffe://example.org/ci/runner-1 may not request",
+    );
+    check(
+        fetch(&["--entitlement", "ci-publish", "--ttl", "2h"], &url),
+        4,
+        "invalid argument: ttl 2h exceeds the maximum of 10m",
+    );
+    check(
+        fetch(&["--entitlement", "ci-publish"], "https://127.0.0.1:1"),
+        5,
+        "cannot connect to https://127.0.0.1:1",
+    );
+    // Usage errors are clap's: exit 2, with a usage hint.
+    let output = fetch(&["--entitlement", "ci-publish", "--ttl", "soon"], &url)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("invalid value 'soon' for '--ttl <TTL>'")
+    );
+    assert_eq!(env.grants(), 0);
+
+    // A client key that others can read is refused, naming the file.
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    check(
+        fetch(&["--entitlement", "ci-publish"], &url),
+        1,
+        "identity.key: private key is accessible by group or others (mode 0644)",
+    );
+}
+
+#[test]
+fn ca_init_and_issue_identity() {
+    let work = tempfile::tempdir().unwrap();
+    let ca_dir = work.path().join("ca");
+    let init = || {
+        Command::new(jitid_bin())
+            .args(["ca", "init", "--trust-domain", "prod.example.com", "--dir"])
+            .arg(&ca_dir)
+            .output()
+            .unwrap()
+    };
+    stdout(&init());
+    for key in ["root.key", "signing.key", "jwt.key"] {
+        let mode = std::fs::metadata(ca_dir.join(key))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(mode, 0o600, "{key}");
+    }
+    let again = init();
+    assert_eq!(again.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("refusing to overwrite"));
+
+    let out = work.path().join("workload");
+    let issue = || {
+        Command::new(jitid_bin())
+            .args([
+                "ca",
+                "issue-identity",
+                "--spiffe-id",
+                "spiffe://prod.example.com/svc/api",
+                "--ttl",
+                "720h",
+                "--out",
+            ])
+            .arg(&out)
+            .arg("--ca-dir")
+            .arg(&ca_dir)
+            .output()
+            .unwrap()
+    };
+    stdout(&issue());
+    let mode = std::fs::metadata(out.join("identity.key"))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o600);
+    let chain = jitid::ca::read_certs(&out.join("identity.pem")).unwrap();
+    let (_, leaf) = x509_parser::parse_x509_certificate(chain[0].as_ref()).unwrap();
+    let lifetime = leaf.validity().not_after.timestamp() - leaf.validity().not_before.timestamp();
+    assert!(
+        (720 * 3600..=720 * 3600 + 60).contains(&lifetime),
+        "{lifetime}"
+    );
+    assert_eq!(issue().status.code(), Some(1), "refuses to overwrite");
+
+    // An ID outside the CA's trust domain is refused.
+    let output = Command::new(jitid_bin())
+        .args([
+            "ca",
+            "issue-identity",
+            "--spiffe-id",
+            "spiffe://other.org/svc/api",
+            "--out",
+        ])
+        .arg(work.path().join("other"))
+        .arg("--ca-dir")
+        .arg(&ca_dir)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&output.stderr)
+            .contains("signing certificate names spiffe://prod.example.com")
+    );
+}
+
+#[test]
+fn serve_refuses_a_readable_key_and_names_it() {
+    let work = tempfile::tempdir().unwrap();
+    let output = Command::new(jitid_bin())
+        .args(["ca", "init", "--trust-domain", "example.org", "--dir"])
+        .arg(work.path().join("ca"))
+        .output()
+        .unwrap();
+    stdout(&output);
+    let config = work.path().join("jitid.toml");
+    std::fs::write(
+        &config,
+        "trust_domain = \"example.org\"\nlisten = \"127.0.0.1:0\"\n[ca]\ndir = \"ca\"\n",
+    )
+    .unwrap();
+    let signing_key = work.path().join("ca/signing.key");
+    std::fs::set_permissions(&signing_key, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let output = Command::new(jitid_bin())
+        .args(["serve", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("signing.key: private key is accessible by group or others (mode 0640)"),
+        "{stderr}"
+    );
+
+    // A broken config names the key.
+    std::fs::set_permissions(&signing_key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::fs::write(
+        &config,
+        "trust_domain = \"Example.org\"\n[ca]\ndir = \"ca\"\n",
+    )
+    .unwrap();
+    let output = Command::new(jitid_bin())
+        .args(["serve", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("`trust_domain`"));
+}

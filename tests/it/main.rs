@@ -1,0 +1,16 @@
+//! Integration tests: the real server over real mTLS on ephemeral ports,
+//! driven by the real client library and the built `jitid` binary.
+
+// A test binary has no public API.
+#![allow(unreachable_pub, missing_docs)]
+// Harness helpers fail the test loudly; that is their job.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+mod attestation;
+mod cli;
+mod issue_jwt;
+mod issue_x509;
+mod requests;
+mod tidy;

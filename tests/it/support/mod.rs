@@ -1,0 +1,234 @@
+//! Shared harness: a test CA, a running server, and clients for chosen
+//! identities.
+
+pub mod svid;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use jitid::ca::{self, Authority, InitOptions, LeafRequest};
+use jitid::client::{Client, ClientConfig, ClientIdentity};
+use jitid::clock::{Clock, SystemClock};
+use jitid::config::{CaPaths, Config};
+use jitid::issuer::Issuer;
+use jitid::server::{self, ServerSettings};
+use jitid::spiffe_id::{SpiffeId, TrustDomain};
+use jitid::store::MemoryStore;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use tokio::sync::oneshot;
+
+pub const TRUST_DOMAIN: &str = "example.org";
+pub const CI_RUNNER: &str = "spiffe://example.org/ci/runner-1";
+pub const AGENT: &str = "spiffe://example.org/agents/planner";
+
+/// The entitlements every test server starts with.
+pub const ENTITLEMENTS: &str = r#"
+[[entitlement]]
+name = "ci-publish"
+actions = ["read:source", "publish:artifacts"]
+requesters = ["spiffe://example.org/ci/*"]
+default_ttl = "5m"
+max_ttl = "10m"
+
+[[entitlement]]
+name = "agent-research"
+actions = ["kb:read", "tool:search"]
+requesters = ["spiffe://example.org/agents/planner"]
+max_ttl = "15m"
+"#;
+
+/// A CA on disk, a server on an ephemeral port, and its store.
+pub struct TestEnv {
+    pub dir: tempfile::TempDir,
+    pub ca: CaPaths,
+    pub authority: Arc<Authority>,
+    pub store: Arc<MemoryStore>,
+    pub addr: SocketAddr,
+    shutdown: Option<oneshot::Sender<()>>,
+}
+
+impl TestEnv {
+    pub async fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let trust_domain = TrustDomain::new(TRUST_DOMAIN).unwrap();
+        let now = SystemTime::now();
+        let ca_dir = dir.path().join("ca");
+        let ca = ca::init(
+            &ca_dir,
+            &trust_domain,
+            now,
+            &InitOptions {
+                root_ttl: Duration::from_secs(48 * 3600),
+                signing_ttl: Duration::from_secs(24 * 3600),
+            },
+        )
+        .unwrap();
+        let config_path = dir.path().join("jitid.toml");
+        let config_text = format!(
+            "trust_domain = \"{TRUST_DOMAIN}\"\nlisten = \"127.0.0.1:0\"\n[ca]\ndir = \"ca\"\n[limits]\nmax_request_bytes = 65536\n{ENTITLEMENTS}"
+        );
+        std::fs::write(&config_path, &config_text).unwrap();
+        let config = Config::load(&config_path).unwrap();
+
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let authority = Arc::new(Authority::load(&ca, &trust_domain, now).unwrap());
+        let store = Arc::new(MemoryStore::new(clock.clone()));
+        let issuer = Arc::new(Issuer::new(
+            authority.clone(),
+            config.catalogue.clone(),
+            store.clone(),
+            clock,
+        ));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let settings = ServerSettings {
+            identity: config.server.clone(),
+            attestation_anchors: ca::read_certs(&ca.root_cert).unwrap(),
+            max_request_bytes: config.max_request_bytes,
+        };
+        let (shutdown, stop) = oneshot::channel::<()>();
+        tokio::spawn(async move {
+            server::serve(listener, issuer, settings, async {
+                let _ = stop.await;
+            })
+            .await
+            .unwrap();
+        });
+        Self {
+            dir,
+            ca,
+            authority,
+            store,
+            addr,
+            shutdown: Some(shutdown),
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("https://127.0.0.1:{}", self.addr.port())
+    }
+
+    pub fn roots(&self) -> Vec<CertificateDer<'static>> {
+        ca::read_certs(&self.ca.root_cert).unwrap()
+    }
+
+    /// An attestation identity for `id`, signed by the test CA.
+    pub fn identity(&self, id: &str) -> ClientIdentity {
+        let now = SystemTime::now();
+        self.identity_valid(id, now, now + Duration::from_secs(3600))
+    }
+
+    pub fn identity_valid(&self, id: &str, from: SystemTime, until: SystemTime) -> ClientIdentity {
+        let spiffe_id = SpiffeId::new(id).unwrap();
+        let issued = self
+            .authority
+            .issue_identity(
+                LeafRequest {
+                    spiffe_id: &spiffe_id,
+                    expires_at: until,
+                    dns_names: &[],
+                    ip_addresses: &[],
+                },
+                from,
+            )
+            .unwrap();
+        ClientIdentity::new(
+            issued.chain,
+            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(issued.key_pkcs8)),
+        )
+    }
+
+    /// Writes an identity for `id` as PEM files (key 0600), for the CLI.
+    pub fn identity_files(&self, id: &str) -> (PathBuf, PathBuf) {
+        let spiffe_id = SpiffeId::new(id).unwrap();
+        let now = SystemTime::now();
+        let issued = self
+            .authority
+            .issue_identity(
+                LeafRequest {
+                    spiffe_id: &spiffe_id,
+                    expires_at: now + Duration::from_secs(3600),
+                    dns_names: &[],
+                    ip_addresses: &[],
+                },
+                now,
+            )
+            .unwrap();
+        let dir = self
+            .dir
+            .path()
+            .join("identities")
+            .join(spiffe_id.path().replace('/', "_"));
+        jitid::keyfile::create_private_dir(&dir).unwrap();
+        let cert = dir.join("identity.pem");
+        let key = dir.join("identity.key");
+        jitid::keyfile::write_replace(&key, issued.key_pem().as_bytes(), 0o600).unwrap();
+        jitid::keyfile::write_replace(&cert, issued.chain_pem().as_bytes(), 0o644).unwrap();
+        (cert, key)
+    }
+
+    pub async fn client_with(&self, identity: Option<ClientIdentity>) -> Client {
+        Client::connect(ClientConfig {
+            server: self.url(),
+            server_roots: self.roots(),
+            identity,
+        })
+        .await
+        .unwrap()
+    }
+
+    pub async fn client_for(&self, id: &str) -> Client {
+        self.client_with(Some(self.identity(id))).await
+    }
+
+    /// The signing CA as an rcgen issuer, for hand-made certificates.
+    pub fn rcgen_issuer(&self) -> rcgen::Issuer<'static, rcgen::KeyPair> {
+        let key = rcgen::KeyPair::from_pem(&std::fs::read_to_string(&self.ca.signing_key).unwrap())
+            .unwrap();
+        let cert = ca::read_certs(&self.ca.signing_cert).unwrap().remove(0);
+        rcgen::Issuer::from_ca_cert_der(&cert, key).unwrap()
+    }
+
+    /// A client certificate with the given URI SANs, signed by the test CA.
+    pub fn identity_with_uris(&self, uris: &[&str]) -> ClientIdentity {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::default();
+        params.subject_alt_names = uris
+            .iter()
+            .map(|uri| rcgen::SanType::URI((*uri).try_into().unwrap()))
+            .collect();
+        params.extended_key_usages = vec![
+            rcgen::ExtendedKeyUsagePurpose::ClientAuth,
+            rcgen::ExtendedKeyUsagePurpose::ServerAuth,
+        ];
+        params.key_usages = vec![rcgen::KeyUsagePurpose::DigitalSignature];
+        let now = SystemTime::now();
+        params.not_before = (now - Duration::from_secs(60)).into();
+        params.not_after = (now + Duration::from_secs(3600)).into();
+        let cert = params.signed_by(&key, &self.rcgen_issuer()).unwrap();
+        let signing = ca::read_certs(&self.ca.signing_cert).unwrap().remove(0);
+        ClientIdentity::new(
+            vec![cert.der().clone(), signing],
+            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+        )
+    }
+
+    pub fn grants(&self) -> usize {
+        self.store.grant_count()
+    }
+}
+
+impl Drop for TestEnv {
+    fn drop(&mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+    }
+}
+
+/// Path of the built `jitid` binary.
+pub fn jitid_bin() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_jitid"))
+}
