@@ -103,14 +103,17 @@ impl IssuerApi for IssuerService {
         _request: Request<FetchBundleRequest>,
     ) -> Result<Response<FetchBundleResponse>, Status> {
         // The bundle is public: no attestation needed.
-        let bundle = self.issuer.bundle();
-        Ok(Response::new(FetchBundleResponse {
-            trust_domain: bundle.trust_domain.to_string(),
-            spiffe_bundle: bundle.to_spiffe_json(),
-            x509_authorities: bundle.x509_ders(),
-            sequence: bundle.sequence,
-            refresh_hint: Some(proto_duration(REFRESH_HINT)),
-        }))
+        traced(rpc_span("FetchBundle", None), async {
+            let bundle = self.issuer.bundle();
+            Ok(Response::new(FetchBundleResponse {
+                trust_domain: bundle.trust_domain.to_string(),
+                spiffe_bundle: bundle.to_spiffe_json(),
+                x509_authorities: bundle.x509_ders(),
+                sequence: bundle.sequence,
+                refresh_hint: Some(proto_duration(REFRESH_HINT)),
+            }))
+        })
+        .await
     }
 }
 
@@ -138,7 +141,7 @@ async fn traced<T>(
         match &result {
             Ok(_) => {
                 tracing::Span::current().record("outcome", "ok");
-                tracing::info!("issued");
+                tracing::info!("ok");
             }
             Err(status) => {
                 tracing::Span::current().record("outcome", format!("{:?}", status.code()));
