@@ -59,6 +59,12 @@ impl Clock for ManualClock {
     }
 }
 
+/// `time` rounded down to a whole second, the precision of X.509 validity
+/// and JWT claims.
+pub fn whole_seconds(time: SystemTime) -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_secs(unix_seconds(time))
+}
+
 /// Seconds since the Unix epoch, saturating at zero for earlier times.
 pub fn unix_seconds(time: SystemTime) -> u64 {
     time.duration_since(SystemTime::UNIX_EPOCH)

@@ -39,9 +39,33 @@ pub struct Action(String);
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct TaskId(String);
 
-/// Unique id of a grant.
+/// Unique id of a grant: a UUID (version 4) whose first 16 bits are the
+/// [`Shard`] of the grant's subject, so every key about a subject's grants
+/// can live in one Redis Cluster slot and any id leads to its slot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct GrantId(uuid::Uuid);
+
+/// Which of 65536 shards a subject's grants live in: the first 16 bits of
+/// SHA-256 of its SPIFFE ID.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Shard(u16);
+
+/// A random id of a grant store's dataset. Every credential carries the
+/// epoch it was minted under; when the dataset is lost and a new epoch
+/// starts, everything minted before is no longer live.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Epoch(String);
+
+/// Where a grant is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum GrantState {
+    /// Credentials under it are live until they expire.
+    Active,
+    /// Its owner said the task is done; nothing under it is live.
+    Completed,
+    /// An admin or its owner revoked it; nothing under it is live.
+    Revoked,
+}
 
 /// One approved use of one entitlement by one subject for one task.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,20 +80,32 @@ pub struct Grant {
     pub actions: Vec<Action>,
     /// The task the grant is for.
     pub task_id: TaskId,
+    /// The grant this one was delegated from, if any. Ending a grant ends
+    /// every grant delegated from it, transitively.
+    pub parent: Option<GrantId>,
     /// Why the subject asked for it.
     pub justification: String,
     /// When the grant was created.
     pub created_at: SystemTime,
     /// When the grant, and every credential under it, expires.
     pub expires_at: SystemTime,
+    /// Active, completed or revoked.
+    pub state: GrantState,
+    /// Why it ended, when it has.
+    pub end_reason: Option<String>,
+    /// The store epoch it was created under.
+    pub epoch: Epoch,
 }
 
-/// How a credential is identified.
+/// How a credential is identified. Both forms embed the grant id, so a
+/// credential id alone leads to its grant.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum CredentialId {
-    /// An X.509-SVID, by serial number (lowercase hex).
+    /// An X.509-SVID, by serial number: 20 bytes, lowercase hex; byte 0 is
+    /// random and positive, bytes 1 to 16 the grant id, the rest random.
     X509Serial(String),
-    /// A JWT-SVID, by `jti`.
+    /// A JWT-SVID, by `jti`: the grant id as 32 hex digits, `.`, then 8
+    /// random hex digits.
     JwtId(String),
 }
 
@@ -82,6 +118,8 @@ pub struct Credential {
     pub grant_id: GrantId,
     /// When it expires; never after its grant.
     pub expires_at: SystemTime,
+    /// Whether it was revoked on its own (its grant may still be active).
+    pub revoked: bool,
 }
 
 // === impl Action ===
@@ -152,14 +190,27 @@ impl fmt::Display for TaskId {
 // === impl GrantId ===
 
 impl GrantId {
-    /// A fresh random grant id.
-    pub fn generate() -> Self {
-        Self(uuid::Uuid::new_v4())
+    /// A fresh random grant id in `shard`.
+    pub fn generate(shard: Shard) -> Self {
+        let mut bytes = uuid::Uuid::new_v4().into_bytes();
+        bytes[..2].copy_from_slice(&shard.0.to_be_bytes());
+        Self(uuid::Uuid::from_bytes(bytes))
     }
 
-    /// Parses a grant id (a hyphenated UUID).
+    /// Parses a grant id (a UUID, hyphenated or not).
     pub fn parse(text: &str) -> Option<Self> {
         uuid::Uuid::try_parse(text).ok().map(Self)
+    }
+
+    /// The shard of the grant's subject.
+    pub fn shard(&self) -> Shard {
+        let bytes = self.0.as_bytes();
+        Shard(u16::from_be_bytes([bytes[0], bytes[1]]))
+    }
+
+    /// The 16 bytes of the id.
+    pub fn as_bytes(&self) -> &[u8; 16] {
+        self.0.as_bytes()
     }
 }
 
@@ -169,7 +220,129 @@ impl fmt::Display for GrantId {
     }
 }
 
+// === impl Shard ===
+
+impl Shard {
+    /// The shard of `subject`.
+    pub fn of(subject: &SpiffeId) -> Self {
+        let digest =
+            aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, subject.as_str().as_bytes());
+        let bytes = digest.as_ref();
+        Self(u16::from_be_bytes([bytes[0], bytes[1]]))
+    }
+}
+
+impl fmt::Display for Shard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:04x}", self.0)
+    }
+}
+
+// === impl Epoch ===
+
+impl Epoch {
+    /// A fresh random epoch.
+    pub fn generate() -> Self {
+        Self(uuid::Uuid::new_v4().simple().to_string()[..16].to_owned())
+    }
+
+    /// An epoch read back from storage or a credential.
+    pub fn from_string(text: String) -> Self {
+        Self(text)
+    }
+
+    /// The epoch as a string.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Epoch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+// === impl GrantState ===
+
+impl GrantState {
+    /// The state's name as shown to users.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Completed => "completed",
+            Self::Revoked => "revoked",
+        }
+    }
+}
+
 // === impl CredentialId ===
+
+impl CredentialId {
+    /// A fresh X.509 serial under `grant`; returns the id and the serial's
+    /// 20 bytes.
+    pub fn new_x509(grant: GrantId) -> (Self, [u8; 20]) {
+        let random = uuid::Uuid::new_v4().into_bytes();
+        let mut serial = [0u8; 20];
+        // Positive and exactly 20 octets: RFC 5280's maximum.
+        serial[0] = (random[0] & 0x7f).max(1);
+        serial[1..17].copy_from_slice(grant.as_bytes());
+        serial[17..].copy_from_slice(&random[1..4]);
+        let hex: String = serial.iter().map(|byte| format!("{byte:02x}")).collect();
+        (Self::X509Serial(hex), serial)
+    }
+
+    /// A fresh `jti` under `grant`.
+    pub fn new_jwt(grant: GrantId) -> Self {
+        let random = uuid::Uuid::new_v4().simple().to_string();
+        Self::JwtId(format!("{}.{}", grant.0.simple(), &random[..8]))
+    }
+
+    /// Parses a credential id as shown by jitid: an X.509 serial (40 hex
+    /// digits, colons allowed) or a `jti` (32 hex digits, `.`, 8 hex
+    /// digits). An `x509:` or `jwt:` prefix is accepted.
+    pub fn parse(text: &str) -> Option<Self> {
+        let text = text
+            .strip_prefix("x509:")
+            .or_else(|| text.strip_prefix("jwt:"))
+            .unwrap_or(text)
+            .to_ascii_lowercase();
+        let id = match text.split_once('.') {
+            Some((grant, random)) => {
+                let hex = |part: &str, len| {
+                    part.len() == len && part.chars().all(|c| c.is_ascii_hexdigit())
+                };
+                if !hex(grant, 32) || !hex(random, 8) {
+                    return None;
+                }
+                Self::JwtId(text)
+            }
+            None => {
+                let serial = text.replace(':', "");
+                if serial.len() != 40 || !serial.chars().all(|c| c.is_ascii_hexdigit()) {
+                    return None;
+                }
+                Self::X509Serial(serial)
+            }
+        };
+        id.grant_id().map(|_| id)
+    }
+
+    /// The grant the credential was minted under.
+    pub fn grant_id(&self) -> Option<GrantId> {
+        match self {
+            Self::X509Serial(hex) => hex.get(2..34).and_then(GrantId::parse),
+            Self::JwtId(jti) => jti.get(..32).and_then(GrantId::parse),
+        }
+    }
+
+    /// The id without its kind.
+    pub fn value(&self) -> &str {
+        match self {
+            Self::X509Serial(value) | Self::JwtId(value) => value,
+        }
+    }
+}
 
 impl fmt::Display for CredentialId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -205,5 +378,29 @@ mod tests {
         assert_eq!(TaskId::new("a/b"), Err(NameError::BadChar('/')));
         assert!(TaskId::new("..").is_err());
         assert!(TaskId::new(TaskId::generate().as_str()).is_ok());
+    }
+
+    #[test]
+    fn ids_lead_to_their_grant_and_shard() {
+        let subject = SpiffeId::new("spiffe://example.org/ci/runner").unwrap();
+        let shard = Shard::of(&subject);
+        let grant = GrantId::generate(shard);
+        assert_eq!(grant.shard(), shard);
+        assert_eq!(GrantId::parse(&grant.to_string()), Some(grant));
+
+        let (serial, bytes) = CredentialId::new_x509(grant);
+        assert!(bytes[0] > 0 && bytes[0] < 0x80);
+        assert_eq!(serial.grant_id(), Some(grant));
+        assert_eq!(CredentialId::parse(serial.value()), Some(serial.clone()));
+        let colons: Vec<String> = bytes.iter().map(|b| format!("{b:02X}")).collect();
+        assert_eq!(CredentialId::parse(&colons.join(":")), Some(serial));
+
+        let jti = CredentialId::new_jwt(grant);
+        assert_eq!(jti.grant_id(), Some(grant));
+        assert_eq!(
+            CredentialId::parse(&format!("jwt:{}", jti.value())),
+            Some(jti)
+        );
+        assert_eq!(CredentialId::parse("nonsense"), None);
     }
 }

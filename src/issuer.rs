@@ -11,8 +11,10 @@ use crate::ca::{
     Authority, BACKDATE, CaError, CsrError, GrantExtension, JwtSvidClaims, LeafRequest,
     TrustBundle, VerifiedCsr,
 };
-use crate::clock::{Clock, unix_seconds};
-use crate::grant::{Action, Credential, CredentialId, Grant, GrantId, NameError, TaskId};
+use crate::clock::{Clock, unix_seconds, whole_seconds};
+use crate::grant::{
+    Action, Credential, CredentialId, Epoch, Grant, GrantId, GrantState, NameError, Shard, TaskId,
+};
 use crate::policy::{self, AccessRequest, Catalogue, Denial};
 use crate::spiffe_id::SpiffeId;
 use crate::store::{GrantStore, StoreError};
@@ -174,45 +176,63 @@ impl Issuer {
         csr_der: &[u8],
     ) -> Result<X509Issued, IssueError> {
         let now = self.clock.now();
-        let grant = self.decide(caller, spec, now)?;
+        let decided = self.decide(caller, spec, now)?;
         let csr = VerifiedCsr::from_der(csr_der)?;
-        let signed = self.authority.sign_x509_svid(
-            &csr,
-            LeafRequest {
-                spiffe_id: &grant.subject,
-                expires_at: grant.expires_at,
-                dns_names: &[],
-                ip_addresses: &[],
-            },
-            &GrantExtension {
-                grant_id: grant.id.to_string(),
-                task_id: grant.task_id.to_string(),
-                entitlement: grant.entitlement.clone(),
-                actions: grant
-                    .actions
-                    .iter()
-                    .map(|a| a.as_str().to_owned())
-                    .collect(),
-            },
-            now,
-        )?;
-        // The signing CA may expire before the grant; the grant never
-        // outlives its credential's issuer.
-        let grant = Grant {
-            expires_at: signed.not_after,
-            ..grant
-        };
-        let credential = Credential {
-            id: CredentialId::X509Serial(signed.serial.clone()),
-            grant_id: grant.id,
-            expires_at: signed.not_after,
-        };
-        self.store.record_issuance(&grant, &credential).await?;
-        Ok(X509Issued {
-            chain: signed.chain,
-            serial: signed.serial,
-            grant,
-        })
+        let mut epoch = self.store.epoch().await?;
+        // A changed epoch is learnt at the write; mint once more under it.
+        for attempt in 0..2 {
+            let grant = Grant {
+                epoch: epoch.clone(),
+                ..decided.clone()
+            };
+            let (credential_id, serial) = CredentialId::new_x509(grant.id);
+            let signed = self.authority.sign_x509_svid(
+                &csr,
+                LeafRequest {
+                    spiffe_id: &grant.subject,
+                    expires_at: grant.expires_at,
+                    dns_names: &[],
+                    ip_addresses: &[],
+                },
+                &GrantExtension {
+                    grant_id: grant.id.to_string(),
+                    task_id: grant.task_id.to_string(),
+                    entitlement: grant.entitlement.clone(),
+                    actions: grant
+                        .actions
+                        .iter()
+                        .map(|a| a.as_str().to_owned())
+                        .collect(),
+                    epoch: epoch.to_string(),
+                },
+                &serial,
+                now,
+            )?;
+            // The signing CA may expire before the grant; the grant never
+            // outlives its credential's issuer.
+            let grant = Grant {
+                expires_at: signed.not_after,
+                ..grant
+            };
+            let credential = Credential {
+                id: credential_id,
+                grant_id: grant.id,
+                expires_at: signed.not_after,
+                revoked: false,
+            };
+            match self.store.record_issuance(&grant, &credential).await {
+                Ok(()) => {
+                    return Ok(X509Issued {
+                        chain: signed.chain,
+                        serial: signed.serial,
+                        grant,
+                    });
+                }
+                Err(StoreError::EpochChanged(current)) if attempt == 0 => epoch = current,
+                Err(error) => return Err(error.into()),
+            }
+        }
+        Err(StoreError::Unavailable("store epoch keeps changing".into()).into())
     }
 
     /// Issues a JWT-SVID for `caller` with the given audiences.
@@ -224,37 +244,53 @@ impl Issuer {
     ) -> Result<JwtIssued, IssueError> {
         let now = self.clock.now();
         let audiences = validate_audiences(audiences)?;
-        let grant = self.decide(caller, spec, now)?;
-        let expires_at = grant.expires_at.min(self.authority.signing_not_after());
-        let grant = Grant {
-            expires_at,
-            ..grant
-        };
-        let jti = uuid::Uuid::new_v4().simple().to_string();
-        let claims = JwtSvidClaims {
-            sub: grant.subject.to_string(),
-            aud: audiences,
-            exp: unix_seconds(expires_at),
-            iat: unix_seconds(now - BACKDATE),
-            jti: jti.clone(),
-            scope: grant
-                .actions
-                .iter()
-                .map(Action::as_str)
-                .collect::<Vec<_>>()
-                .join(" "),
-            jitid_grant: grant.id.to_string(),
-            jitid_task: grant.task_id.to_string(),
-            jitid_entitlement: grant.entitlement.clone(),
-        };
-        let token = self.authority.sign_jwt_svid(&claims)?;
-        let credential = Credential {
-            id: CredentialId::JwtId(jti.clone()),
-            grant_id: grant.id,
-            expires_at,
-        };
-        self.store.record_issuance(&grant, &credential).await?;
-        Ok(JwtIssued { token, jti, grant })
+        let decided = self.decide(caller, spec, now)?;
+        let expires_at = decided.expires_at.min(self.authority.signing_not_after());
+        let mut epoch = self.store.epoch().await?;
+        for attempt in 0..2 {
+            let grant = Grant {
+                expires_at,
+                epoch: epoch.clone(),
+                ..decided.clone()
+            };
+            let credential_id = CredentialId::new_jwt(grant.id);
+            let claims = JwtSvidClaims {
+                sub: grant.subject.to_string(),
+                aud: audiences.clone(),
+                exp: unix_seconds(expires_at),
+                iat: unix_seconds(now - BACKDATE),
+                jti: credential_id.value().to_owned(),
+                scope: grant
+                    .actions
+                    .iter()
+                    .map(Action::as_str)
+                    .collect::<Vec<_>>()
+                    .join(" "),
+                jitid_grant: grant.id.to_string(),
+                jitid_task: grant.task_id.to_string(),
+                jitid_entitlement: grant.entitlement.clone(),
+                jitid_epoch: epoch.to_string(),
+            };
+            let token = self.authority.sign_jwt_svid(&claims)?;
+            let credential = Credential {
+                id: credential_id,
+                grant_id: grant.id,
+                expires_at,
+                revoked: false,
+            };
+            match self.store.record_issuance(&grant, &credential).await {
+                Ok(()) => {
+                    return Ok(JwtIssued {
+                        token,
+                        jti: claims.jti,
+                        grant,
+                    });
+                }
+                Err(StoreError::EpochChanged(current)) if attempt == 0 => epoch = current,
+                Err(error) => return Err(error.into()),
+            }
+        }
+        Err(StoreError::Unavailable("store epoch keeps changing".into()).into())
     }
 
     /// Validates the request and asks policy; returns the grant to create.
@@ -306,14 +342,20 @@ impl Issuer {
             },
         )?;
         Ok(Grant {
-            id: GrantId::generate(),
+            id: GrantId::generate(Shard::of(&caller.spiffe_id)),
             subject: caller.spiffe_id.clone(),
             entitlement: decision.entitlement,
             actions: decision.actions,
             task_id,
+            parent: None,
             justification: spec.justification.clone(),
             created_at: now,
-            expires_at: now + decision.ttl,
+            // Certificates and JWTs carry whole seconds; so does the grant.
+            expires_at: whole_seconds(now + decision.ttl),
+            state: GrantState::Active,
+            end_reason: None,
+            // Set by the caller once the store's epoch is known.
+            epoch: Epoch::from_string(String::new()),
         })
     }
 }

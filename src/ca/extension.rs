@@ -20,6 +20,7 @@
 //!     taskId       UTF8String,
 //!     entitlement  UTF8String,
 //!     actions      SEQUENCE SIZE (1..MAX) OF UTF8String,
+//!     epoch        UTF8String,   -- the grant store's epoch at issuance
 //!     ...                        -- later versions append fields; readers
 //!                                -- ignore what follows the known ones
 //! }
@@ -47,6 +48,8 @@ pub struct GrantExtension {
     pub entitlement: String,
     /// The actions the certificate is good for.
     pub actions: Vec<String>,
+    /// The grant store's epoch when the certificate was minted.
+    pub epoch: String,
 }
 
 /// Why a certificate's grant extension could not be read.
@@ -86,6 +89,7 @@ impl GrantExtension {
                         writer.next().write_utf8_string(action);
                     }
                 });
+                writer.next().write_utf8_string(&self.epoch);
             });
         })
     }
@@ -108,6 +112,7 @@ impl GrantExtension {
                     actions.push(reader.read_utf8string()?);
                     Ok(())
                 })?;
+                let epoch = reader.next().read_utf8string()?;
                 // Fields added by later versions of this version are skipped.
                 while reader.read_optional(|reader| reader.read_der())?.is_some() {}
                 Ok(Self {
@@ -115,6 +120,7 @@ impl GrantExtension {
                     task_id,
                     entitlement,
                     actions,
+                    epoch,
                 })
             })
         });
@@ -156,6 +162,7 @@ mod tests {
             task_id: "build-42".to_owned(),
             entitlement: "ci-publish".to_owned(),
             actions: vec!["publish:artifacts".to_owned(), "read:source".to_owned()],
+            epoch: "5f0c1d2e3a4b5c6d".to_owned(),
         }
     }
 

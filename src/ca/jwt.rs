@@ -33,6 +33,8 @@ pub struct JwtSvidClaims {
     pub jitid_task: String,
     /// The entitlement the grant uses.
     pub jitid_entitlement: String,
+    /// The grant store's epoch when the token was minted.
+    pub jitid_epoch: String,
 }
 
 /// An EC P-256 public key as JWK coordinates.

@@ -294,20 +294,27 @@ impl Authority {
         self.signing_not_after
     }
 
-    /// Signs an X509-SVID for the key in `csr`, carrying `extension`.
+    /// Signs an X509-SVID for the key in `csr`, carrying `extension`, with
+    /// the given serial number (positive, at most 20 bytes, not starting
+    /// with a zero byte).
     pub fn sign_x509_svid(
         &self,
         csr: &VerifiedCsr,
         request: LeafRequest<'_>,
         extension: &GrantExtension,
+        serial: &[u8],
         now: SystemTime,
     ) -> Result<SignedX509, CaError> {
-        let serial = random_serial();
-        let (params, not_after) = self.leaf(request, &serial, Some(extension), now)?;
+        if serial.is_empty() || serial.len() > 20 || serial[0] == 0 || serial[0] >= 0x80 {
+            return Err(CaError::Invalid(
+                "serial must be a positive integer of at most 20 bytes".to_owned(),
+            ));
+        }
+        let (params, not_after) = self.leaf(request, serial, Some(extension), now)?;
         let leaf = params.signed_by(csr.public_key(), &self.issuer)?;
         Ok(SignedX509 {
             chain: vec![leaf.der().clone(), self.signing_cert.clone()],
-            serial: hex(&serial),
+            serial: hex(serial),
             not_after,
         })
     }

@@ -97,6 +97,7 @@ fn signed_svid_carries_attested_id_and_grant() {
         task_id: "t".to_owned(),
         entitlement: "e".to_owned(),
         actions: vec!["a".to_owned()],
+        epoch: "e".to_owned(),
     };
     let now = SystemTime::now();
     let signed = authority
@@ -109,6 +110,7 @@ fn signed_svid_carries_attested_id_and_grant() {
                 ip_addresses: &[],
             },
             &extension,
+            &[0x42; 20],
             now,
         )
         .unwrap();
@@ -186,6 +188,7 @@ fn jwt_header_has_exactly_alg_kid_typ() {
             jitid_grant: "g".to_owned(),
             jitid_task: "t".to_owned(),
             jitid_entitlement: "e".to_owned(),
+            jitid_epoch: "x".to_owned(),
         })
         .unwrap();
     use base64::Engine as _;

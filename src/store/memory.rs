@@ -1,23 +1,25 @@
 //! The in-memory grant store: the embedded default for a single server.
+//! Its epoch is random per process, since a restart loses every grant.
 //! Expired grants are dropped as new ones arrive, so memory stays bounded
 //! by the number of live grants.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 
-use super::{GrantStore, StoreError};
+use super::{EndTarget, Ending, GrantStore, Liveness, LivenessQuery, StoreError, ended_ancestor};
 use crate::clock::{Clock, SystemClock};
-use crate::grant::{Credential, Grant, GrantId};
+use crate::grant::{Credential, CredentialId, Epoch, Grant, GrantId, GrantState, TaskId};
 use crate::spiffe_id::SpiffeId;
 
 /// A [`GrantStore`] in process memory.
 #[derive(Debug)]
 pub struct MemoryStore {
     clock: Arc<dyn Clock>,
+    epoch: Epoch,
     state: Mutex<State>,
 }
 
@@ -26,6 +28,8 @@ struct State {
     grants: HashMap<GrantId, Entry>,
     /// Grants by expiry, soonest first, for pruning.
     expiries: BinaryHeap<Reverse<(SystemTime, GrantId)>>,
+    /// Revoked tasks: reason and until when the entry is kept.
+    revoked_tasks: HashMap<TaskId, (String, SystemTime)>,
 }
 
 #[derive(Debug)]
@@ -41,6 +45,7 @@ impl MemoryStore {
     pub fn new(clock: Arc<dyn Clock>) -> Self {
         Self {
             clock,
+            epoch: Epoch::generate(),
             state: Mutex::default(),
         }
     }
@@ -51,8 +56,8 @@ impl MemoryStore {
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
-        // A panic while holding the lock cannot leave a half-written entry:
-        // every mutation is a single insert or remove.
+        // Every mutation is a single insert, remove or field update, so a
+        // panic elsewhere cannot leave a half-written entry behind.
         self.state
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -67,11 +72,18 @@ impl Default for MemoryStore {
 
 #[async_trait]
 impl GrantStore for MemoryStore {
+    async fn epoch(&self) -> Result<Epoch, StoreError> {
+        Ok(self.epoch.clone())
+    }
+
     async fn record_issuance(
         &self,
         grant: &Grant,
         credential: &Credential,
     ) -> Result<(), StoreError> {
+        if grant.epoch != self.epoch {
+            return Err(StoreError::EpochChanged(self.epoch.clone()));
+        }
         let now = self.clock.now();
         let mut state = self.lock();
         state.prune(now);
@@ -91,8 +103,8 @@ impl GrantStore for MemoryStore {
 
     async fn grant(&self, id: GrantId) -> Result<Option<Grant>, StoreError> {
         let now = self.clock.now();
-        let state = self.lock();
-        Ok(state
+        Ok(self
+            .lock()
             .grants
             .get(&id)
             .filter(|entry| entry.grant.expires_at > now)
@@ -101,8 +113,8 @@ impl GrantStore for MemoryStore {
 
     async fn credentials(&self, id: GrantId) -> Result<Vec<Credential>, StoreError> {
         let now = self.clock.now();
-        let state = self.lock();
-        Ok(state
+        Ok(self
+            .lock()
             .grants
             .get(&id)
             .map(|entry| {
@@ -118,8 +130,8 @@ impl GrantStore for MemoryStore {
 
     async fn grants_of(&self, subject: &SpiffeId) -> Result<Vec<Grant>, StoreError> {
         let now = self.clock.now();
-        let state = self.lock();
-        let mut grants: Vec<Grant> = state
+        let mut grants: Vec<Grant> = self
+            .lock()
             .grants
             .values()
             .filter(|entry| &entry.grant.subject == subject && entry.grant.expires_at > now)
@@ -127,6 +139,114 @@ impl GrantStore for MemoryStore {
             .collect();
         grants.sort_by_key(|grant| grant.created_at);
         Ok(grants)
+    }
+
+    async fn end(
+        &self,
+        target: EndTarget<'_>,
+        ending: &Ending,
+    ) -> Result<Vec<GrantId>, StoreError> {
+        let now = self.clock.now();
+        let mut state = self.lock();
+        let mut ended = Vec::new();
+        for entry in state.grants.values_mut() {
+            let grant = &mut entry.grant;
+            let selected = match target {
+                EndTarget::Grant(id) => grant.id == id,
+                EndTarget::Task { subject, task } => {
+                    &grant.subject == subject && &grant.task_id == task
+                }
+                EndTarget::Subject(subject) => &grant.subject == subject,
+            };
+            if selected && grant.state == GrantState::Active && grant.expires_at > now {
+                grant.state = ending.state;
+                grant.end_reason = Some(ending.reason.clone());
+                ended.push(grant.id);
+            }
+        }
+        ended.sort();
+        Ok(ended)
+    }
+
+    async fn revoke_credential(
+        &self,
+        id: &CredentialId,
+        _ending: &Ending,
+    ) -> Result<bool, StoreError> {
+        let now = self.clock.now();
+        let Some(grant_id) = id.grant_id() else {
+            return Ok(false);
+        };
+        let mut state = self.lock();
+        let Some(entry) = state.grants.get_mut(&grant_id) else {
+            return Ok(false);
+        };
+        let mut found = false;
+        for credential in &mut entry.credentials {
+            if &credential.id == id && credential.expires_at > now && !credential.revoked {
+                credential.revoked = true;
+                found = true;
+            }
+        }
+        Ok(found)
+    }
+
+    async fn revoke_task(
+        &self,
+        task: &TaskId,
+        ending: &Ending,
+        keep_for: Duration,
+    ) -> Result<(), StoreError> {
+        let until = self.clock.now() + keep_for;
+        self.lock()
+            .revoked_tasks
+            .insert(task.clone(), (ending.reason.clone(), until));
+        Ok(())
+    }
+
+    async fn liveness(&self, query: LivenessQuery<'_>) -> Result<Liveness, StoreError> {
+        if query.epoch != &self.epoch {
+            return Ok(Liveness::EpochReset);
+        }
+        let now = self.clock.now();
+        let grant = {
+            let state = self.lock();
+            if let Some((reason, until)) = state.revoked_tasks.get(query.task)
+                && *until > now
+            {
+                return Ok(Liveness::TaskRevoked {
+                    reason: reason.clone(),
+                });
+            }
+            let Some(grant_id) = query.credential.grant_id() else {
+                return Ok(Liveness::NotFound);
+            };
+            let Some(entry) = state
+                .grants
+                .get(&grant_id)
+                .filter(|entry| entry.grant.expires_at > now)
+            else {
+                return Ok(Liveness::NotFound);
+            };
+            let Some(credential) = entry
+                .credentials
+                .iter()
+                .find(|credential| &credential.id == query.credential)
+            else {
+                return Ok(Liveness::NotFound);
+            };
+            if entry.grant.state != GrantState::Active {
+                return Ok(Liveness::GrantEnded(entry.grant.clone()));
+            }
+            if credential.revoked {
+                return Ok(Liveness::CredentialRevoked(entry.grant.clone()));
+            }
+            entry.grant.clone()
+        };
+        Ok(match ended_ancestor(self, &grant).await? {
+            Some(ancestor) => Liveness::GrantEnded(ancestor),
+            None => Liveness::Live(grant),
+        })
     }
 }
 
@@ -142,5 +262,6 @@ impl State {
                 self.grants.remove(&id);
             }
         }
+        self.revoked_tasks.retain(|_, (_, until)| *until > now);
     }
 }

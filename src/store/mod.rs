@@ -1,17 +1,36 @@
-//! Where grants and the credentials minted under them are recorded.
+//! Where grants and the credentials minted under them are recorded, ended,
+//! and checked for liveness.
 //!
 //! [`GrantStore`] is the seam between the issuer and its system of record.
-//! [`MemoryStore`] is the embedded default. Every backend records a grant
-//! and its credential in one atomic step, or not at all.
+//! [`MemoryStore`] is the embedded default; [`RedisStore`] shares grants
+//! between replicas through Redis (standalone or Cluster). Both pass one
+//! conformance suite (`tests/it/store_conformance.rs`).
+//!
+//! Rules every backend keeps:
+//! - A grant and the first credential under it are recorded in one atomic
+//!   step, or not at all.
+//! - A grant is recorded under the store's current [`Epoch`]; a stale epoch
+//!   is refused with [`StoreError::EpochChanged`], so a credential never
+//!   carries an epoch its store does not vouch for.
+//! - Ending a grant (completion or revocation) is final. A grant delegated
+//!   from another is live only while every ancestor is.
+//! - Nothing is kept past the expiry of what it describes.
 
 mod memory;
+mod redis;
+
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 
+pub use self::redis::{RedisStore, RedisStoreConfig};
 pub use memory::MemoryStore;
 
-use crate::grant::{Credential, Grant, GrantId};
+use crate::grant::{Credential, CredentialId, Epoch, Grant, GrantId, GrantState, TaskId};
 use crate::spiffe_id::SpiffeId;
+
+/// How deep a delegation chain may be followed.
+pub const MAX_DELEGATION_DEPTH: usize = 8;
 
 /// Errors returned by a [`GrantStore`].
 #[derive(Debug, thiserror::Error)]
@@ -24,11 +43,92 @@ pub enum StoreError {
     /// A grant with this id already exists; nothing was written.
     #[error("grant {0} already exists")]
     Conflict(GrantId),
+    /// The grant carries an epoch that is no longer the store's; nothing
+    /// was written. Mint again under the current epoch.
+    #[error("store epoch changed to {0}")]
+    EpochChanged(Epoch),
+    /// A stored record could not be decoded.
+    #[error("corrupt record {key}: {message}")]
+    Corrupt {
+        /// The record's key.
+        key: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// A revocation was not acknowledged by enough replicas in time.
+    #[error("revocation acknowledged by {acked} of {wanted} replicas")]
+    NotReplicated {
+        /// Replicas that acknowledged.
+        acked: u64,
+        /// Replicas required.
+        wanted: u64,
+    },
+}
+
+/// How and why grants end.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ending {
+    /// `Completed` or `Revoked`.
+    pub state: GrantState,
+    /// Why, for the record: who ended it and what they said.
+    pub reason: String,
+    /// When.
+    pub at: SystemTime,
+}
+
+/// Which grants to end.
+#[derive(Debug, Clone, Copy)]
+pub enum EndTarget<'a> {
+    /// One grant.
+    Grant(GrantId),
+    /// Every active grant of `subject` for `task`.
+    Task {
+        /// The subject.
+        subject: &'a SpiffeId,
+        /// The task.
+        task: &'a TaskId,
+    },
+    /// Every active grant of a subject.
+    Subject(&'a SpiffeId),
+}
+
+/// What a credential presented to a relying party says about itself.
+#[derive(Debug, Clone, Copy)]
+pub struct LivenessQuery<'a> {
+    /// Its id (serial or `jti`), which names its grant.
+    pub credential: &'a CredentialId,
+    /// The epoch it carries.
+    pub epoch: &'a Epoch,
+    /// The task it carries.
+    pub task: &'a TaskId,
+}
+
+/// What the store knows about a credential.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Liveness {
+    /// Its grant is active and the credential is recorded and not revoked.
+    Live(Grant),
+    /// Its grant, or an ancestor of it, was completed or revoked.
+    GrantEnded(Grant),
+    /// The credential itself was revoked.
+    CredentialRevoked(Grant),
+    /// Its task was revoked.
+    TaskRevoked {
+        /// Why.
+        reason: String,
+    },
+    /// It was minted under another epoch: the store's data was lost since.
+    EpochReset,
+    /// The store has no record of it: never issued here, or expired.
+    NotFound,
 }
 
 /// The system of record for live grants.
 #[async_trait]
-pub trait GrantStore: Send + Sync + 'static {
+pub trait GrantStore: Send + Sync + std::fmt::Debug + 'static {
+    /// The epoch grants are recorded under now.
+    async fn epoch(&self) -> Result<Epoch, StoreError>;
+
     /// Records a new grant together with the first credential minted under
     /// it: both are written, or neither is.
     async fn record_issuance(
@@ -37,12 +137,57 @@ pub trait GrantStore: Send + Sync + 'static {
         credential: &Credential,
     ) -> Result<(), StoreError>;
 
-    /// The grant with `id`, unless it is unknown or has expired.
+    /// The grant with `id`, unless unknown or expired.
     async fn grant(&self, id: GrantId) -> Result<Option<Grant>, StoreError>;
 
-    /// The credentials minted under grant `id` that have not expired.
+    /// The unexpired credentials minted under grant `id`.
     async fn credentials(&self, id: GrantId) -> Result<Vec<Credential>, StoreError>;
 
-    /// The live grants of `subject`, oldest first.
+    /// The unexpired grants of `subject` in any state, oldest first.
     async fn grants_of(&self, subject: &SpiffeId) -> Result<Vec<Grant>, StoreError>;
+
+    /// Ends the active grants named by `target`; returns the ids ended now.
+    /// Ending is idempotent: a grant already ended stays as it was.
+    async fn end(&self, target: EndTarget<'_>, ending: &Ending)
+    -> Result<Vec<GrantId>, StoreError>;
+
+    /// Revokes one credential; returns whether a live record was found.
+    async fn revoke_credential(
+        &self,
+        id: &CredentialId,
+        ending: &Ending,
+    ) -> Result<bool, StoreError>;
+
+    /// Revokes every credential of `task`, whoever holds it, for `keep_for`
+    /// (the longest any credential can live).
+    async fn revoke_task(
+        &self,
+        task: &TaskId,
+        ending: &Ending,
+        keep_for: Duration,
+    ) -> Result<(), StoreError>;
+
+    /// Whether a credential is live.
+    async fn liveness(&self, query: LivenessQuery<'_>) -> Result<Liveness, StoreError>;
+}
+
+/// Follows `grant`'s delegation chain; returns the first ancestor that is
+/// no longer active (or missing), if any.
+async fn ended_ancestor(
+    store: &(impl GrantStore + ?Sized),
+    grant: &Grant,
+) -> Result<Option<Grant>, StoreError> {
+    let mut next = grant.parent;
+    for _ in 0..MAX_DELEGATION_DEPTH {
+        let Some(parent_id) = next else {
+            return Ok(None);
+        };
+        match store.grant(parent_id).await? {
+            Some(parent) if parent.state == GrantState::Active => next = parent.parent,
+            Some(parent) => return Ok(Some(parent)),
+            // An expired or lost parent ends its children.
+            None => return Ok(Some(grant.clone())),
+        }
+    }
+    Ok(Some(grant.clone()))
 }

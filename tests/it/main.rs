@@ -13,4 +13,5 @@ mod cli;
 mod issue_jwt;
 mod issue_x509;
 mod requests;
+mod store_conformance;
 mod tidy;

@@ -1,6 +1,7 @@
 //! Shared harness: a test CA, a running server, and clients for chosen
 //! identities.
 
+pub mod redis;
 pub mod svid;
 
 use std::net::SocketAddr;

@@ -1,0 +1,725 @@
+//! The Redis grant store: the system of record shared by jitid replicas,
+//! on a standalone Redis or a Redis Cluster.
+//!
+//! Keys (prefix `jitid`; `{s}` is the subject's [`Shard`] as a hash tag, so
+//! everything about one subject's grants lives in one Cluster slot):
+//!
+//! | key | type | content | expires |
+//! |---|---|---|---|
+//! | `jitid:epoch` | string | the dataset's epoch | never |
+//! | `jitid:{s}:ep` | string | the epoch, copied into the shard's slot | never |
+//! | `jitid:{s}:g:<grant id>` | hash | the grant; one field `c:<credential id>` per credential | with the grant |
+//! | `jitid:{s}:s:<subject>` | sorted set | the subject's grant ids by expiry | with its last grant |
+//! | `jitid:{t:<task>}:revoked` | string | why the task was revoked | after the longest TTL |
+//!
+//! Every write is one Lua script on one slot, so it is atomic and takes one
+//! round trip. A shard whose epoch copy is missing (new, or its data was
+//! lost) takes the global epoch on first use; credentials carry the epoch
+//! they were minted under, and a lost dataset starts a new one.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster_async::ClusterConnection;
+use redis::{Cmd, Pipeline, RedisError, RedisFuture, Script, Value};
+
+use super::{EndTarget, Ending, GrantStore, Liveness, LivenessQuery, StoreError, ended_ancestor};
+use crate::grant::{
+    Action, Credential, CredentialId, Epoch, Grant, GrantId, GrantState, Shard, TaskId,
+};
+use crate::spiffe_id::SpiffeId;
+
+/// How to reach Redis.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisStoreConfig {
+    /// `redis://`, `rediss://` or `unix://` URLs; one for a standalone
+    /// server, the seed nodes for a Cluster.
+    pub urls: Vec<String>,
+    /// Whether `urls` are Redis Cluster nodes.
+    pub cluster: bool,
+    /// Prefix of every key.
+    pub key_prefix: String,
+    /// Replicas that must acknowledge a revocation before it is reported
+    /// done (Redis `WAIT`); 0 for none. Standalone only.
+    pub wait_replicas: u64,
+    /// How long to wait for those acknowledgements.
+    pub wait_timeout: Duration,
+    /// Timeout of each command and connection attempt.
+    pub timeout: Duration,
+}
+
+/// A [`GrantStore`] on Redis.
+pub struct RedisStore {
+    connection: RedisConnection,
+    config: RedisStoreConfig,
+    epoch: Mutex<Option<Epoch>>,
+    scripts: Scripts,
+}
+
+/// A standalone connection that reconnects, or a Cluster connection.
+#[derive(Clone)]
+enum RedisConnection {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+struct Scripts {
+    issue: Script,
+    end_grant: Script,
+    end_subject: Script,
+    revoke_credential: Script,
+    liveness: Script,
+}
+
+const ISSUE: &str = r"
+local marker = redis.call('GET', KEYS[1])
+if not marker then return 'missing' end
+if marker ~= ARGV[1] then return 'epoch:' .. marker end
+if redis.call('EXISTS', KEYS[2]) == 1 then return 'conflict' end
+local fields = {}
+for i = 7, #ARGV do fields[#fields + 1] = ARGV[i] end
+redis.call('HSET', KEYS[2], ARGV[5], ARGV[6], unpack(fields))
+redis.call('PEXPIREAT', KEYS[2], ARGV[3])
+redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', ARGV[4])
+redis.call('ZADD', KEYS[3], ARGV[3], ARGV[2])
+if redis.call('PTTL', KEYS[3]) < 0 then
+  redis.call('PEXPIREAT', KEYS[3], ARGV[3])
+else
+  redis.call('PEXPIREAT', KEYS[3], ARGV[3], 'GT')
+end
+return 'ok'
+";
+
+const END_GRANT: &str = r"
+if redis.call('HGET', KEYS[1], 'st') == 'a' then
+  redis.call('HSET', KEYS[1], 'st', ARGV[1], 'rsn', ARGV[2])
+  return 1
+end
+return 0
+";
+
+// Keys of the subject's grants are built here from the prefix in ARGV[1];
+// they share the sorted set's hash tag, so they are in its slot.
+const END_SUBJECT: &str = r"
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. ARGV[2], '+inf')
+local ended = {}
+for _, id in ipairs(ids) do
+  local key = ARGV[1] .. id
+  local fields = redis.call('HMGET', key, 'st', 'task')
+  if fields[1] == 'a' and (ARGV[5] == '' or fields[2] == ARGV[5]) then
+    redis.call('HSET', key, 'st', ARGV[3], 'rsn', ARGV[4])
+    ended[#ended + 1] = id
+  end
+end
+return ended
+";
+
+const REVOKE_CREDENTIAL: &str = r"
+local value = redis.call('HGET', KEYS[1], ARGV[1])
+if not value then return 0 end
+if string.sub(value, -2) == ':r' then return 0 end
+if tonumber(value) <= tonumber(ARGV[2]) then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], value .. ':r')
+return 1
+";
+
+const LIVENESS: &str = r"
+return {redis.call('GET', KEYS[1]) or '', redis.call('HGETALL', KEYS[2])}
+";
+
+// === impl RedisStore ===
+
+impl RedisStore {
+    /// Connects (and fails if Redis cannot be reached now; later outages are
+    /// reported per call and recovered from without a restart).
+    pub async fn connect(config: RedisStoreConfig) -> Result<Self, StoreError> {
+        if config.urls.is_empty() {
+            return Err(unavailable_msg("no Redis URL configured"));
+        }
+        let connection = if config.cluster {
+            let client = redis::cluster::ClusterClient::builder(config.urls.clone())
+                .connection_timeout(config.timeout)
+                .response_timeout(config.timeout)
+                .retries(1)
+                .build()
+                .map_err(unavailable)?;
+            RedisConnection::Cluster(client.get_async_connection().await.map_err(unavailable)?)
+        } else {
+            let client = redis::Client::open(config.urls[0].as_str()).map_err(unavailable)?;
+            let manager_config = ConnectionManagerConfig::new()
+                .set_connection_timeout(Some(config.timeout))
+                .set_response_timeout(Some(config.timeout))
+                .set_number_of_retries(1)
+                .set_max_delay(Duration::from_millis(500));
+            RedisConnection::Single(
+                client
+                    .get_connection_manager_with_config(manager_config)
+                    .await
+                    .map_err(unavailable)?,
+            )
+        };
+        let store = Self {
+            connection,
+            config,
+            epoch: Mutex::new(None),
+            scripts: Scripts {
+                issue: Script::new(ISSUE),
+                end_grant: Script::new(END_GRANT),
+                end_subject: Script::new(END_SUBJECT),
+                revoke_credential: Script::new(REVOKE_CREDENTIAL),
+                liveness: Script::new(LIVENESS),
+            },
+        };
+        store.refresh_epoch().await?;
+        Ok(store)
+    }
+
+    fn prefix(&self) -> &str {
+        &self.config.key_prefix
+    }
+
+    fn marker_key(&self, shard: Shard) -> String {
+        format!("{}:{{{shard}}}:ep", self.prefix())
+    }
+
+    fn grant_prefix(&self, shard: Shard) -> String {
+        format!("{}:{{{shard}}}:g:", self.prefix())
+    }
+
+    fn grant_key(&self, id: GrantId) -> String {
+        format!("{}{id}", self.grant_prefix(id.shard()))
+    }
+
+    fn subject_key(&self, subject: &SpiffeId) -> String {
+        format!("{}:{{{}}}:s:{subject}", self.prefix(), Shard::of(subject))
+    }
+
+    fn task_key(&self, task: &TaskId) -> String {
+        format!("{}:{{t:{task}}}:revoked", self.prefix())
+    }
+
+    fn cached_epoch(&self) -> Option<Epoch> {
+        self.epoch
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    fn cache_epoch(&self, epoch: &Epoch) {
+        *self
+            .epoch
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(epoch.clone());
+    }
+
+    /// Reads the global epoch, starting a new one if the dataset has none.
+    async fn refresh_epoch(&self) -> Result<Epoch, StoreError> {
+        let key = format!("{}:epoch", self.prefix());
+        let mut connection = self.connection.clone();
+        let (current,): (String,) = redis::pipe()
+            .cmd("SET")
+            .arg(&key)
+            .arg(Epoch::generate().as_str())
+            .arg("NX")
+            .ignore()
+            .cmd("GET")
+            .arg(&key)
+            .query_async(&mut connection)
+            .await
+            .map_err(unavailable)?;
+        let epoch = Epoch::from_string(current);
+        self.cache_epoch(&epoch);
+        Ok(epoch)
+    }
+
+    /// Copies the global epoch into a shard that has none; returns the
+    /// shard's epoch.
+    async fn init_shard(&self, shard: Shard) -> Result<Epoch, StoreError> {
+        let global = self.refresh_epoch().await?;
+        let mut connection = self.connection.clone();
+        let (current,): (String,) = redis::pipe()
+            .cmd("SET")
+            .arg(self.marker_key(shard))
+            .arg(global.as_str())
+            .arg("NX")
+            .ignore()
+            .cmd("GET")
+            .arg(self.marker_key(shard))
+            .query_async(&mut connection)
+            .await
+            .map_err(unavailable)?;
+        Ok(Epoch::from_string(current))
+    }
+
+    async fn run_issue(
+        &self,
+        grant: &Grant,
+        credential: &Credential,
+    ) -> Result<String, StoreError> {
+        let shard = grant.id.shard();
+        let mut invocation = self.scripts.issue.prepare_invoke();
+        invocation
+            .key(self.marker_key(shard))
+            .key(self.grant_key(grant.id))
+            .key(self.subject_key(&grant.subject))
+            .arg(grant.epoch.as_str())
+            .arg(grant.id.to_string())
+            .arg(millis(grant.expires_at))
+            .arg(millis(grant.created_at))
+            .arg(credential_field(&credential.id))
+            .arg(millis(credential.expires_at));
+        for (field, value) in grant_fields(grant) {
+            invocation.arg(field).arg(value);
+        }
+        let mut connection = self.connection.clone();
+        invocation
+            .invoke_async(&mut connection)
+            .await
+            .map_err(unavailable)
+    }
+
+    /// Waits for replicas to acknowledge the writes so far, if configured.
+    async fn replicate(&self) -> Result<(), StoreError> {
+        let wanted = self.config.wait_replicas;
+        if wanted == 0 {
+            return Ok(());
+        }
+        let mut connection = self.connection.clone();
+        let acked: u64 = redis::cmd("WAIT")
+            .arg(wanted)
+            .arg(u64::try_from(self.config.wait_timeout.as_millis()).unwrap_or(u64::MAX))
+            .query_async(&mut connection)
+            .await
+            .map_err(unavailable)?;
+        if acked < wanted {
+            return Err(StoreError::NotReplicated { acked, wanted });
+        }
+        Ok(())
+    }
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // URLs may carry a password: show only how many there are.
+        f.debug_struct("RedisStore")
+            .field("urls", &self.config.urls.len())
+            .field("cluster", &self.config.cluster)
+            .field("key_prefix", &self.config.key_prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+#[async_trait]
+impl GrantStore for RedisStore {
+    async fn epoch(&self) -> Result<Epoch, StoreError> {
+        match self.cached_epoch() {
+            Some(epoch) => Ok(epoch),
+            None => self.refresh_epoch().await,
+        }
+    }
+
+    async fn record_issuance(
+        &self,
+        grant: &Grant,
+        credential: &Credential,
+    ) -> Result<(), StoreError> {
+        let mut outcome = self.run_issue(grant, credential).await?;
+        if outcome == "missing" {
+            let shard_epoch = self.init_shard(grant.id.shard()).await?;
+            if shard_epoch != grant.epoch {
+                self.cache_epoch(&shard_epoch);
+                return Err(StoreError::EpochChanged(shard_epoch));
+            }
+            outcome = self.run_issue(grant, credential).await?;
+        }
+        match outcome.as_str() {
+            "ok" => Ok(()),
+            "conflict" => Err(StoreError::Conflict(grant.id)),
+            other => match other.strip_prefix("epoch:") {
+                Some(current) => {
+                    let epoch = Epoch::from_string(current.to_owned());
+                    self.cache_epoch(&epoch);
+                    Err(StoreError::EpochChanged(epoch))
+                }
+                None => Err(unavailable_msg(&format!(
+                    "unexpected script answer {other:?}"
+                ))),
+            },
+        }
+    }
+
+    async fn grant(&self, id: GrantId) -> Result<Option<Grant>, StoreError> {
+        let key = self.grant_key(id);
+        let mut connection = self.connection.clone();
+        let fields: HashMap<String, String> = redis::cmd("HGETALL")
+            .arg(&key)
+            .query_async(&mut connection)
+            .await
+            .map_err(unavailable)?;
+        decode_grant(id, &key, &fields, SystemTime::now())
+    }
+
+    async fn credentials(&self, id: GrantId) -> Result<Vec<Credential>, StoreError> {
+        let key = self.grant_key(id);
+        let mut connection = self.connection.clone();
+        let fields: HashMap<String, String> = redis::cmd("HGETALL")
+            .arg(&key)
+            .query_async(&mut connection)
+            .await
+            .map_err(unavailable)?;
+        let now = SystemTime::now();
+        let mut credentials: Vec<Credential> = fields
+            .iter()
+            .filter_map(|(field, value)| decode_credential(id, field, value))
+            .filter(|credential| credential.expires_at > now)
+            .collect();
+        credentials.sort_by(|a, b| a.id.value().cmp(b.id.value()));
+        Ok(credentials)
+    }
+
+    async fn grants_of(&self, subject: &SpiffeId) -> Result<Vec<Grant>, StoreError> {
+        let now = SystemTime::now();
+        let mut connection = self.connection.clone();
+        let ids: Vec<String> = redis::cmd("ZRANGEBYSCORE")
+            .arg(self.subject_key(subject))
+            .arg(format!("({}", millis(now)))
+            .arg("+inf")
+            .query_async(&mut connection)
+            .await
+            .map_err(unavailable)?;
+        let mut grants = Vec::with_capacity(ids.len());
+        for id in ids {
+            let Some(id) = GrantId::parse(&id) else {
+                continue;
+            };
+            if let Some(grant) = self.grant(id).await? {
+                grants.push(grant);
+            }
+        }
+        grants.sort_by_key(|grant| grant.created_at);
+        Ok(grants)
+    }
+
+    async fn end(
+        &self,
+        target: EndTarget<'_>,
+        ending: &Ending,
+    ) -> Result<Vec<GrantId>, StoreError> {
+        let state = state_code(ending.state);
+        let mut connection = self.connection.clone();
+        let ended = match target {
+            EndTarget::Grant(id) => {
+                let changed: u32 = self
+                    .scripts
+                    .end_grant
+                    .key(self.grant_key(id))
+                    .arg(state)
+                    .arg(&ending.reason)
+                    .invoke_async(&mut connection)
+                    .await
+                    .map_err(unavailable)?;
+                if changed == 1 { vec![id] } else { Vec::new() }
+            }
+            EndTarget::Task { subject, task } => {
+                self.end_subject(subject, Some(task), state, &ending.reason)
+                    .await?
+            }
+            EndTarget::Subject(subject) => {
+                self.end_subject(subject, None, state, &ending.reason)
+                    .await?
+            }
+        };
+        self.replicate().await?;
+        Ok(ended)
+    }
+
+    async fn revoke_credential(
+        &self,
+        id: &CredentialId,
+        _ending: &Ending,
+    ) -> Result<bool, StoreError> {
+        let Some(grant_id) = id.grant_id() else {
+            return Ok(false);
+        };
+        let mut connection = self.connection.clone();
+        let changed: u32 = self
+            .scripts
+            .revoke_credential
+            .key(self.grant_key(grant_id))
+            .arg(credential_field(id))
+            .arg(millis(SystemTime::now()))
+            .invoke_async(&mut connection)
+            .await
+            .map_err(unavailable)?;
+        self.replicate().await?;
+        Ok(changed == 1)
+    }
+
+    async fn revoke_task(
+        &self,
+        task: &TaskId,
+        ending: &Ending,
+        keep_for: Duration,
+    ) -> Result<(), StoreError> {
+        let mut connection = self.connection.clone();
+        let () = redis::cmd("SET")
+            .arg(self.task_key(task))
+            .arg(&ending.reason)
+            .arg("PX")
+            .arg(
+                u64::try_from(keep_for.as_millis())
+                    .unwrap_or(u64::MAX)
+                    .max(1),
+            )
+            .query_async(&mut connection)
+            .await
+            .map_err(unavailable)?;
+        self.replicate().await
+    }
+
+    async fn liveness(&self, query: LivenessQuery<'_>) -> Result<Liveness, StoreError> {
+        let Some(grant_id) = query.credential.grant_id() else {
+            return Ok(Liveness::NotFound);
+        };
+        let grant_key = self.grant_key(grant_id);
+        let mut shard_connection = self.connection.clone();
+        let mut task_connection = self.connection.clone();
+        let task_key = self.task_key(query.task);
+        let mut shard_invocation = self.scripts.liveness.prepare_invoke();
+        shard_invocation
+            .key(self.marker_key(grant_id.shard()))
+            .key(&grant_key);
+        let shard_read = shard_invocation
+            .invoke_async::<(String, HashMap<String, String>)>(&mut shard_connection);
+        let mut task_command = redis::cmd("GET");
+        task_command.arg(&task_key);
+        let task_read = task_command.query_async::<Option<String>>(&mut task_connection);
+        // Two slots, read concurrently: one round trip of latency.
+        let (shard, task) = tokio::join!(shard_read, task_read);
+        let (marker, fields) = shard.map_err(unavailable)?;
+        if let Some(reason) = task.map_err(unavailable)? {
+            return Ok(Liveness::TaskRevoked { reason });
+        }
+        if marker.is_empty() || marker != query.epoch.as_str() {
+            return Ok(Liveness::EpochReset);
+        }
+        let Some(grant) = decode_grant(grant_id, &grant_key, &fields, SystemTime::now())? else {
+            return Ok(Liveness::NotFound);
+        };
+        let Some(credential) = fields
+            .get(&credential_field(query.credential))
+            .and_then(|value| {
+                decode_credential(grant_id, &credential_field(query.credential), value)
+            })
+        else {
+            return Ok(Liveness::NotFound);
+        };
+        if grant.state != GrantState::Active {
+            return Ok(Liveness::GrantEnded(grant));
+        }
+        if credential.revoked {
+            return Ok(Liveness::CredentialRevoked(grant));
+        }
+        Ok(match ended_ancestor(self, &grant).await? {
+            Some(ancestor) => Liveness::GrantEnded(ancestor),
+            None => Liveness::Live(grant),
+        })
+    }
+}
+
+impl RedisStore {
+    async fn end_subject(
+        &self,
+        subject: &SpiffeId,
+        task: Option<&TaskId>,
+        state: &str,
+        reason: &str,
+    ) -> Result<Vec<GrantId>, StoreError> {
+        let mut connection = self.connection.clone();
+        let ended: Vec<String> = self
+            .scripts
+            .end_subject
+            .key(self.subject_key(subject))
+            .arg(self.grant_prefix(Shard::of(subject)))
+            .arg(millis(SystemTime::now()))
+            .arg(state)
+            .arg(reason)
+            .arg(task.map(TaskId::as_str).unwrap_or(""))
+            .invoke_async(&mut connection)
+            .await
+            .map_err(unavailable)?;
+        let mut ids: Vec<GrantId> = ended.iter().filter_map(|id| GrantId::parse(id)).collect();
+        ids.sort();
+        Ok(ids)
+    }
+}
+
+// === impl RedisConnection ===
+
+impl ConnectionLike for RedisConnection {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Self::Single(connection) => connection.req_packed_command(cmd),
+            Self::Cluster(connection) => connection.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Self::Single(connection) => connection.req_packed_commands(pipeline, offset, count),
+            Self::Cluster(connection) => connection.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Self::Single(connection) => connection.get_db(),
+            Self::Cluster(connection) => connection.get_db(),
+        }
+    }
+}
+
+// === encoding ===
+
+fn grant_fields(grant: &Grant) -> Vec<(&'static str, String)> {
+    vec![
+        ("sub", grant.subject.to_string()),
+        ("ent", grant.entitlement.clone()),
+        (
+            "act",
+            grant
+                .actions
+                .iter()
+                .map(Action::as_str)
+                .collect::<Vec<_>>()
+                .join(" "),
+        ),
+        ("task", grant.task_id.to_string()),
+        (
+            "par",
+            grant.parent.map(|p| p.to_string()).unwrap_or_default(),
+        ),
+        ("why", grant.justification.clone()),
+        ("cre", millis(grant.created_at).to_string()),
+        ("exp", millis(grant.expires_at).to_string()),
+        ("ep", grant.epoch.to_string()),
+        ("st", state_code(grant.state).to_owned()),
+    ]
+}
+
+fn decode_grant(
+    id: GrantId,
+    key: &str,
+    fields: &HashMap<String, String>,
+    now: SystemTime,
+) -> Result<Option<Grant>, StoreError> {
+    if fields.is_empty() {
+        return Ok(None);
+    }
+    let corrupt = |message: &str| StoreError::Corrupt {
+        key: key.to_owned(),
+        message: message.to_owned(),
+    };
+    let field = |name: &str| {
+        fields
+            .get(name)
+            .ok_or_else(|| corrupt(&format!("missing field {name}")))
+    };
+    let time = |name: &str| -> Result<SystemTime, StoreError> {
+        let value: u64 = field(name)?
+            .parse()
+            .map_err(|_| corrupt(&format!("field {name} is not a number")))?;
+        Ok(SystemTime::UNIX_EPOCH + Duration::from_millis(value))
+    };
+    let expires_at = time("exp")?;
+    if expires_at <= now {
+        return Ok(None);
+    }
+    let subject = SpiffeId::new(field("sub")?).map_err(|_| corrupt("bad subject"))?;
+    let actions = field("act")?
+        .split(' ')
+        .map(Action::new)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|_| corrupt("bad action"))?;
+    let task_id = TaskId::new(field("task")?).map_err(|_| corrupt("bad task"))?;
+    let parent = match field("par")?.as_str() {
+        "" => None,
+        text => Some(GrantId::parse(text).ok_or_else(|| corrupt("bad parent"))?),
+    };
+    let state = match field("st")?.as_str() {
+        "a" => GrantState::Active,
+        "c" => GrantState::Completed,
+        "r" => GrantState::Revoked,
+        _ => return Err(corrupt("bad state")),
+    };
+    Ok(Some(Grant {
+        id,
+        subject,
+        entitlement: field("ent")?.clone(),
+        actions,
+        task_id,
+        parent,
+        justification: field("why")?.clone(),
+        created_at: time("cre")?,
+        expires_at,
+        state,
+        end_reason: fields.get("rsn").cloned(),
+        epoch: Epoch::from_string(field("ep")?.clone()),
+    }))
+}
+
+fn credential_field(id: &CredentialId) -> String {
+    match id {
+        CredentialId::X509Serial(serial) => format!("c:x:{serial}"),
+        CredentialId::JwtId(jti) => format!("c:j:{jti}"),
+    }
+}
+
+fn decode_credential(grant_id: GrantId, field: &str, value: &str) -> Option<Credential> {
+    let id = match field.strip_prefix("c:")?.split_once(':')? {
+        ("x", serial) => CredentialId::X509Serial(serial.to_owned()),
+        ("j", jti) => CredentialId::JwtId(jti.to_owned()),
+        _ => return None,
+    };
+    let (expiry, revoked) = match value.strip_suffix(":r") {
+        Some(expiry) => (expiry, true),
+        None => (value, false),
+    };
+    let expiry: u64 = expiry.parse().ok()?;
+    Some(Credential {
+        id,
+        grant_id,
+        expires_at: SystemTime::UNIX_EPOCH + Duration::from_millis(expiry),
+        revoked,
+    })
+}
+
+fn state_code(state: GrantState) -> &'static str {
+    match state {
+        GrantState::Active => "a",
+        GrantState::Completed => "c",
+        GrantState::Revoked => "r",
+    }
+}
+
+fn millis(time: SystemTime) -> u64 {
+    time.duration_since(SystemTime::UNIX_EPOCH)
+        .map(|elapsed| u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+fn unavailable(error: RedisError) -> StoreError {
+    StoreError::Unavailable(Box::new(error))
+}
+
+fn unavailable_msg(message: &str) -> StoreError {
+    StoreError::Unavailable(message.into())
+}

@@ -1,0 +1,502 @@
+//! One conformance suite for every `GrantStore`: the in-memory store, a
+//! real redis-server, and a real three-master Redis Cluster. Then the
+//! Redis-only behaviour: key expiry, outages and a dataset lost on restart.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use jitid::grant::{
+    Action, Credential, CredentialId, Epoch, Grant, GrantId, GrantState, Shard, TaskId,
+};
+use jitid::spiffe_id::SpiffeId;
+use jitid::store::{
+    EndTarget, Ending, GrantStore, Liveness, LivenessQuery, MemoryStore, RedisStore,
+    RedisStoreConfig, StoreError,
+};
+
+use crate::support::redis::{RedisCluster, RedisServer};
+
+const ALICE: &str = "spiffe://example.org/ci/alice";
+const BOB: &str = "spiffe://example.org/ci/bob";
+
+fn redis_config(urls: Vec<String>, cluster: bool) -> RedisStoreConfig {
+    RedisStoreConfig {
+        urls,
+        cluster,
+        key_prefix: "jitid".to_owned(),
+        wait_replicas: 0,
+        wait_timeout: Duration::from_millis(100),
+        timeout: Duration::from_millis(500),
+    }
+}
+
+/// A grant and its first credential, as the issuer would make them.
+async fn issue(
+    store: &dyn GrantStore,
+    subject: &str,
+    task: &str,
+    ttl: Duration,
+    parent: Option<GrantId>,
+) -> (Grant, Credential) {
+    let subject = SpiffeId::new(subject).unwrap();
+    // Stores keep milliseconds.
+    let now = SystemTime::UNIX_EPOCH + Duration::from_millis(millis_of(SystemTime::now()) as u64);
+    let grant = Grant {
+        id: GrantId::generate(Shard::of(&subject)),
+        subject,
+        entitlement: "ci-publish".to_owned(),
+        actions: vec![
+            Action::new("read:source").unwrap(),
+            Action::new("publish:artifacts").unwrap(),
+        ],
+        task_id: TaskId::new(task).unwrap(),
+        parent,
+        justification: "release 1.2".to_owned(),
+        created_at: now,
+        expires_at: now + ttl,
+        state: GrantState::Active,
+        end_reason: None,
+        epoch: store.epoch().await.unwrap(),
+    };
+    let credential = Credential {
+        id: CredentialId::new_jwt(grant.id),
+        grant_id: grant.id,
+        expires_at: grant.expires_at,
+        revoked: false,
+    };
+    store.record_issuance(&grant, &credential).await.unwrap();
+    (grant, credential)
+}
+
+async fn liveness(store: &dyn GrantStore, grant: &Grant, credential: &Credential) -> Liveness {
+    store
+        .liveness(LivenessQuery {
+            credential: &credential.id,
+            epoch: &grant.epoch,
+            task: &grant.task_id,
+        })
+        .await
+        .unwrap()
+}
+
+fn ending(state: GrantState, reason: &str) -> Ending {
+    Ending {
+        state,
+        reason: reason.to_owned(),
+        at: SystemTime::now(),
+    }
+}
+
+fn millis_of(time: SystemTime) -> u128 {
+    time.duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_millis()
+}
+
+/// Every behaviour of a grant store.
+async fn conformance(store: &dyn GrantStore) {
+    let minute = Duration::from_secs(60);
+
+    // Record, read back, list.
+    let epoch = store.epoch().await.unwrap();
+    assert_eq!(store.epoch().await.unwrap(), epoch, "the epoch is stable");
+    let (grant, credential) = issue(store, ALICE, "build-1", minute, None).await;
+    let stored = store.grant(grant.id).await.unwrap().expect("recorded");
+    assert_eq!(stored.id, grant.id);
+    assert_eq!(stored.subject, grant.subject);
+    assert_eq!(stored.actions, grant.actions);
+    assert_eq!(stored.task_id, grant.task_id);
+    assert_eq!(stored.justification, grant.justification);
+    assert_eq!(stored.epoch, epoch);
+    assert_eq!(stored.state, GrantState::Active);
+    assert_eq!(millis_of(stored.expires_at), millis_of(grant.expires_at));
+    assert_eq!(
+        store.credentials(grant.id).await.unwrap(),
+        vec![credential.clone()]
+    );
+    let alice = SpiffeId::new(ALICE).unwrap();
+    let listed: Vec<GrantId> = store
+        .grants_of(&alice)
+        .await
+        .unwrap()
+        .iter()
+        .map(|g| g.id)
+        .collect();
+    assert_eq!(listed, vec![grant.id]);
+    assert_eq!(
+        liveness(store, &grant, &credential).await,
+        Liveness::Live(stored.clone())
+    );
+
+    // A duplicate id or a stale epoch writes nothing.
+    let error = store
+        .record_issuance(&grant, &credential)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, StoreError::Conflict(id) if id == grant.id),
+        "{error}"
+    );
+    let stale = Grant {
+        id: GrantId::generate(Shard::of(&alice)),
+        epoch: Epoch::from_string("stale".to_owned()),
+        ..grant.clone()
+    };
+    let stale_credential = Credential {
+        id: CredentialId::new_jwt(stale.id),
+        grant_id: stale.id,
+        ..credential.clone()
+    };
+    let error = store
+        .record_issuance(&stale, &stale_credential)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&error, StoreError::EpochChanged(current) if *current == epoch),
+        "{error}"
+    );
+    assert_eq!(store.grant(stale.id).await.unwrap(), None);
+    assert_eq!(store.grants_of(&alice).await.unwrap().len(), 1);
+
+    // Unknown credentials and foreign epochs are never live.
+    let (unknown_id, _) = CredentialId::new_x509(GrantId::generate(Shard::of(&alice)));
+    let unknown = store
+        .liveness(LivenessQuery {
+            credential: &unknown_id,
+            epoch: &epoch,
+            task: &grant.task_id,
+        })
+        .await
+        .unwrap();
+    assert_eq!(unknown, Liveness::NotFound);
+    let other_epoch = Epoch::from_string("0000000000000000".to_owned());
+    let reset = store
+        .liveness(LivenessQuery {
+            credential: &credential.id,
+            epoch: &other_epoch,
+            task: &grant.task_id,
+        })
+        .await
+        .unwrap();
+    assert_eq!(reset, Liveness::EpochReset);
+
+    // Revoking one credential leaves the grant active.
+    assert!(
+        store
+            .revoke_credential(&credential.id, &ending(GrantState::Revoked, "leaked"))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .revoke_credential(&credential.id, &ending(GrantState::Revoked, "again"))
+            .await
+            .unwrap()
+    );
+    assert!(matches!(
+        liveness(store, &grant, &credential).await,
+        Liveness::CredentialRevoked(_)
+    ));
+    assert_eq!(
+        store.grant(grant.id).await.unwrap().unwrap().state,
+        GrantState::Active
+    );
+    assert!(store.credentials(grant.id).await.unwrap()[0].revoked);
+
+    // Ending a grant is final and idempotent; it ends its delegations.
+    let (parent, parent_credential) = issue(store, ALICE, "build-2", minute, None).await;
+    let (child, child_credential) =
+        issue(store, BOB, "build-2-step", minute, Some(parent.id)).await;
+    assert!(matches!(
+        liveness(store, &child, &child_credential).await,
+        Liveness::Live(_)
+    ));
+    let ended = store
+        .end(
+            EndTarget::Grant(parent.id),
+            &ending(GrantState::Revoked, "admin: compromised"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(ended, vec![parent.id]);
+    let again = store
+        .end(
+            EndTarget::Grant(parent.id),
+            &ending(GrantState::Completed, "late"),
+        )
+        .await
+        .unwrap();
+    assert!(again.is_empty());
+    let after = store.grant(parent.id).await.unwrap().unwrap();
+    assert_eq!(after.state, GrantState::Revoked);
+    assert_eq!(after.end_reason.as_deref(), Some("admin: compromised"));
+    match liveness(store, &parent, &parent_credential).await {
+        Liveness::GrantEnded(ended) => assert_eq!(ended.id, parent.id),
+        other => panic!("parent: {other:?}"),
+    }
+    match liveness(store, &child, &child_credential).await {
+        Liveness::GrantEnded(ended) => {
+            assert_eq!(ended.id, parent.id, "the child ends with its parent")
+        }
+        other => panic!("child: {other:?}"),
+    }
+
+    // Completing a task ends only that subject's grants for that task.
+    let (task_a1, task_a1_credential) = issue(store, ALICE, "deploy-7", minute, None).await;
+    let (task_a2, _) = issue(store, ALICE, "deploy-7", minute, None).await;
+    let (other_task, other_credential) = issue(store, ALICE, "deploy-8", minute, None).await;
+    let (bob_same_task, bob_credential) = issue(store, BOB, "deploy-7", minute, None).await;
+    let task = TaskId::new("deploy-7").unwrap();
+    let mut ended = store
+        .end(
+            EndTarget::Task {
+                subject: &alice,
+                task: &task,
+            },
+            &ending(GrantState::Completed, "done"),
+        )
+        .await
+        .unwrap();
+    let mut expected = vec![task_a1.id, task_a2.id];
+    ended.sort();
+    expected.sort();
+    assert_eq!(ended, expected);
+    assert_eq!(
+        store.grant(task_a1.id).await.unwrap().unwrap().state,
+        GrantState::Completed
+    );
+    assert!(matches!(
+        liveness(store, &task_a1, &task_a1_credential).await,
+        Liveness::GrantEnded(_)
+    ));
+    assert!(matches!(
+        liveness(store, &other_task, &other_credential).await,
+        Liveness::Live(_)
+    ));
+    assert!(matches!(
+        liveness(store, &bob_same_task, &bob_credential).await,
+        Liveness::Live(_)
+    ));
+
+    // Revoking a subject ends everything it holds now, nobody else's.
+    let ended = store
+        .end(
+            EndTarget::Subject(&alice),
+            &ending(GrantState::Revoked, "admin: offboarded"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(ended, {
+        let mut ids = vec![grant.id, other_task.id];
+        ids.sort();
+        ids
+    });
+    assert!(matches!(
+        liveness(store, &other_task, &other_credential).await,
+        Liveness::GrantEnded(_)
+    ));
+    assert!(matches!(
+        liveness(store, &bob_same_task, &bob_credential).await,
+        Liveness::Live(_)
+    ));
+    // Grants issued afterwards are live again.
+    let (fresh, fresh_credential) = issue(store, ALICE, "build-3", minute, None).await;
+    assert!(matches!(
+        liveness(store, &fresh, &fresh_credential).await,
+        Liveness::Live(_)
+    ));
+
+    // Revoking a task reaches every holder.
+    store
+        .revoke_task(
+            &task,
+            &ending(GrantState::Revoked, "admin: incident 12"),
+            minute,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        liveness(store, &bob_same_task, &bob_credential).await,
+        Liveness::TaskRevoked {
+            reason: "admin: incident 12".to_owned()
+        }
+    );
+
+    // Nothing outlives its expiry.
+    let (short, short_credential) =
+        issue(store, ALICE, "short", Duration::from_millis(1500), None).await;
+    assert!(matches!(
+        liveness(store, &short, &short_credential).await,
+        Liveness::Live(_)
+    ));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while store.grant(short.id).await.unwrap().is_some() {
+        assert!(
+            Instant::now() < deadline,
+            "grant still there after its expiry"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        liveness(store, &short, &short_credential).await,
+        Liveness::NotFound
+    );
+    assert!(store.credentials(short.id).await.unwrap().is_empty());
+    assert!(
+        !store
+            .grants_of(&alice)
+            .await
+            .unwrap()
+            .iter()
+            .any(|g| g.id == short.id)
+    );
+}
+
+#[tokio::test]
+async fn memory_store_conforms() {
+    let store = MemoryStore::new(Arc::new(jitid::clock::SystemClock));
+    conformance(&store).await;
+}
+
+#[tokio::test]
+async fn redis_store_conforms() {
+    let redis = RedisServer::start();
+    let store = RedisStore::connect(redis_config(vec![redis.url()], false))
+        .await
+        .unwrap();
+    conformance(&store).await;
+}
+
+#[tokio::test]
+async fn redis_cluster_store_conforms() {
+    let cluster = RedisCluster::start();
+    let store = RedisStore::connect(redis_config(cluster.urls(), true))
+        .await
+        .unwrap();
+    conformance(&store).await;
+    // Grants of many subjects spread over the cluster's masters.
+    for n in 0..20 {
+        issue(
+            &store,
+            &format!("spiffe://example.org/svc/s{n}"),
+            "t",
+            Duration::from_secs(60),
+            None,
+        )
+        .await;
+    }
+    let with_keys = cluster
+        .ports()
+        .iter()
+        .filter(|port| crate::support::redis::tcp_command(**port, &["DBSIZE"]) != "0")
+        .count();
+    assert_eq!(with_keys, 3, "every master holds grants");
+}
+
+#[tokio::test]
+async fn every_redis_key_expires_except_the_epoch() {
+    let redis = RedisServer::start();
+    let store = RedisStore::connect(redis_config(vec![redis.url()], false))
+        .await
+        .unwrap();
+    let (grant, _) = issue(&store, ALICE, "build-1", Duration::from_secs(60), None).await;
+    store
+        .revoke_task(
+            &grant.task_id,
+            &ending(GrantState::Revoked, "x"),
+            Duration::from_secs(60),
+        )
+        .await
+        .unwrap();
+    let keys = redis.command(&[
+        "EVAL",
+        "return table.concat(redis.call('KEYS', '*'), ' ')",
+        "0",
+    ]);
+    let keys: Vec<&str> = keys.split(' ').collect();
+    assert_eq!(keys.len(), 5, "{keys:?}");
+    for key in keys {
+        let ttl: i64 = redis.command(&["PTTL", key]).parse().unwrap();
+        if key == "jitid:epoch" || key.ends_with(":ep") {
+            assert_eq!(ttl, -1, "{key} is kept");
+        } else {
+            assert!(ttl > 0 && ttl <= 60_000, "{key} expires: {ttl}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn redis_outage_fails_closed_and_recovers_with_a_new_epoch() {
+    let mut redis = RedisServer::start();
+    let store = RedisStore::connect(redis_config(vec![redis.url()], false))
+        .await
+        .unwrap();
+    let (grant, credential) = issue(&store, ALICE, "build-1", Duration::from_secs(60), None).await;
+
+    redis.stop();
+    let error = store
+        .liveness(LivenessQuery {
+            credential: &credential.id,
+            epoch: &grant.epoch,
+            task: &grant.task_id,
+        })
+        .await
+        .unwrap_err();
+    assert!(matches!(error, StoreError::Unavailable(_)), "{error}");
+    let subject = SpiffeId::new(ALICE).unwrap();
+    let attempt = Grant {
+        id: GrantId::generate(Shard::of(&subject)),
+        ..grant.clone()
+    };
+    let attempt_credential = Credential {
+        id: CredentialId::new_jwt(attempt.id),
+        grant_id: attempt.id,
+        ..credential.clone()
+    };
+    let error = store
+        .record_issuance(&attempt, &attempt_credential)
+        .await
+        .unwrap_err();
+    assert!(matches!(error, StoreError::Unavailable(_)), "{error}");
+
+    // Back, but empty: what was minted before is not live again.
+    redis.restart_empty();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let after = loop {
+        match store
+            .liveness(LivenessQuery {
+                credential: &credential.id,
+                epoch: &grant.epoch,
+                task: &grant.task_id,
+            })
+            .await
+        {
+            Ok(liveness) => break liveness,
+            Err(error) => {
+                assert!(
+                    Instant::now() < deadline,
+                    "store did not reconnect: {error}"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    assert_eq!(after, Liveness::EpochReset);
+    // A write under the old epoch is refused and names the new one.
+    let error = store
+        .record_issuance(&attempt, &attempt_credential)
+        .await
+        .unwrap_err();
+    let StoreError::EpochChanged(new_epoch) = error else {
+        panic!("expected EpochChanged, got {error}");
+    };
+    assert_ne!(new_epoch, grant.epoch);
+    assert_eq!(store.epoch().await.unwrap(), new_epoch);
+    let (fresh, fresh_credential) =
+        issue(&store, ALICE, "build-2", Duration::from_secs(60), None).await;
+    assert_eq!(fresh.epoch, new_epoch);
+    assert!(matches!(
+        liveness(&store, &fresh, &fresh_credential).await,
+        Liveness::Live(_)
+    ));
+}
