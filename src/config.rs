@@ -10,8 +10,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::policy::{Catalogue, CatalogueError};
+use crate::policy::{Catalogue, CatalogueError, IdPattern};
 use crate::spiffe_id::{SpiffeId, SpiffeIdError, TrustDomain};
+use crate::store::RedisStoreConfig;
 
 /// Default address the server listens on.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8443";
@@ -80,6 +81,19 @@ pub struct Config {
     pub max_request_bytes: usize,
     /// The entitlement catalogue.
     pub catalogue: Catalogue,
+    /// Callers that may revoke anything and read any grant.
+    pub admins: Vec<IdPattern>,
+    /// Where grants are recorded.
+    pub store: StoreConfig,
+}
+
+/// Which grant store to use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreConfig {
+    /// In process memory: one server, nothing survives a restart.
+    Memory,
+    /// Redis, shared by every replica.
+    Redis(RedisStoreConfig),
 }
 
 /// Paths of the certificate authority's files, as written by `jitid ca init`.
@@ -122,6 +136,24 @@ struct RawConfig {
     limits: RawLimits,
     #[serde(default, rename = "entitlement")]
     entitlements: Vec<crate::policy::RawEntitlement>,
+    #[serde(default)]
+    admins: Vec<String>,
+    store: Option<String>,
+    redis: Option<RawRedis>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRedis {
+    url: Option<String>,
+    urls: Option<Vec<String>>,
+    #[serde(default)]
+    cluster: bool,
+    key_prefix: Option<String>,
+    #[serde(default)]
+    wait_replicas: u64,
+    wait_timeout: Option<String>,
+    timeout: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -257,6 +289,29 @@ impl Config {
             },
         )?;
 
+        let admins = raw
+            .admins
+            .iter()
+            .map(|text| IdPattern::parse(text).map_err(|message| invalid("admins", message)))
+            .collect::<Result<Vec<_>, _>>()?;
+
+        let store = match (raw.store.as_deref().unwrap_or("memory"), raw.redis) {
+            ("memory", _) => StoreConfig::Memory,
+            ("redis", None) => {
+                return Err(invalid(
+                    "redis",
+                    "store = \"redis\" needs a [redis] table with url".to_owned(),
+                ));
+            }
+            ("redis", Some(redis)) => StoreConfig::Redis(redis_config(redis, &invalid)?),
+            (other, _) => {
+                return Err(invalid(
+                    "store",
+                    format!("{other:?} is not \"memory\" or \"redis\""),
+                ));
+            }
+        };
+
         Ok(Self {
             trust_domain,
             listen,
@@ -265,8 +320,65 @@ impl Config {
             attestation_trust_anchors,
             max_request_bytes,
             catalogue,
+            admins,
+            store,
         })
     }
+}
+
+fn redis_config(
+    raw: RawRedis,
+    invalid: &dyn Fn(&str, String) -> ConfigError,
+) -> Result<RedisStoreConfig, ConfigError> {
+    let urls = match (raw.url, raw.urls) {
+        (Some(url), None) => vec![url],
+        (None, Some(urls)) if !urls.is_empty() => urls,
+        _ => {
+            return Err(invalid(
+                "redis.url",
+                "set exactly one of url or urls".to_owned(),
+            ));
+        }
+    };
+    for url in &urls {
+        if !["redis://", "rediss://", "unix://", "redis+unix://"]
+            .iter()
+            .any(|scheme| url.starts_with(scheme))
+        {
+            return Err(invalid(
+                "redis.url",
+                "must start with redis://, rediss:// or unix://".to_owned(),
+            ));
+        }
+    }
+    if !raw.cluster && urls.len() > 1 {
+        return Err(invalid(
+            "redis.urls",
+            "several URLs need cluster = true".to_owned(),
+        ));
+    }
+    if raw.cluster && raw.wait_replicas > 0 {
+        return Err(invalid(
+            "redis.wait_replicas",
+            "WAIT is supported on a standalone Redis only".to_owned(),
+        ));
+    }
+    let duration = |key: &str, text: Option<String>, default: Duration| match text {
+        None => Ok(default),
+        Some(text) => parse_duration(&text).map_err(|message| invalid(key, message)),
+    };
+    Ok(RedisStoreConfig {
+        urls,
+        cluster: raw.cluster,
+        key_prefix: raw.key_prefix.unwrap_or_else(|| "jitid".to_owned()),
+        wait_replicas: raw.wait_replicas,
+        wait_timeout: duration(
+            "redis.wait_timeout",
+            raw.wait_timeout,
+            Duration::from_millis(100),
+        )?,
+        timeout: duration("redis.timeout", raw.timeout, Duration::from_millis(500))?,
+    })
 }
 
 // === impl CaPaths ===
@@ -331,6 +443,29 @@ requesters = ["spiffe://example.org/ci/*"]
         assert_eq!(config.max_request_bytes, DEFAULT_MAX_REQUEST_BYTES);
         let entitlement = config.catalogue.entitlement("ci-publish").unwrap();
         assert_eq!(entitlement.default_ttl, Duration::from_secs(300));
+    }
+
+    #[test]
+    fn store_and_admins() {
+        let config = parse(&format!(
+            "admins = [\"spiffe://example.org/ops/*\"]\nstore = \"redis\"\n{}\n[redis]\nurl = \"unix:///run/redis.sock\"\nwait_replicas = 1\n",
+            MINIMAL.trim_start()
+        ))
+        .unwrap();
+        assert_eq!(config.admins.len(), 1);
+        let StoreConfig::Redis(redis) = config.store else {
+            panic!("expected redis");
+        };
+        assert_eq!(redis.urls, ["unix:///run/redis.sock"]);
+        assert_eq!(redis.wait_replicas, 1);
+        let error = parse(&format!("store = \"redis\"\n{}", MINIMAL.trim_start()))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("`redis`"), "{error}");
+        let error = parse(&format!("store = \"etcd\"\n{}", MINIMAL.trim_start()))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("`store`"), "{error}");
     }
 
     #[test]

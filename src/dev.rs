@@ -67,6 +67,7 @@ const DEMO_IDENTITIES: &[(&str, &str)] = &[
     ("ci-runner", "/ci/runner"),
     ("agent", "/agents/planner"),
     ("payments", "/svc/payments"),
+    ("ops", "/ops/admin"),
 ];
 
 /// Creates whatever of the dev trust domain is missing in `dir` and returns
@@ -167,6 +168,13 @@ pub const EXAMPLE_CONFIG: &str = r#"# jitid development config, written by `jiti
 
 trust_domain = "example.org"
 listen = "127.0.0.1:8443"
+# Callers that may revoke anything and read any grant.
+admins = ["spiffe://example.org/ops/*"]
+# "memory" (one server, lost on restart) or "redis" (shared by replicas):
+store = "memory"
+# [redis]
+# url = "redis://127.0.0.1:6379"   # or rediss://..., unix:///run/redis.sock
+# wait_replicas = 0                # replicas that must acknowledge a revocation
 
 [ca]
 # root.pem, signing.pem + signing.key, jwt.key (keys 0600).

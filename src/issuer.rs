@@ -9,15 +9,15 @@ use rustls::pki_types::CertificateDer;
 
 use crate::ca::{
     Authority, BACKDATE, CaError, CsrError, GrantExtension, JwtSvidClaims, LeafRequest,
-    TrustBundle, VerifiedCsr,
+    PresentedCredential, PresentedError, TrustBundle, VerifiedCsr,
 };
 use crate::clock::{Clock, unix_seconds, whole_seconds};
 use crate::grant::{
     Action, Credential, CredentialId, Epoch, Grant, GrantId, GrantState, NameError, Shard, TaskId,
 };
-use crate::policy::{self, AccessRequest, Catalogue, Denial};
+use crate::policy::{self, AccessRequest, Catalogue, Denial, IdPattern};
 use crate::spiffe_id::SpiffeId;
-use crate::store::{GrantStore, StoreError};
+use crate::store::{EndTarget, Ending, GrantStore, Liveness, LivenessQuery, StoreError};
 
 /// Most actions one request may name.
 pub const MAX_ACTIONS: usize = 32;
@@ -98,6 +98,96 @@ pub enum IssueError {
     /// Signing failed.
     #[error(transparent)]
     Ca(#[from] CaError),
+    /// The named grant or credential is unknown or expired.
+    #[error("{0}")]
+    NotFound(String),
+    /// The caller may not do this to that target.
+    #[error("{0}")]
+    Forbidden(String),
+}
+
+/// What to revoke, as named by the caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RevokeTarget {
+    /// A credential id (serial or `jti`).
+    Credential(String),
+    /// A grant id.
+    Grant(String),
+    /// A task id.
+    Task(String),
+    /// A subject's SPIFFE ID.
+    Subject(String),
+}
+
+/// What a revocation did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RevokeOutcome {
+    /// Grants ended by this call.
+    pub grants: Vec<GrantId>,
+    /// Whether a live credential was revoked.
+    pub credential_revoked: bool,
+    /// Whether the task was revoked for every holder.
+    pub task_revoked: bool,
+}
+
+/// What the caller says is done.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CompleteTarget {
+    /// One of its grants.
+    Grant(String),
+    /// Its grants of a task.
+    Task(String),
+}
+
+/// A credential presented to a relying party.
+#[derive(Debug, Clone)]
+pub enum Presented {
+    /// An X.509-SVID chain, leaf first.
+    X509(Vec<CertificateDer<'static>>),
+    /// A JWT-SVID and the relying party's audience.
+    Jwt {
+        /// The token.
+        token: String,
+        /// The audience it is presented to.
+        audience: String,
+    },
+}
+
+/// The verdict on a presented credential.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VerifyStatus {
+    /// Authentic, unexpired, live.
+    Valid,
+    /// Authentic but ended (revoked, completed, or minted under a lost epoch).
+    Revoked,
+    /// Authentic but expired.
+    Expired,
+    /// Liveness unknown: the store is unreachable or has no record.
+    Unknown,
+    /// Not authentic, not for this audience, or not a jitid credential.
+    Invalid,
+}
+
+/// A verdict with its reason and what the credential claims.
+#[derive(Debug, Clone)]
+pub struct Verdict {
+    /// The verdict.
+    pub status: VerifyStatus,
+    /// Why, in words.
+    pub reason: String,
+    /// What the credential claims, when it is authentic.
+    pub credential: Option<PresentedCredential>,
+}
+
+/// Which grants to list.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GrantFilter {
+    /// Whose; `None` means the caller's.
+    pub subject: Option<String>,
+    /// Only this task.
+    pub task: Option<String>,
+    /// Only this state.
+    pub state: Option<GrantState>,
 }
 
 /// The issuer: policy, CA, store and clock behind one API.
@@ -106,6 +196,7 @@ pub struct Issuer {
     catalogue: Catalogue,
     store: Arc<dyn GrantStore>,
     clock: Arc<dyn Clock>,
+    admins: Vec<IdPattern>,
 }
 
 // === impl IssueError ===
@@ -120,18 +211,28 @@ impl IssueError {
                 denial,
                 Denial::NothingRequested | Denial::TtlAboveMaximum { .. } | Denial::TtlTooShort
             ),
+            Self::Ca(CaError::Invalid(_)) => false,
             _ => false,
         }
     }
 
-    /// Whether policy refused the caller.
+    /// Whether policy or ownership refused the caller.
     pub fn is_permission_denied(&self) -> bool {
-        matches!(self, Self::Denied(_)) && !self.is_invalid_argument()
+        (matches!(self, Self::Denied(_)) && !self.is_invalid_argument())
+            || matches!(self, Self::Forbidden(_))
+    }
+
+    /// Whether the named target does not exist.
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, Self::NotFound(_))
     }
 
     /// Whether a dependency is down and a retry may succeed.
     pub fn is_unavailable(&self) -> bool {
-        matches!(self, Self::Store(StoreError::Unavailable(_)))
+        matches!(
+            self,
+            Self::Store(StoreError::Unavailable(_) | StoreError::NotReplicated { .. })
+        )
     }
 }
 
@@ -150,7 +251,20 @@ impl Issuer {
             catalogue,
             store,
             clock,
+            admins: Vec::new(),
         }
+    }
+
+    /// Lets callers matching `admins` revoke anything and read any grant.
+    pub fn with_admins(mut self, admins: Vec<IdPattern>) -> Self {
+        self.admins = admins;
+        self
+    }
+
+    fn is_admin(&self, caller: &Caller) -> bool {
+        self.admins
+            .iter()
+            .any(|pattern| pattern.matches(&caller.spiffe_id))
     }
 
     /// The certificate authority.
@@ -293,6 +407,270 @@ impl Issuer {
         Err(StoreError::Unavailable("store epoch keeps changing".into()).into())
     }
 
+    /// Revokes a credential, grant, task or subject on behalf of `caller`.
+    pub async fn revoke(
+        &self,
+        caller: &Caller,
+        target: &RevokeTarget,
+        reason: &str,
+    ) -> Result<RevokeOutcome, IssueError> {
+        if reason.len() > MAX_JUSTIFICATION_BYTES {
+            return Err(invalid(
+                "reason",
+                format!("is longer than {MAX_JUSTIFICATION_BYTES} bytes"),
+            ));
+        }
+        let admin = self.is_admin(caller);
+        let ending = Ending {
+            state: GrantState::Revoked,
+            reason: ending_reason(caller, reason),
+            at: self.clock.now(),
+        };
+        let mut outcome = RevokeOutcome::default();
+        match target {
+            RevokeTarget::Credential(text) => {
+                let id = CredentialId::parse(text).ok_or_else(|| {
+                    invalid("credential_id", "is not a jitid serial or jti".to_owned())
+                })?;
+                let grant_id = id
+                    .grant_id()
+                    .ok_or_else(|| invalid("credential_id", "names no grant".to_owned()))?;
+                if !admin {
+                    self.owned_grant(caller, grant_id).await?;
+                }
+                outcome.credential_revoked = self.store.revoke_credential(&id, &ending).await?;
+                if !outcome.credential_revoked {
+                    return Err(IssueError::NotFound(format!(
+                        "no live credential {}",
+                        id.value()
+                    )));
+                }
+            }
+            RevokeTarget::Grant(text) => {
+                let grant_id = parse_grant_id(text)?;
+                if admin {
+                    if self.store.grant(grant_id).await?.is_none() {
+                        return Err(IssueError::NotFound(format!("no live grant {grant_id}")));
+                    }
+                } else {
+                    self.owned_grant(caller, grant_id).await?;
+                }
+                outcome.grants = self.store.end(EndTarget::Grant(grant_id), &ending).await?;
+            }
+            RevokeTarget::Task(text) => {
+                let task = TaskId::new(text).map_err(|error| name_error("task_id", text, error))?;
+                if admin {
+                    self.store
+                        .revoke_task(&task, &ending, self.catalogue.longest_ttl() + BACKDATE)
+                        .await?;
+                    outcome.task_revoked = true;
+                }
+                outcome.grants = self
+                    .store
+                    .end(
+                        EndTarget::Task {
+                            subject: &caller.spiffe_id,
+                            task: &task,
+                        },
+                        &ending,
+                    )
+                    .await?;
+            }
+            RevokeTarget::Subject(text) => {
+                let subject =
+                    SpiffeId::new(text).map_err(|error| invalid("subject", error.to_string()))?;
+                if !admin && subject != caller.spiffe_id {
+                    return Err(IssueError::Forbidden(format!(
+                        "{} may not revoke {subject}: only admins may revoke another subject",
+                        caller.spiffe_id
+                    )));
+                }
+                outcome.grants = self
+                    .store
+                    .end(EndTarget::Subject(&subject), &ending)
+                    .await?;
+            }
+        }
+        Ok(outcome)
+    }
+
+    /// Ends the caller's grant, or its grants of a task, as completed.
+    pub async fn complete(
+        &self,
+        caller: &Caller,
+        target: &CompleteTarget,
+    ) -> Result<Vec<GrantId>, IssueError> {
+        let ending = Ending {
+            state: GrantState::Completed,
+            reason: format!("completed by {}", caller.spiffe_id),
+            at: self.clock.now(),
+        };
+        let ended = match target {
+            CompleteTarget::Grant(text) => {
+                let grant_id = parse_grant_id(text)?;
+                self.owned_grant(caller, grant_id).await?;
+                self.store.end(EndTarget::Grant(grant_id), &ending).await?
+            }
+            CompleteTarget::Task(text) => {
+                let task = TaskId::new(text).map_err(|error| name_error("task_id", text, error))?;
+                self.store
+                    .end(
+                        EndTarget::Task {
+                            subject: &caller.spiffe_id,
+                            task: &task,
+                        },
+                        &ending,
+                    )
+                    .await?
+            }
+        };
+        Ok(ended)
+    }
+
+    /// Checks a presented credential: authenticity and expiry offline, then
+    /// liveness in the store. A store that cannot be reached gives
+    /// [`VerifyStatus::Unknown`], never `Valid`.
+    pub async fn verify(&self, presented: &Presented) -> Verdict {
+        let now = self.clock.now();
+        let checked = match presented {
+            Presented::X509(chain) => self.authority.verify_x509_svid(chain, now),
+            Presented::Jwt { token, audience } => {
+                self.authority.verify_jwt_svid(token, audience, now)
+            }
+        };
+        let credential = match checked {
+            Ok(credential) => credential,
+            Err(PresentedError::Expired(credential)) => {
+                return Verdict {
+                    status: VerifyStatus::Expired,
+                    reason: "credential expired".to_owned(),
+                    credential: Some(*credential),
+                };
+            }
+            Err(error) => {
+                return Verdict {
+                    status: VerifyStatus::Invalid,
+                    reason: error.to_string(),
+                    credential: None,
+                };
+            }
+        };
+        let verdict = |status, reason: String| Verdict {
+            status,
+            reason,
+            credential: Some(credential.clone()),
+        };
+        let id = if credential.is_x509 {
+            CredentialId::parse(&credential.credential_id)
+        } else {
+            CredentialId::parse(&format!("jwt:{}", credential.credential_id))
+        };
+        let (Some(id), Ok(task)) = (id, TaskId::new(&credential.grant.task_id)) else {
+            return verdict(
+                VerifyStatus::Invalid,
+                "credential id or task is malformed".to_owned(),
+            );
+        };
+        let epoch = Epoch::from_string(credential.grant.epoch.clone());
+        let liveness = self
+            .store
+            .liveness(LivenessQuery {
+                credential: &id,
+                epoch: &epoch,
+                task: &task,
+            })
+            .await;
+        match liveness {
+            Ok(Liveness::Live(_)) => verdict(VerifyStatus::Valid, "live".to_owned()),
+            Ok(Liveness::GrantEnded(grant)) => verdict(
+                VerifyStatus::Revoked,
+                format!(
+                    "grant {} {}: {}",
+                    grant.id,
+                    grant.state.as_str(),
+                    grant.end_reason.unwrap_or_default()
+                ),
+            ),
+            Ok(Liveness::CredentialRevoked(_)) => {
+                verdict(VerifyStatus::Revoked, "credential revoked".to_owned())
+            }
+            Ok(Liveness::TaskRevoked { reason }) => {
+                verdict(VerifyStatus::Revoked, format!("task revoked: {reason}"))
+            }
+            Ok(Liveness::EpochReset) => verdict(
+                VerifyStatus::Revoked,
+                "epoch reset: minted before the grant store lost its data".to_owned(),
+            ),
+            Ok(Liveness::NotFound) => verdict(
+                VerifyStatus::Unknown,
+                "the grant store has no record of it".to_owned(),
+            ),
+            Err(error) => {
+                tracing::warn!(%error, "liveness check failed; answering UNKNOWN");
+                verdict(VerifyStatus::Unknown, "grant store unavailable".to_owned())
+            }
+        }
+    }
+
+    /// Lists unexpired grants.
+    pub async fn list_grants(
+        &self,
+        caller: &Caller,
+        filter: &GrantFilter,
+    ) -> Result<Vec<Grant>, IssueError> {
+        let subject = match &filter.subject {
+            None => caller.spiffe_id.clone(),
+            Some(text) => {
+                SpiffeId::new(text).map_err(|error| invalid("subject", error.to_string()))?
+            }
+        };
+        if subject != caller.spiffe_id && !self.is_admin(caller) {
+            return Err(IssueError::Forbidden(format!(
+                "{} may not list the grants of {subject}",
+                caller.spiffe_id
+            )));
+        }
+        let mut grants = self.store.grants_of(&subject).await?;
+        grants.retain(|grant| {
+            filter
+                .task
+                .as_deref()
+                .is_none_or(|task| grant.task_id.as_str() == task)
+                && filter.state.is_none_or(|state| grant.state == state)
+        });
+        Ok(grants)
+    }
+
+    /// One grant with its unexpired credentials.
+    pub async fn get_grant(
+        &self,
+        caller: &Caller,
+        grant_id: &str,
+    ) -> Result<(Grant, Vec<Credential>), IssueError> {
+        let grant_id = parse_grant_id(grant_id)?;
+        let grant = if self.is_admin(caller) {
+            self.store
+                .grant(grant_id)
+                .await?
+                .ok_or_else(|| IssueError::NotFound(format!("no live grant {grant_id}")))?
+        } else {
+            self.owned_grant(caller, grant_id).await?
+        };
+        let credentials = self.store.credentials(grant_id).await?;
+        Ok((grant, credentials))
+    }
+
+    /// The grant, if it exists and belongs to `caller`.
+    async fn owned_grant(&self, caller: &Caller, grant_id: GrantId) -> Result<Grant, IssueError> {
+        match self.store.grant(grant_id).await? {
+            Some(grant) if grant.subject == caller.spiffe_id => Ok(grant),
+            Some(_) => Err(IssueError::Forbidden(format!(
+                "grant {grant_id} belongs to another subject"
+            ))),
+            None => Err(IssueError::NotFound(format!("no live grant {grant_id}"))),
+        }
+    }
+
     /// Validates the request and asks policy; returns the grant to create.
     fn decide(
         &self,
@@ -398,6 +776,18 @@ fn validate_audiences(audiences: &[String]) -> Result<Vec<String>, IssueError> {
         }
     }
     Ok(unique)
+}
+
+fn parse_grant_id(text: &str) -> Result<GrantId, IssueError> {
+    GrantId::parse(text).ok_or_else(|| invalid("grant_id", "is not a grant id (a UUID)".to_owned()))
+}
+
+fn ending_reason(caller: &Caller, reason: &str) -> String {
+    if reason.is_empty() {
+        format!("revoked by {}", caller.spiffe_id)
+    } else {
+        format!("revoked by {}: {reason}", caller.spiffe_id)
+    }
 }
 
 fn invalid(field: &'static str, message: String) -> IssueError {

@@ -3,7 +3,8 @@
 //!
 //! Exit codes: 0 success; 1 error; 2 usage; 3 the server refused the caller
 //! (unauthenticated or permission denied); 4 the server found the request
-//! invalid; 5 the server is unreachable or unavailable.
+//! invalid; 5 the server is unreachable or unavailable; 6 `verify` found the
+//! credential not valid; 7 the named grant or credential does not exist.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -19,12 +20,13 @@ use tokio::net::TcpListener;
 use jitid::ca::{self, Authority, InitOptions, LeafRequest};
 use jitid::client::{Client, ClientConfig, ClientError, GrantInfo, SvidRequest};
 use jitid::clock::{Clock, SystemClock};
-use jitid::config::{Config, parse_duration};
+use jitid::config::{Config, StoreConfig, parse_duration};
 use jitid::issuer::Issuer;
 use jitid::keyfile::{self, KEY_MODE, PUBLIC_MODE};
+use jitid::proto::v1 as pb;
 use jitid::server::{self, ServerSettings};
 use jitid::spiffe_id::{SpiffeId, TrustDomain};
-use jitid::store::MemoryStore;
+use jitid::store::{GrantStore, MemoryStore, RedisStore, RedisStoreConfig};
 
 #[derive(Parser)]
 #[command(
@@ -54,6 +56,112 @@ enum Command {
     Fetch(FetchCommand),
     /// Print the trust bundle served by the server.
     Bundle(BundleArgs),
+    /// Inspect grants.
+    #[command(subcommand)]
+    Grants(GrantsCommand),
+    /// Revoke a credential, a grant, a task or a subject at once.
+    Revoke(RevokeArgs),
+    /// Say a task (or one grant) is done: its credentials stop being live.
+    Complete(CompleteArgs),
+    /// Check a credential as a relying party would; exit 0 only if valid.
+    Verify(VerifyArgs),
+}
+
+#[derive(Subcommand)]
+enum GrantsCommand {
+    /// List unexpired grants (yours, or a subject's if you are an admin).
+    List {
+        #[command(flatten)]
+        conn: ConnArgs,
+        /// Whose grants (admins only; default: yours).
+        #[arg(long)]
+        subject: Option<String>,
+        /// Only this task.
+        #[arg(long)]
+        task: Option<String>,
+        /// Only this state.
+        #[arg(long, value_enum)]
+        state: Option<StateArg>,
+        /// What to print.
+        #[arg(long, value_enum, default_value = "text")]
+        output: Output,
+    },
+    /// Show one grant and its credentials.
+    Show {
+        #[command(flatten)]
+        conn: ConnArgs,
+        /// The grant id.
+        grant_id: String,
+        /// What to print.
+        #[arg(long, value_enum, default_value = "text")]
+        output: Output,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum StateArg {
+    Active,
+    Completed,
+    Revoked,
+}
+
+#[derive(Args)]
+#[group(id = "revoke_target", required = true, multiple = false)]
+struct RevokeTargetArgs {
+    /// A credential: X.509 serial (hex) or JWT jti.
+    #[arg(long, group = "revoke_target")]
+    credential: Option<String>,
+    /// A grant and every credential under it.
+    #[arg(long, group = "revoke_target")]
+    grant: Option<String>,
+    /// A task (admins: whoever holds it; others: your grants of it).
+    #[arg(long, group = "revoke_target")]
+    task: Option<String>,
+    /// Everything a subject holds now.
+    #[arg(long, group = "revoke_target")]
+    subject: Option<String>,
+}
+
+#[derive(Args)]
+struct RevokeArgs {
+    #[command(flatten)]
+    target: RevokeTargetArgs,
+    /// Why; recorded on the grants.
+    #[arg(long, default_value = "")]
+    reason: String,
+    #[command(flatten)]
+    conn: ConnArgs,
+}
+
+#[derive(Args)]
+#[group(id = "complete_target", required = true, multiple = false)]
+struct CompleteArgs {
+    /// One of your grants.
+    #[arg(long, group = "complete_target")]
+    grant: Option<String>,
+    /// Your grants of a task.
+    #[arg(long, group = "complete_target")]
+    task: Option<String>,
+    #[command(flatten)]
+    conn: ConnArgs,
+}
+
+#[derive(Args)]
+struct VerifyArgs {
+    /// A PEM X.509-SVID chain, leaf first.
+    #[arg(long, conflicts_with_all = ["jwt"], required_unless_present = "jwt")]
+    x509: Option<PathBuf>,
+    /// A JWT-SVID.
+    #[arg(long, requires = "audience")]
+    jwt: Option<String>,
+    /// Your own audience, which the JWT must name.
+    #[arg(long)]
+    audience: Option<String>,
+    /// What to print.
+    #[arg(long, value_enum, default_value = "text")]
+    output: Output,
+    #[command(flatten)]
+    conn: ConnArgs,
 }
 
 #[derive(Args)]
@@ -64,6 +172,10 @@ struct DevArgs {
     /// Address to listen on (default: the config's, 127.0.0.1:8443).
     #[arg(long)]
     listen: Option<SocketAddr>,
+    /// Keep grants in Redis at this URL (redis://, rediss://, unix://)
+    /// instead of in memory.
+    #[arg(long)]
+    redis: Option<String>,
 }
 
 #[derive(Args)]
@@ -236,8 +348,19 @@ fn init_tracing(filter: &str) {
         .init();
 }
 
+/// `verify` found the credential not valid.
+#[derive(Debug, thiserror::Error)]
+#[error("credential is {status}: {reason}")]
+struct NotValid {
+    status: &'static str,
+    reason: String,
+}
+
 /// Maps an error to the documented exit codes.
 fn exit_code(error: &anyhow::Error) -> u8 {
+    if error.chain().any(|e| e.is::<NotValid>()) {
+        return 6;
+    }
     let client_error = error.chain().find_map(|e| e.downcast_ref::<ClientError>());
     match client_error {
         Some(ClientError::Connect { .. }) => 5,
@@ -245,6 +368,7 @@ fn exit_code(error: &anyhow::Error) -> u8 {
             tonic::Code::Unauthenticated | tonic::Code::PermissionDenied => 3,
             tonic::Code::InvalidArgument | tonic::Code::OutOfRange => 4,
             tonic::Code::Unavailable | tonic::Code::DeadlineExceeded => 5,
+            tonic::Code::NotFound => 7,
             _ => 1,
         },
         _ => 1,
@@ -265,6 +389,10 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Fetch(FetchCommand::X509(args)) => fetch_x509(args).await,
         Command::Fetch(FetchCommand::Jwt(args)) => fetch_jwt(args).await,
         Command::Bundle(args) => bundle(args).await,
+        Command::Grants(command) => grants(command).await,
+        Command::Revoke(args) => revoke(args).await,
+        Command::Complete(args) => complete(args).await,
+        Command::Verify(args) => verify(args).await,
     }
 }
 
@@ -275,6 +403,20 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
     if let Some(listen) = args.listen {
         config.listen = listen;
     }
+    if let Some(url) = &args.redis {
+        config.store = StoreConfig::Redis(RedisStoreConfig {
+            urls: vec![url.clone()],
+            cluster: false,
+            key_prefix: "jitid".to_owned(),
+            wait_replicas: 0,
+            wait_timeout: Duration::from_millis(100),
+            timeout: Duration::from_millis(500),
+        });
+    }
+    let store_name = match &config.store {
+        StoreConfig::Memory => "in-memory store",
+        StoreConfig::Redis(_) => "Redis store",
+    };
     let exe = std::env::current_exe()
         .map(|path| path.display().to_string())
         .unwrap_or_else(|_| "jitid".to_owned());
@@ -292,7 +434,7 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
         // A closed stdout must not stop the server, so write errors are
         // ignored rather than panicking as println! would.
         let mut banner = format!(
-            "# jitid dev: trust domain {} on {addr}, in-memory store\n\
+            "# jitid dev: trust domain {} on {addr}, {store_name}\n\
              # config {}\n\
              # In another shell, act as the demo CI runner ({}):\n\
              export JITID_SERVER=https://{addr}\n\
@@ -333,13 +475,21 @@ async fn run_server(config: Config, on_bound: impl FnOnce(SocketAddr)) -> anyhow
     for path in &config.attestation_trust_anchors {
         anchors.extend(ca::read_certs(path).context("loading attestation trust anchors")?);
     }
-    let store = Arc::new(MemoryStore::new(clock.clone()));
-    let issuer = Arc::new(Issuer::new(
-        Arc::new(authority),
-        config.catalogue.clone(),
-        store,
-        clock,
-    ));
+    let (store, store_kind): (Arc<dyn GrantStore>, &str) = match &config.store {
+        StoreConfig::Memory => (Arc::new(MemoryStore::new(clock.clone())), "memory"),
+        StoreConfig::Redis(redis) => (
+            Arc::new(
+                RedisStore::connect(redis.clone())
+                    .await
+                    .context("cannot connect to Redis (jitid fails closed: it never issues untracked credentials)")?,
+            ),
+            "redis",
+        ),
+    };
+    let issuer = Arc::new(
+        Issuer::new(Arc::new(authority), config.catalogue.clone(), store, clock)
+            .with_admins(config.admins.clone()),
+    );
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -348,7 +498,7 @@ async fn run_server(config: Config, on_bound: impl FnOnce(SocketAddr)) -> anyhow
         trust_domain = %config.trust_domain,
         %addr,
         entitlements = config.catalogue.entitlements().len(),
-        store = "memory",
+        store = store_kind,
         "jitid server starting"
     );
     on_bound(addr);
@@ -580,4 +730,246 @@ fn print_grant(grant: &GrantInfo) {
         "expires      {}",
         humantime::format_rfc3339_seconds(grant.expires_at)
     );
+}
+
+async fn grants(command: GrantsCommand) -> anyhow::Result<()> {
+    match command {
+        GrantsCommand::List {
+            conn,
+            subject,
+            task,
+            state,
+            output,
+        } => {
+            let client = connect(&conn, true).await?;
+            let state = match state {
+                None => pb::GrantState::Unspecified,
+                Some(StateArg::Active) => pb::GrantState::Active,
+                Some(StateArg::Completed) => pb::GrantState::Completed,
+                Some(StateArg::Revoked) => pb::GrantState::Revoked,
+            };
+            let grants = client
+                .list_grants(pb::ListGrantsRequest {
+                    subject: subject.unwrap_or_default(),
+                    task_id: task.unwrap_or_default(),
+                    state: state.into(),
+                })
+                .await?;
+            match output {
+                Output::Json => {
+                    let list: Vec<serde_json::Value> =
+                        grants.iter().map(grant_record_json).collect();
+                    println!("{}", serde_json::Value::Array(list));
+                }
+                Output::Text => {
+                    for grant in &grants {
+                        let summary = grant.summary.clone().unwrap_or_default();
+                        println!(
+                            "{}  {:<9}  {}  task {}  {}  expires {}",
+                            summary.grant_id,
+                            state_name(grant.state),
+                            summary.entitlement,
+                            summary.task_id,
+                            summary.spiffe_id,
+                            timestamp_text(summary.expires_at.as_ref()),
+                        );
+                    }
+                }
+            }
+            Ok(())
+        }
+        GrantsCommand::Show {
+            conn,
+            grant_id,
+            output,
+        } => {
+            let client = connect(&conn, true).await?;
+            let grant = client.get_grant(&grant_id).await?;
+            match output {
+                Output::Json => println!("{}", grant_record_json(&grant)),
+                Output::Text => {
+                    let summary = grant.summary.clone().unwrap_or_default();
+                    println!("grant        {}", summary.grant_id);
+                    println!("state        {}", state_name(grant.state));
+                    if !grant.end_reason.is_empty() {
+                        println!("ended        {}", grant.end_reason);
+                    }
+                    println!("spiffe id    {}", summary.spiffe_id);
+                    println!("entitlement  {}", summary.entitlement);
+                    println!("actions      {}", summary.actions.join(" "));
+                    println!("task         {}", summary.task_id);
+                    println!("created      {}", timestamp_text(grant.created_at.as_ref()));
+                    println!(
+                        "expires      {}",
+                        timestamp_text(summary.expires_at.as_ref())
+                    );
+                    if !grant.justification.is_empty() {
+                        println!("why          {}", grant.justification);
+                    }
+                    for credential in &grant.credentials {
+                        println!(
+                            "credential   {} {}{} expires {}",
+                            credential.kind,
+                            credential.id,
+                            if credential.revoked { " (revoked)" } else { "" },
+                            timestamp_text(credential.expires_at.as_ref()),
+                        );
+                    }
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+async fn revoke(args: RevokeArgs) -> anyhow::Result<()> {
+    use pb::revoke_request::Target;
+    let target = match args.target {
+        RevokeTargetArgs {
+            credential: Some(id),
+            ..
+        } => Target::CredentialId(id),
+        RevokeTargetArgs {
+            grant: Some(id), ..
+        } => Target::GrantId(id),
+        RevokeTargetArgs { task: Some(id), .. } => Target::TaskId(id),
+        RevokeTargetArgs {
+            subject: Some(id), ..
+        } => Target::Subject(id),
+        _ => bail!("name what to revoke: --credential, --grant, --task or --subject"),
+    };
+    let client = connect(&args.conn, true).await?;
+    let outcome = client.revoke(target, &args.reason).await?;
+    if outcome.credential_revoked {
+        println!("revoked credential");
+    }
+    if outcome.task_revoked {
+        println!("revoked the task for every holder");
+    }
+    for grant in &outcome.grant_ids {
+        println!("revoked grant {grant}");
+    }
+    if !outcome.credential_revoked && !outcome.task_revoked && outcome.grant_ids.is_empty() {
+        println!("nothing was live to revoke");
+    }
+    Ok(())
+}
+
+async fn complete(args: CompleteArgs) -> anyhow::Result<()> {
+    use pb::complete_task_request::Target;
+    let target = match (args.grant, args.task) {
+        (Some(id), _) => Target::GrantId(id),
+        (None, Some(task)) => Target::TaskId(task),
+        (None, None) => bail!("name what is done: --grant or --task"),
+    };
+    let client = connect(&args.conn, true).await?;
+    let ended = client.complete_task(target).await?;
+    for grant in &ended {
+        println!("completed grant {grant}");
+    }
+    if ended.is_empty() {
+        println!("no active grant to complete");
+    }
+    Ok(())
+}
+
+async fn verify(args: VerifyArgs) -> anyhow::Result<()> {
+    let client = connect(&args.conn, true).await?;
+    let response = match (&args.x509, &args.jwt) {
+        (Some(path), _) => {
+            let chain = ca::read_certs(path)?;
+            client.verify_x509(&chain).await?
+        }
+        (None, Some(token)) => {
+            let audience = args.audience.as_deref().unwrap_or_default();
+            client.verify_jwt(token.trim(), audience).await?
+        }
+        (None, None) => bail!("give --x509 FILE or --jwt TOKEN --audience AUD"),
+    };
+    let status = match pb::VerifyStatus::try_from(response.status) {
+        Ok(pb::VerifyStatus::Valid) => "VALID",
+        Ok(pb::VerifyStatus::Revoked) => "REVOKED",
+        Ok(pb::VerifyStatus::Expired) => "EXPIRED",
+        Ok(pb::VerifyStatus::Unknown) => "UNKNOWN",
+        Ok(pb::VerifyStatus::Invalid) => "INVALID",
+        _ => "UNSPECIFIED",
+    };
+    match args.output {
+        Output::Json => println!(
+            "{}",
+            json!({
+                "status": status,
+                "reason": response.reason,
+                "spiffe_id": response.spiffe_id,
+                "grant_id": response.grant_id,
+                "entitlement": response.entitlement,
+                "actions": response.actions,
+                "task_id": response.task_id,
+                "credential_id": response.credential_id,
+                "expires_at": timestamp_text(response.expires_at.as_ref()),
+            })
+        ),
+        Output::Text => {
+            println!("{status}: {}", response.reason);
+            if !response.spiffe_id.is_empty() {
+                println!("spiffe id    {}", response.spiffe_id);
+                println!("grant        {}", response.grant_id);
+                println!("actions      {}", response.actions.join(" "));
+                println!("task         {}", response.task_id);
+                println!(
+                    "expires      {}",
+                    timestamp_text(response.expires_at.as_ref())
+                );
+            }
+        }
+    }
+    if status != "VALID" {
+        return Err(NotValid {
+            status,
+            reason: response.reason,
+        }
+        .into());
+    }
+    Ok(())
+}
+
+fn state_name(state: i32) -> &'static str {
+    match pb::GrantState::try_from(state) {
+        Ok(pb::GrantState::Active) => "active",
+        Ok(pb::GrantState::Completed) => "completed",
+        Ok(pb::GrantState::Revoked) => "revoked",
+        _ => "unknown",
+    }
+}
+
+fn timestamp_text(timestamp: Option<&prost_types::Timestamp>) -> String {
+    timestamp
+        .and_then(|t| u64::try_from(t.seconds).ok())
+        .map(|seconds| {
+            humantime::format_rfc3339_seconds(SystemTime::UNIX_EPOCH + Duration::from_secs(seconds))
+                .to_string()
+        })
+        .unwrap_or_default()
+}
+
+fn grant_record_json(grant: &pb::GrantRecord) -> serde_json::Value {
+    let summary = grant.summary.clone().unwrap_or_default();
+    json!({
+        "grant_id": summary.grant_id,
+        "state": state_name(grant.state),
+        "end_reason": grant.end_reason,
+        "spiffe_id": summary.spiffe_id,
+        "entitlement": summary.entitlement,
+        "actions": summary.actions,
+        "task_id": summary.task_id,
+        "created_at": timestamp_text(grant.created_at.as_ref()),
+        "expires_at": timestamp_text(summary.expires_at.as_ref()),
+        "justification": grant.justification,
+        "credentials": grant.credentials.iter().map(|c| json!({
+            "id": c.id,
+            "kind": c.kind,
+            "revoked": c.revoked,
+            "expires_at": timestamp_text(c.expires_at.as_ref()),
+        })).collect::<Vec<_>>(),
+    })
 }

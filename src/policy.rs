@@ -275,6 +275,16 @@ impl Catalogue {
     pub fn entitlements(&self) -> &[Entitlement] {
         &self.entitlements
     }
+
+    /// The longest TTL any entitlement allows: how long any credential can
+    /// live.
+    pub fn longest_ttl(&self) -> Duration {
+        self.entitlements
+            .iter()
+            .map(|entitlement| entitlement.max_ttl)
+            .max()
+            .unwrap_or(DEFAULT_MAX_TTL)
+    }
 }
 
 // === impl Entitlement ===

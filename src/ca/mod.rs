@@ -7,6 +7,7 @@ mod bundle;
 mod csr;
 mod extension;
 mod jwt;
+mod verify;
 mod x509;
 
 use std::fmt;
@@ -23,6 +24,7 @@ pub use bundle::{JwtAuthority, REFRESH_HINT, TrustBundle, X509Authority};
 pub use csr::{CsrError, MAX_CSR_BYTES, VerifiedCsr};
 pub use extension::{ExtensionError, GRANT_EXTENSION_OID, GRANT_EXTENSION_OID_STR, GrantExtension};
 pub use jwt::{EcPublicJwk, JwtSvidClaims};
+pub use verify::{PresentedCredential, PresentedError};
 pub use x509::BACKDATE;
 
 use crate::clock::unix_seconds;
@@ -117,6 +119,7 @@ pub struct Authority {
     issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
     jwt_key: JwtKey,
     bundle: TrustBundle,
+    x509_verifier: Option<std::sync::Arc<dyn rustls::server::danger::ClientCertVerifier>>,
 }
 
 /// Creates a root and a signing intermediate (ECDSA P-256) and a JWT signing
@@ -269,6 +272,7 @@ impl Authority {
             sequence: unix_seconds(newest),
         };
 
+        let x509_verifier = verify::x509_verifier(&roots);
         Ok(Self {
             trust_domain: trust_domain.clone(),
             signing_cert,
@@ -276,6 +280,7 @@ impl Authority {
             issuer,
             jwt_key,
             bundle,
+            x509_verifier,
         })
     }
 

@@ -212,6 +212,7 @@ fn code_name(code: tonic::Code) -> &'static str {
         tonic::Code::OutOfRange => "out of range",
         tonic::Code::DeadlineExceeded => "deadline exceeded",
         tonic::Code::Internal => "internal error",
+        tonic::Code::NotFound => "not found",
         _ => "error",
     }
 }
@@ -526,6 +527,106 @@ impl Client {
                 .collect(),
             sequence: response.sequence,
         })
+    }
+
+    /// Revokes a credential, grant, task or subject.
+    pub async fn revoke(
+        &self,
+        target: pb::revoke_request::Target,
+        reason: &str,
+    ) -> Result<pb::RevokeResponse, ClientError> {
+        Ok(self
+            .grpc
+            .clone()
+            .revoke(pb::RevokeRequest {
+                target: Some(target),
+                reason: reason.to_owned(),
+            })
+            .await?
+            .into_inner())
+    }
+
+    /// Says a task (or one grant) is done; returns the grants ended.
+    pub async fn complete_task(
+        &self,
+        target: pb::complete_task_request::Target,
+    ) -> Result<Vec<String>, ClientError> {
+        Ok(self
+            .grpc
+            .clone()
+            .complete_task(pb::CompleteTaskRequest {
+                target: Some(target),
+            })
+            .await?
+            .into_inner()
+            .grant_ids)
+    }
+
+    /// Asks the server whether an X.509-SVID chain (leaf first) is valid
+    /// and live.
+    pub async fn verify_x509(
+        &self,
+        chain: &[CertificateDer<'_>],
+    ) -> Result<pb::VerifyResponse, ClientError> {
+        let credential = pb::verify_request::Credential::X509(pb::X509Credential {
+            cert_chain: chain.iter().map(|cert| cert.to_vec()).collect(),
+        });
+        self.verify(credential).await
+    }
+
+    /// Asks the server whether a JWT-SVID presented to `audience` is valid
+    /// and live.
+    pub async fn verify_jwt(
+        &self,
+        token: &str,
+        audience: &str,
+    ) -> Result<pb::VerifyResponse, ClientError> {
+        let credential = pb::verify_request::Credential::Jwt(pb::JwtCredential {
+            token: token.to_owned(),
+            audience: audience.to_owned(),
+        });
+        self.verify(credential).await
+    }
+
+    async fn verify(
+        &self,
+        credential: pb::verify_request::Credential,
+    ) -> Result<pb::VerifyResponse, ClientError> {
+        Ok(self
+            .grpc
+            .clone()
+            .verify(pb::VerifyRequest {
+                credential: Some(credential),
+            })
+            .await?
+            .into_inner())
+    }
+
+    /// Lists unexpired grants (the caller's, or a subject's for admins).
+    pub async fn list_grants(
+        &self,
+        request: pb::ListGrantsRequest,
+    ) -> Result<Vec<pb::GrantRecord>, ClientError> {
+        Ok(self
+            .grpc
+            .clone()
+            .list_grants(request)
+            .await?
+            .into_inner()
+            .grants)
+    }
+
+    /// One grant with its credentials.
+    pub async fn get_grant(&self, grant_id: &str) -> Result<pb::GrantRecord, ClientError> {
+        self.grpc
+            .clone()
+            .get_grant(pb::GetGrantRequest {
+                grant_id: grant_id.to_owned(),
+            })
+            .await?
+            .into_inner()
+            .grant
+            .ok_or_else(|| ClientError::InvalidResponse("no grant in response".to_owned()))
     }
 
     /// The underlying mTLS channel, for other services on the same server

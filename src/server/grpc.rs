@@ -11,13 +11,17 @@ use tracing::Instrument;
 
 use super::tls::PeerInfo;
 use crate::ca::REFRESH_HINT;
-use crate::grant::{Action, Grant};
-use crate::issuer::{Caller, GrantSpec, IssueError, Issuer};
+use crate::grant::{Action, Credential, CredentialId, Grant, GrantState};
+use crate::issuer::{
+    Caller, CompleteTarget, GrantFilter, GrantSpec, IssueError, Issuer, Presented, RevokeTarget,
+    VerifyStatus,
+};
 use crate::proto::v1::{
     self as pb, FetchBundleRequest, FetchBundleResponse, IssueJwtSvidRequest, IssueJwtSvidResponse,
     IssueX509SvidRequest, IssueX509SvidResponse, issuer_server::Issuer as IssuerApi,
 };
 use crate::store::StoreError;
+use rustls::pki_types::CertificateDer;
 
 /// The gRPC face of an [`Issuer`].
 #[derive(Debug)]
@@ -115,6 +119,227 @@ impl IssuerApi for IssuerService {
         })
         .await
     }
+    async fn revoke(
+        &self,
+        request: Request<pb::RevokeRequest>,
+    ) -> Result<Response<pb::RevokeResponse>, Status> {
+        let caller = self.authenticate(&request);
+        let request = request.into_inner();
+        traced(rpc_span("Revoke", None), async move {
+            let caller = record_caller(caller?);
+            let target = match request.target {
+                Some(pb::revoke_request::Target::CredentialId(id)) => RevokeTarget::Credential(id),
+                Some(pb::revoke_request::Target::GrantId(id)) => RevokeTarget::Grant(id),
+                Some(pb::revoke_request::Target::TaskId(id)) => RevokeTarget::Task(id),
+                Some(pb::revoke_request::Target::Subject(id)) => RevokeTarget::Subject(id),
+                None => {
+                    return Err(Status::invalid_argument(
+                        "target: name a credential_id, grant_id, task_id or subject",
+                    ));
+                }
+            };
+            let outcome = self
+                .issuer
+                .revoke(&caller, &target, &request.reason)
+                .await
+                .map_err(status)?;
+            Ok(Response::new(pb::RevokeResponse {
+                grant_ids: outcome.grants.iter().map(ToString::to_string).collect(),
+                credential_revoked: outcome.credential_revoked,
+                task_revoked: outcome.task_revoked,
+            }))
+        })
+        .await
+    }
+
+    async fn complete_task(
+        &self,
+        request: Request<pb::CompleteTaskRequest>,
+    ) -> Result<Response<pb::CompleteTaskResponse>, Status> {
+        let caller = self.authenticate(&request);
+        let request = request.into_inner();
+        traced(rpc_span("CompleteTask", None), async move {
+            let caller = record_caller(caller?);
+            let target = match request.target {
+                Some(pb::complete_task_request::Target::GrantId(id)) => CompleteTarget::Grant(id),
+                Some(pb::complete_task_request::Target::TaskId(id)) => CompleteTarget::Task(id),
+                None => {
+                    return Err(Status::invalid_argument(
+                        "target: name a grant_id or task_id",
+                    ));
+                }
+            };
+            let ended = self
+                .issuer
+                .complete(&caller, &target)
+                .await
+                .map_err(status)?;
+            Ok(Response::new(pb::CompleteTaskResponse {
+                grant_ids: ended.iter().map(ToString::to_string).collect(),
+            }))
+        })
+        .await
+    }
+
+    async fn verify(
+        &self,
+        request: Request<pb::VerifyRequest>,
+    ) -> Result<Response<pb::VerifyResponse>, Status> {
+        let caller = self.authenticate(&request);
+        let request = request.into_inner();
+        traced(rpc_span("Verify", None), async move {
+            record_caller(caller?);
+            let presented = match request.credential {
+                Some(pb::verify_request::Credential::X509(x509)) => {
+                    if x509.cert_chain.is_empty() || x509.cert_chain.len() > 8 {
+                        return Err(Status::invalid_argument(
+                            "x509.cert_chain: 1 to 8 certificates",
+                        ));
+                    }
+                    Presented::X509(
+                        x509.cert_chain
+                            .into_iter()
+                            .map(CertificateDer::from)
+                            .collect(),
+                    )
+                }
+                Some(pb::verify_request::Credential::Jwt(jwt)) => {
+                    if jwt.token.is_empty() {
+                        return Err(Status::invalid_argument("jwt.token: is empty"));
+                    }
+                    if jwt.audience.is_empty() {
+                        return Err(Status::invalid_argument("jwt.audience: is empty"));
+                    }
+                    Presented::Jwt {
+                        token: jwt.token,
+                        audience: jwt.audience,
+                    }
+                }
+                None => return Err(Status::invalid_argument("credential: send x509 or jwt")),
+            };
+            let verdict = self.issuer.verify(&presented).await;
+            let status = match verdict.status {
+                VerifyStatus::Valid => pb::VerifyStatus::Valid,
+                VerifyStatus::Revoked => pb::VerifyStatus::Revoked,
+                VerifyStatus::Expired => pb::VerifyStatus::Expired,
+                VerifyStatus::Unknown => pb::VerifyStatus::Unknown,
+                VerifyStatus::Invalid => pb::VerifyStatus::Invalid,
+            };
+            tracing::Span::current().record(
+                "entitlement",
+                verdict
+                    .credential
+                    .as_ref()
+                    .map(|c| c.grant.entitlement.as_str())
+                    .unwrap_or_default(),
+            );
+            let mut response = pb::VerifyResponse {
+                status: status.into(),
+                reason: verdict.reason,
+                ..Default::default()
+            };
+            if let Some(credential) = verdict.credential {
+                response.spiffe_id = credential.spiffe_id;
+                response.grant_id = credential.grant.grant_id;
+                response.entitlement = credential.grant.entitlement;
+                response.actions = credential.grant.actions;
+                response.task_id = credential.grant.task_id;
+                response.credential_id = credential.credential_id;
+                response.expires_at = Some(proto_timestamp(credential.expires_at));
+            }
+            Ok(Response::new(response))
+        })
+        .await
+    }
+
+    async fn list_grants(
+        &self,
+        request: Request<pb::ListGrantsRequest>,
+    ) -> Result<Response<pb::ListGrantsResponse>, Status> {
+        let caller = self.authenticate(&request);
+        let request = request.into_inner();
+        traced(rpc_span("ListGrants", None), async move {
+            let caller = record_caller(caller?);
+            let state = match pb::GrantState::try_from(request.state) {
+                Ok(pb::GrantState::Unspecified) => None,
+                Ok(pb::GrantState::Active) => Some(GrantState::Active),
+                Ok(pb::GrantState::Completed) => Some(GrantState::Completed),
+                Ok(pb::GrantState::Revoked) => Some(GrantState::Revoked),
+                Err(_) => return Err(Status::invalid_argument("state: unknown grant state")),
+            };
+            let filter = GrantFilter {
+                subject: Some(request.subject).filter(|s| !s.is_empty()),
+                task: Some(request.task_id).filter(|t| !t.is_empty()),
+                state,
+            };
+            let grants = self
+                .issuer
+                .list_grants(&caller, &filter)
+                .await
+                .map_err(status)?;
+            Ok(Response::new(pb::ListGrantsResponse {
+                grants: grants
+                    .iter()
+                    .map(|grant| grant_record(grant, &[]))
+                    .collect(),
+            }))
+        })
+        .await
+    }
+
+    async fn get_grant(
+        &self,
+        request: Request<pb::GetGrantRequest>,
+    ) -> Result<Response<pb::GetGrantResponse>, Status> {
+        let caller = self.authenticate(&request);
+        let request = request.into_inner();
+        traced(rpc_span("GetGrant", None), async move {
+            let caller = record_caller(caller?);
+            let (grant, credentials) = self
+                .issuer
+                .get_grant(&caller, &request.grant_id)
+                .await
+                .map_err(status)?;
+            Ok(Response::new(pb::GetGrantResponse {
+                grant: Some(grant_record(&grant, &credentials)),
+            }))
+        })
+        .await
+    }
+}
+
+fn record_caller(caller: Caller) -> Caller {
+    tracing::Span::current().record("caller", caller.spiffe_id.as_str());
+    caller
+}
+
+fn grant_record(grant: &Grant, credentials: &[Credential]) -> pb::GrantRecord {
+    let state = match grant.state {
+        GrantState::Active => pb::GrantState::Active,
+        GrantState::Completed => pb::GrantState::Completed,
+        GrantState::Revoked => pb::GrantState::Revoked,
+    };
+    pb::GrantRecord {
+        summary: Some(summary(grant)),
+        state: state.into(),
+        end_reason: grant.end_reason.clone().unwrap_or_default(),
+        created_at: Some(proto_timestamp(grant.created_at)),
+        justification: grant.justification.clone(),
+        parent_grant_id: grant.parent.map(|p| p.to_string()).unwrap_or_default(),
+        credentials: credentials
+            .iter()
+            .map(|credential| pb::CredentialRecord {
+                id: credential.id.value().to_owned(),
+                kind: match credential.id {
+                    CredentialId::X509Serial(_) => "x509",
+                    CredentialId::JwtId(_) => "jwt",
+                }
+                .to_owned(),
+                expires_at: Some(proto_timestamp(credential.expires_at)),
+                revoked: credential.revoked,
+            })
+            .collect(),
+    }
 }
 
 /// A span for one RPC; `caller` and `outcome` are recorded as they become
@@ -193,9 +418,11 @@ fn status(error: IssueError) -> Status {
         Status::invalid_argument(error.to_string())
     } else if error.is_permission_denied() {
         Status::permission_denied(error.to_string())
+    } else if error.is_not_found() {
+        Status::not_found(error.to_string())
     } else if error.is_unavailable() {
         tracing::warn!(error = %error_chain(&error), "store unavailable");
-        Status::unavailable("grant store unavailable; nothing was issued")
+        Status::unavailable("grant store unavailable; nothing was changed")
     } else {
         // Signing failures and store conflicts: log the cause, tell the
         // caller only that nothing was issued.

@@ -13,5 +13,6 @@ mod cli;
 mod issue_jwt;
 mod issue_x509;
 mod requests;
+mod revocation;
 mod store_conformance;
 mod tidy;

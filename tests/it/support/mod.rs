@@ -16,7 +16,7 @@ use jitid::config::{CaPaths, Config};
 use jitid::issuer::Issuer;
 use jitid::server::{self, ServerSettings};
 use jitid::spiffe_id::{SpiffeId, TrustDomain};
-use jitid::store::MemoryStore;
+use jitid::store::{GrantStore, MemoryStore};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use tokio::sync::oneshot;
 
@@ -40,6 +40,8 @@ requesters = ["spiffe://example.org/agents/planner"]
 max_ttl = "15m"
 "#;
 
+pub const ADMIN: &str = "spiffe://example.org/ops/admin";
+
 /// A CA on disk, a server on an ephemeral port, and its store.
 pub struct TestEnv {
     pub dir: tempfile::TempDir,
@@ -47,11 +49,22 @@ pub struct TestEnv {
     pub authority: Arc<Authority>,
     pub store: Arc<MemoryStore>,
     pub addr: SocketAddr,
-    shutdown: Option<oneshot::Sender<()>>,
+    config: Config,
+    servers: Vec<oneshot::Sender<()>>,
 }
 
 impl TestEnv {
+    /// A server on the in-memory store.
     pub async fn start() -> Self {
+        Self::start_inner(None).await
+    }
+
+    /// A server on the given store (the memory store stays unused).
+    pub async fn start_with(store: Arc<dyn GrantStore>) -> Self {
+        Self::start_inner(Some(store)).await
+    }
+
+    async fn start_inner(store: Option<Arc<dyn GrantStore>>) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let trust_domain = TrustDomain::new(TRUST_DOMAIN).unwrap();
         let now = SystemTime::now();
@@ -68,26 +81,45 @@ impl TestEnv {
         .unwrap();
         let config_path = dir.path().join("jitid.toml");
         let config_text = format!(
-            "trust_domain = \"{TRUST_DOMAIN}\"\nlisten = \"127.0.0.1:0\"\n[ca]\ndir = \"ca\"\n[limits]\nmax_request_bytes = 65536\n{ENTITLEMENTS}"
+            "trust_domain = \"{TRUST_DOMAIN}\"\nlisten = \"127.0.0.1:0\"\nadmins = [\"spiffe://example.org/ops/*\"]\n[ca]\ndir = \"ca\"\n[limits]\nmax_request_bytes = 65536\n{ENTITLEMENTS}"
         );
         std::fs::write(&config_path, &config_text).unwrap();
         let config = Config::load(&config_path).unwrap();
 
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let authority = Arc::new(Authority::load(&ca, &trust_domain, now).unwrap());
-        let store = Arc::new(MemoryStore::new(clock.clone()));
-        let issuer = Arc::new(Issuer::new(
-            authority.clone(),
-            config.catalogue.clone(),
-            store.clone(),
-            clock,
-        ));
+        let memory = Arc::new(MemoryStore::new(clock.clone()));
+        let mut env = Self {
+            dir,
+            ca,
+            authority,
+            store: memory.clone(),
+            addr: "127.0.0.1:0".parse().unwrap(),
+            config,
+            servers: Vec::new(),
+        };
+        env.addr = env.spawn_server(store.unwrap_or(memory)).await;
+        env
+    }
+
+    /// Starts another server with the same CA and config on `store`;
+    /// returns its address. It stops when the environment is dropped.
+    pub async fn spawn_server(&mut self, store: Arc<dyn GrantStore>) -> SocketAddr {
+        let issuer = Arc::new(
+            Issuer::new(
+                self.authority.clone(),
+                self.config.catalogue.clone(),
+                store,
+                Arc::new(SystemClock),
+            )
+            .with_admins(self.config.admins.clone()),
+        );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let settings = ServerSettings {
-            identity: config.server.clone(),
-            attestation_anchors: ca::read_certs(&ca.root_cert).unwrap(),
-            max_request_bytes: config.max_request_bytes,
+            identity: self.config.server.clone(),
+            attestation_anchors: ca::read_certs(&self.ca.root_cert).unwrap(),
+            max_request_bytes: self.config.max_request_bytes,
         };
         let (shutdown, stop) = oneshot::channel::<()>();
         tokio::spawn(async move {
@@ -97,14 +129,19 @@ impl TestEnv {
             .await
             .unwrap();
         });
-        Self {
-            dir,
-            ca,
-            authority,
-            store,
-            addr,
-            shutdown: Some(shutdown),
-        }
+        self.servers.push(shutdown);
+        addr
+    }
+
+    /// A client of the server at `addr` for `id`.
+    pub async fn client_at(&self, addr: SocketAddr, id: &str) -> Client {
+        Client::connect(ClientConfig {
+            server: format!("https://127.0.0.1:{}", addr.port()),
+            server_roots: self.roots(),
+            identity: Some(self.identity(id)),
+        })
+        .await
+        .unwrap()
     }
 
     pub fn url(&self) -> String {
@@ -223,7 +260,7 @@ impl TestEnv {
 
 impl Drop for TestEnv {
     fn drop(&mut self) {
-        if let Some(shutdown) = self.shutdown.take() {
+        for shutdown in self.servers.drain(..) {
             let _ = shutdown.send(());
         }
     }

@@ -1,0 +1,479 @@
+//! Revocation, task completion and liveness checks through the real server:
+//! who may revoke what, what `Verify` answers, and how it fails closed when
+//! Redis goes away.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use jitid::client::{Client, ClientError, SvidRequest, X509Svid};
+use jitid::proto::v1::{
+    self as pb, complete_task_request::Target as Complete, revoke_request::Target,
+};
+use jitid::store::{RedisStore, RedisStoreConfig};
+
+use crate::support::redis::RedisServer;
+use crate::support::{ADMIN, AGENT, CI_RUNNER, TestEnv};
+
+fn status_of(response: &pb::VerifyResponse) -> pb::VerifyStatus {
+    pb::VerifyStatus::try_from(response.status).unwrap()
+}
+
+async fn x509_status(client: &Client, svid: &X509Svid) -> (pb::VerifyStatus, String) {
+    let response = client.verify_x509(&svid.chain).await.unwrap();
+    (status_of(&response), response.reason)
+}
+
+async fn jwt_status(client: &Client, token: &str, audience: &str) -> (pb::VerifyStatus, String) {
+    let response = client.verify_jwt(token, audience).await.unwrap();
+    (status_of(&response), response.reason)
+}
+
+fn code(error: &ClientError) -> tonic::Code {
+    error.code().unwrap_or(tonic::Code::Unknown)
+}
+
+async fn redis_store(redis: &RedisServer) -> Arc<RedisStore> {
+    Arc::new(
+        RedisStore::connect(RedisStoreConfig {
+            urls: vec![redis.url()],
+            cluster: false,
+            key_prefix: "jitid".to_owned(),
+            wait_replicas: 0,
+            wait_timeout: Duration::from_millis(100),
+            timeout: Duration::from_millis(500),
+        })
+        .await
+        .unwrap(),
+    )
+}
+
+#[tokio::test]
+async fn verify_then_revoke_credential_and_grant() {
+    let env = TestEnv::start().await;
+    let runner = env.client_for(CI_RUNNER).await;
+    let relying_party = env.client_for(AGENT).await;
+    let svid = runner
+        .fetch_x509_svid(&SvidRequest::entitlement("ci-publish").task("build-9"))
+        .await
+        .unwrap();
+    let jwt = runner
+        .fetch_jwt_svid(
+            &SvidRequest::entitlement("ci-publish").task("build-9"),
+            &["artifacts".to_owned()],
+        )
+        .await
+        .unwrap();
+
+    let response = relying_party.verify_x509(&svid.chain).await.unwrap();
+    assert_eq!(
+        status_of(&response),
+        pb::VerifyStatus::Valid,
+        "{}",
+        response.reason
+    );
+    assert_eq!(response.spiffe_id, CI_RUNNER);
+    assert_eq!(response.grant_id, svid.grant.grant_id);
+    assert_eq!(response.actions, ["read:source", "publish:artifacts"]);
+    assert_eq!(response.task_id, "build-9");
+    assert_eq!(response.credential_id, svid.serial);
+    assert_eq!(
+        jwt_status(&relying_party, &jwt.token, "artifacts").await.0,
+        pb::VerifyStatus::Valid
+    );
+    let (status, reason) = jwt_status(&relying_party, &jwt.token, "elsewhere").await;
+    assert_eq!(status, pb::VerifyStatus::Invalid);
+    assert!(
+        reason.contains("not for audience \"elsewhere\""),
+        "{reason}"
+    );
+
+    // The owner revokes one credential: only that one stops being live.
+    let outcome = runner
+        .revoke(
+            Target::CredentialId(svid.serial.clone()),
+            "key leaked in a log",
+        )
+        .await
+        .unwrap();
+    assert!(outcome.credential_revoked);
+    assert_eq!(
+        x509_status(&relying_party, &svid).await,
+        (pb::VerifyStatus::Revoked, "credential revoked".to_owned())
+    );
+    assert_eq!(
+        jwt_status(&relying_party, &jwt.token, "artifacts").await.0,
+        pb::VerifyStatus::Valid
+    );
+
+    // Then the JWT's grant.
+    let outcome = runner
+        .revoke(Target::GrantId(jwt.grant.grant_id.clone()), "job cancelled")
+        .await
+        .unwrap();
+    assert_eq!(outcome.grant_ids, vec![jwt.grant.grant_id.clone()]);
+    let (status, reason) = jwt_status(&relying_party, &jwt.token, "artifacts").await;
+    assert_eq!(status, pb::VerifyStatus::Revoked);
+    assert!(
+        reason.contains("revoked by spiffe://example.org/ci/runner-1: job cancelled"),
+        "{reason}"
+    );
+
+    // The record shows what happened.
+    let record = runner.get_grant(&jwt.grant.grant_id).await.unwrap();
+    assert_eq!(record.state, pb::GrantState::Revoked as i32);
+    assert_eq!(record.credentials.len(), 1);
+    let record = runner.get_grant(&svid.grant.grant_id).await.unwrap();
+    assert_eq!(record.state, pb::GrantState::Active as i32);
+    assert!(record.credentials[0].revoked);
+    let revoked = runner
+        .list_grants(pb::ListGrantsRequest {
+            state: pb::GrantState::Revoked as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(revoked.len(), 1);
+}
+
+#[tokio::test]
+async fn who_may_revoke_what() {
+    let env = TestEnv::start().await;
+    let runner = env.client_for(CI_RUNNER).await;
+    let agent = env.client_for(AGENT).await;
+    let admin = env.client_for(ADMIN).await;
+    let svid = runner
+        .fetch_x509_svid(&SvidRequest::entitlement("ci-publish"))
+        .await
+        .unwrap();
+
+    let error = agent
+        .revoke(Target::GrantId(svid.grant.grant_id.clone()), "")
+        .await
+        .unwrap_err();
+    assert_eq!(code(&error), tonic::Code::PermissionDenied, "{error}");
+    assert!(
+        error.to_string().contains("belongs to another subject"),
+        "{error}"
+    );
+    let error = agent
+        .revoke(Target::CredentialId(svid.serial.clone()), "")
+        .await
+        .unwrap_err();
+    assert_eq!(code(&error), tonic::Code::PermissionDenied, "{error}");
+    let error = agent
+        .revoke(Target::Subject(CI_RUNNER.to_owned()), "")
+        .await
+        .unwrap_err();
+    assert_eq!(code(&error), tonic::Code::PermissionDenied, "{error}");
+    let error = agent.get_grant(&svid.grant.grant_id).await.unwrap_err();
+    assert_eq!(code(&error), tonic::Code::PermissionDenied, "{error}");
+    let error = agent
+        .list_grants(pb::ListGrantsRequest {
+            subject: CI_RUNNER.to_owned(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(code(&error), tonic::Code::PermissionDenied, "{error}");
+    assert_eq!(x509_status(&agent, &svid).await.0, pb::VerifyStatus::Valid);
+
+    // Malformed and unknown targets.
+    let error = runner
+        .revoke(Target::GrantId("not-a-uuid".to_owned()), "")
+        .await
+        .unwrap_err();
+    assert_eq!(code(&error), tonic::Code::InvalidArgument, "{error}");
+    let error = runner
+        .revoke(
+            Target::GrantId("00000000-0000-4000-8000-000000000000".to_owned()),
+            "",
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(code(&error), tonic::Code::NotFound, "{error}");
+    let error = runner
+        .revoke(Target::CredentialId("abc".to_owned()), "")
+        .await
+        .unwrap_err();
+    assert_eq!(code(&error), tonic::Code::InvalidArgument, "{error}");
+    let mut grpc = runner.grpc();
+    let error: ClientError = grpc
+        .revoke(pb::RevokeRequest {
+            target: None,
+            reason: String::new(),
+        })
+        .await
+        .unwrap_err()
+        .into();
+    assert_eq!(code(&error), tonic::Code::InvalidArgument);
+
+    // An admin may read and revoke anyone's grant.
+    let listed = admin
+        .list_grants(pb::ListGrantsRequest {
+            subject: CI_RUNNER.to_owned(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(listed.len(), 1);
+    admin.get_grant(&svid.grant.grant_id).await.unwrap();
+    let outcome = admin
+        .revoke(Target::GrantId(svid.grant.grant_id.clone()), "incident 7")
+        .await
+        .unwrap();
+    assert_eq!(outcome.grant_ids, vec![svid.grant.grant_id.clone()]);
+    let (status, reason) = x509_status(&agent, &svid).await;
+    assert_eq!(status, pb::VerifyStatus::Revoked);
+    assert!(
+        reason.contains("revoked by spiffe://example.org/ops/admin: incident 7"),
+        "{reason}"
+    );
+}
+
+#[tokio::test]
+async fn completing_a_task_ends_its_credentials() {
+    let env = TestEnv::start().await;
+    let runner = env.client_for(CI_RUNNER).await;
+    let request = SvidRequest::entitlement("ci-publish").task("job-77");
+    let first = runner.fetch_x509_svid(&request).await.unwrap();
+    let second = runner
+        .fetch_jwt_svid(&request, &["a".to_owned()])
+        .await
+        .unwrap();
+    let other = runner
+        .fetch_x509_svid(&SvidRequest::entitlement("ci-publish").task("job-78"))
+        .await
+        .unwrap();
+
+    let mut ended = runner
+        .complete_task(Complete::TaskId("job-77".to_owned()))
+        .await
+        .unwrap();
+    ended.sort();
+    let mut expected = vec![first.grant.grant_id.clone(), second.grant.grant_id.clone()];
+    expected.sort();
+    assert_eq!(ended, expected);
+    let (status, reason) = x509_status(&runner, &first).await;
+    assert_eq!(status, pb::VerifyStatus::Revoked);
+    assert!(reason.contains("completed"), "{reason}");
+    assert_eq!(
+        jwt_status(&runner, &second.token, "a").await.0,
+        pb::VerifyStatus::Revoked
+    );
+    assert_eq!(
+        x509_status(&runner, &other).await.0,
+        pb::VerifyStatus::Valid
+    );
+    // Completing again is harmless; another subject's grant is not its to complete.
+    assert!(
+        runner
+            .complete_task(Complete::TaskId("job-77".to_owned()))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let agent = env.client_for(AGENT).await;
+    let error = agent
+        .complete_task(Complete::GrantId(other.grant.grant_id.clone()))
+        .await
+        .unwrap_err();
+    assert_eq!(code(&error), tonic::Code::PermissionDenied);
+    runner
+        .complete_task(Complete::GrantId(other.grant.grant_id.clone()))
+        .await
+        .unwrap();
+    assert_eq!(
+        x509_status(&runner, &other).await.0,
+        pb::VerifyStatus::Revoked
+    );
+}
+
+#[tokio::test]
+async fn admins_revoke_tasks_and_subjects() {
+    let env = TestEnv::start().await;
+    let runner = env.client_for(CI_RUNNER).await;
+    let agent = env.client_for(AGENT).await;
+    let admin = env.client_for(ADMIN).await;
+    let runner_svid = runner
+        .fetch_x509_svid(&SvidRequest::entitlement("ci-publish").task("shared-9"))
+        .await
+        .unwrap();
+    let agent_svid = agent
+        .fetch_x509_svid(&SvidRequest::entitlement("agent-research").task("shared-9"))
+        .await
+        .unwrap();
+    let outcome = admin
+        .revoke(Target::TaskId("shared-9".to_owned()), "incident 8")
+        .await
+        .unwrap();
+    assert!(outcome.task_revoked);
+    for svid in [&runner_svid, &agent_svid] {
+        let (status, reason) = x509_status(&admin, svid).await;
+        assert_eq!(status, pb::VerifyStatus::Revoked);
+        assert!(
+            reason.starts_with("task revoked: revoked by spiffe://example.org/ops/admin"),
+            "{reason}"
+        );
+    }
+
+    // Revoking a subject ends what it holds now, not what it gets later.
+    let held = runner
+        .fetch_x509_svid(&SvidRequest::entitlement("ci-publish"))
+        .await
+        .unwrap();
+    let outcome = admin
+        .revoke(Target::Subject(CI_RUNNER.to_owned()), "offboarded")
+        .await
+        .unwrap();
+    assert!(outcome.grant_ids.contains(&held.grant.grant_id));
+    assert_eq!(
+        x509_status(&admin, &held).await.0,
+        pb::VerifyStatus::Revoked
+    );
+    let later = runner
+        .fetch_x509_svid(&SvidRequest::entitlement("ci-publish"))
+        .await
+        .unwrap();
+    assert_eq!(x509_status(&admin, &later).await.0, pb::VerifyStatus::Valid);
+}
+
+#[tokio::test]
+async fn expired_and_foreign_credentials() {
+    let env = TestEnv::start().await;
+    let runner = env.client_for(CI_RUNNER).await;
+    let jwt = runner
+        .fetch_jwt_svid(
+            &SvidRequest::entitlement("ci-publish").ttl(Duration::from_secs(1)),
+            &["a".to_owned()],
+        )
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, _) = jwt_status(&runner, &jwt.token, "a").await;
+        if status == pb::VerifyStatus::Expired {
+            break;
+        }
+        assert_eq!(status, pb::VerifyStatus::Valid);
+        assert!(Instant::now() < deadline, "never expired");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // A credential from another jitid deployment is not authentic here.
+    let other = TestEnv::start().await;
+    let foreign = other
+        .client_for(CI_RUNNER)
+        .await
+        .fetch_x509_svid(&SvidRequest::entitlement("ci-publish"))
+        .await
+        .unwrap();
+    let (status, reason) = x509_status(&runner, &foreign).await;
+    assert_eq!(status, pb::VerifyStatus::Invalid);
+    assert!(reason.contains("chain does not verify"), "{reason}");
+    let mut tampered = jwt.token.clone();
+    tampered.push('x');
+    assert_eq!(
+        jwt_status(&runner, &tampered, "a").await.0,
+        pb::VerifyStatus::Invalid
+    );
+    let error = runner.verify_jwt(&jwt.token, "").await.unwrap_err();
+    assert_eq!(code(&error), tonic::Code::InvalidArgument);
+    let error = env
+        .client_with(None)
+        .await
+        .verify_x509(&foreign.chain)
+        .await
+        .unwrap_err();
+    assert_eq!(code(&error), tonic::Code::Unauthenticated);
+}
+
+#[tokio::test]
+async fn redis_down_fails_closed_and_a_wiped_redis_revokes_everything_before() {
+    let mut redis = RedisServer::start();
+    let env = TestEnv::start_with(redis_store(&redis).await).await;
+    let runner = env.client_for(CI_RUNNER).await;
+    let before = runner
+        .fetch_x509_svid(&SvidRequest::entitlement("ci-publish"))
+        .await
+        .unwrap();
+    assert_eq!(
+        x509_status(&runner, &before).await.0,
+        pb::VerifyStatus::Valid
+    );
+
+    redis.stop();
+    let error = runner
+        .fetch_x509_svid(&SvidRequest::entitlement("ci-publish"))
+        .await
+        .unwrap_err();
+    assert_eq!(code(&error), tonic::Code::Unavailable, "{error}");
+    let error = runner
+        .fetch_jwt_svid(&SvidRequest::entitlement("ci-publish"), &["a".to_owned()])
+        .await
+        .unwrap_err();
+    assert_eq!(code(&error), tonic::Code::Unavailable, "{error}");
+    let (status, reason) = x509_status(&runner, &before).await;
+    assert_eq!(
+        status,
+        pb::VerifyStatus::Unknown,
+        "never VALID without the store"
+    );
+    assert_eq!(reason, "grant store unavailable");
+    let error = runner
+        .revoke(Target::GrantId(before.grant.grant_id.clone()), "")
+        .await
+        .unwrap_err();
+    assert_eq!(code(&error), tonic::Code::Unavailable, "{error}");
+
+    // Redis comes back empty: service resumes, and nothing minted before is live.
+    redis.restart_empty();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let after = loop {
+        match runner
+            .fetch_x509_svid(&SvidRequest::entitlement("ci-publish"))
+            .await
+        {
+            Ok(svid) => break svid,
+            Err(error) => {
+                assert_eq!(code(&error), tonic::Code::Unavailable, "{error}");
+                assert!(Instant::now() < deadline, "service did not resume");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    let (status, reason) = x509_status(&runner, &before).await;
+    assert_eq!(status, pb::VerifyStatus::Revoked);
+    assert!(reason.starts_with("epoch reset"), "{reason}");
+    assert_eq!(
+        x509_status(&runner, &after).await.0,
+        pb::VerifyStatus::Valid
+    );
+}
+
+#[tokio::test]
+async fn a_revocation_through_one_server_is_seen_by_another_at_once() {
+    let redis = RedisServer::start();
+    let mut env = TestEnv::start_with(redis_store(&redis).await).await;
+    let second = env.spawn_server(redis_store(&redis).await).await;
+    let runner = env.client_for(CI_RUNNER).await;
+    let relying_party = env.client_at(second, AGENT).await;
+    for round in 0..5 {
+        let svid = runner
+            .fetch_x509_svid(&SvidRequest::entitlement("ci-publish").task(&format!("job-{round}")))
+            .await
+            .unwrap();
+        assert_eq!(
+            x509_status(&relying_party, &svid).await.0,
+            pb::VerifyStatus::Valid
+        );
+        runner
+            .revoke(Target::GrantId(svid.grant.grant_id.clone()), "")
+            .await
+            .unwrap();
+        // No waiting: the very next check on the other server sees it.
+        assert_eq!(
+            x509_status(&relying_party, &svid).await.0,
+            pb::VerifyStatus::Revoked
+        );
+    }
+}
