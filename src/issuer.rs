@@ -17,7 +17,10 @@ use crate::grant::{
 };
 use crate::policy::{self, AccessRequest, Catalogue, Denial, IdPattern};
 use crate::spiffe_id::SpiffeId;
-use crate::store::{EndTarget, Ending, GrantStore, Liveness, LivenessQuery, StoreError};
+use crate::store::{
+    EndTarget, Ending, GrantStore, Liveness, LivenessQuery, RevocationEvent, RevocationFeed,
+    StoreError,
+};
 
 /// Most actions one request may name.
 pub const MAX_ACTIONS: usize = 32;
@@ -491,7 +494,48 @@ impl Issuer {
                     .await?;
             }
         }
+        let mut event = RevocationEvent {
+            epoch: self.store.epoch().await?,
+            at: ending.at,
+            grants: outcome.grants.clone(),
+            credential: None,
+            task: None,
+            reason: ending.reason.clone(),
+        };
+        match target {
+            // A repeated revocation re-announces its target, so a stream
+            // event lost to an earlier failure is sent after all.
+            RevokeTarget::Grant(text) => event.grants = vec![parse_grant_id(text)?],
+            RevokeTarget::Credential(text) => event.credential = CredentialId::parse(text),
+            RevokeTarget::Task(text) if outcome.task_revoked => event.task = TaskId::new(text).ok(),
+            _ => {}
+        }
+        self.announce(&event).await?;
         Ok(outcome)
+    }
+
+    /// Puts a revocation on the stream that relying parties follow. The
+    /// store has recorded it already; a failure here is reported so the
+    /// caller retries, which announces it again.
+    async fn announce(&self, event: &RevocationEvent) -> Result<(), IssueError> {
+        if event.grants.is_empty() && event.credential.is_none() && event.task.is_none() {
+            return Ok(());
+        }
+        self.store
+            .publish(event, self.catalogue.longest_ttl() + BACKDATE)
+            .await?;
+        Ok(())
+    }
+
+    /// A reader of the revocation stream, and the store's current epoch.
+    pub async fn revocation_feed(&self) -> Result<(Box<dyn RevocationFeed>, Epoch), IssueError> {
+        let feed = self.store.revocation_feed().await?;
+        Ok((feed, self.store.current_epoch().await?))
+    }
+
+    /// The store's epoch, read afresh.
+    pub async fn current_epoch(&self) -> Result<Epoch, IssueError> {
+        Ok(self.store.current_epoch().await?)
     }
 
     /// Ends the caller's grant, or its grants of a task, as completed.
@@ -509,7 +553,8 @@ impl Issuer {
             CompleteTarget::Grant(text) => {
                 let grant_id = parse_grant_id(text)?;
                 self.owned_grant(caller, grant_id).await?;
-                self.store.end(EndTarget::Grant(grant_id), &ending).await?
+                self.store.end(EndTarget::Grant(grant_id), &ending).await?;
+                vec![grant_id]
             }
             CompleteTarget::Task(text) => {
                 let task = TaskId::new(text).map_err(|error| name_error("task_id", text, error))?;
@@ -524,6 +569,15 @@ impl Issuer {
                     .await?
             }
         };
+        self.announce(&RevocationEvent {
+            epoch: self.store.epoch().await?,
+            at: ending.at,
+            grants: ended.clone(),
+            credential: None,
+            task: None,
+            reason: ending.reason.clone(),
+        })
+        .await?;
         Ok(ended)
     }
 

@@ -7,6 +7,8 @@
 //! Modules in reading order, from the pure core to the edges:
 //! - [`spiffe_id`], [`grant`], [`clock`]: plain data and time.
 //! - [`policy`]: the entitlement catalogue and the request-time decision.
+//! - [`extension`]: the X.509 grant extension, shared by the CA and relying
+//!   parties.
 //! - [`ca`]: the trust domain's PKI and signing of SVIDs.
 //! - [`store`]: where grants and credentials are recorded.
 //! - [`issuer`]: the use cases, over the above.
@@ -24,6 +26,7 @@ pub mod clock;
 pub mod config;
 pub mod crypto;
 pub mod dev;
+pub mod extension;
 pub mod grant;
 pub mod issuer;
 pub mod keyfile;

@@ -5,7 +5,6 @@
 
 mod bundle;
 mod csr;
-mod extension;
 mod jwt;
 mod verify;
 mod x509;
@@ -20,9 +19,11 @@ use rustls::pki_types::pem::PemObject;
 use x509_parser::certificate::X509Certificate;
 use x509_parser::extensions::GeneralName;
 
+pub use crate::extension::{
+    ExtensionError, GRANT_EXTENSION_OID, GRANT_EXTENSION_OID_STR, GrantExtension,
+};
 pub use bundle::{JwtAuthority, REFRESH_HINT, TrustBundle, X509Authority};
 pub use csr::{CsrError, MAX_CSR_BYTES, VerifiedCsr};
-pub use extension::{ExtensionError, GRANT_EXTENSION_OID, GRANT_EXTENSION_OID_STR, GrantExtension};
 pub use jwt::{EcPublicJwk, JwtSvidClaims};
 pub use verify::{PresentedCredential, PresentedError};
 pub use x509::BACKDATE;

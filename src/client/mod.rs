@@ -18,7 +18,10 @@
 //! # Ok(()) }
 //! ```
 
+mod revocation;
 mod tls;
+
+pub use revocation::{CredentialClaims, RevocationCache};
 
 use std::fmt;
 use std::path::Path;
@@ -627,6 +630,21 @@ impl Client {
             .into_inner()
             .grant
             .ok_or_else(|| ClientError::InvalidResponse("no grant in response".to_owned()))
+    }
+
+    /// Opens the revocation stream after `cursor` (empty: from the oldest
+    /// event kept).
+    pub async fn watch_revocations(
+        &self,
+        cursor: &str,
+    ) -> Result<tonic::Streaming<pb::RevocationEvent>, ClientError> {
+        let mut grpc = self.grpc.clone();
+        Ok(grpc
+            .watch_revocations(pb::WatchRevocationsRequest {
+                cursor: cursor.to_owned(),
+            })
+            .await?
+            .into_inner())
     }
 
     /// The underlying mTLS channel, for other services on the same server

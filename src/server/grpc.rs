@@ -6,6 +6,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
@@ -49,8 +50,111 @@ impl IssuerService {
     }
 }
 
+/// How often an idle revocation stream sends a heartbeat.
+const HEARTBEAT: Duration = Duration::from_secs(5);
+
 #[tonic::async_trait]
 impl IssuerApi for IssuerService {
+    type WatchRevocationsStream = ReceiverStream<Result<pb::RevocationEvent, Status>>;
+
+    async fn watch_revocations(
+        &self,
+        request: Request<pb::WatchRevocationsRequest>,
+    ) -> Result<Response<Self::WatchRevocationsStream>, Status> {
+        let caller = self.authenticate(&request);
+        let cursor = request.into_inner().cursor;
+        let (mut feed, epoch) = traced(rpc_span("WatchRevocations", None), async {
+            record_caller(caller?);
+            if cursor.len() > 64 {
+                return Err(Status::invalid_argument("cursor: is longer than 64 bytes"));
+            }
+            self.issuer.revocation_feed().await.map_err(status)
+        })
+        .await?;
+        let (events, receiver) = tokio::sync::mpsc::channel(64);
+        let issuer = self.issuer.clone();
+        tokio::spawn(async move {
+            let mut cursor = if cursor.is_empty() {
+                "0".to_owned()
+            } else {
+                cursor
+            };
+            let heartbeat = |cursor: &str, epoch: &str| pb::RevocationEvent {
+                cursor: cursor.to_owned(),
+                epoch: epoch.to_owned(),
+                at: Some(proto_timestamp(issuer.clock().now())),
+                heartbeat: true,
+                ..Default::default()
+            };
+            let mut epoch = epoch.to_string();
+            if events.send(Ok(heartbeat(&cursor, &epoch))).await.is_err() {
+                return;
+            }
+            loop {
+                let batch = tokio::select! {
+                    batch = feed.read(&cursor, HEARTBEAT) => batch,
+                    () = events.closed() => return,
+                };
+                match batch {
+                    Ok(batch) if batch.is_empty() => {
+                        // Heartbeats carry the epoch read afresh, so a
+                        // relying party learns of a lost dataset.
+                        match issuer.current_epoch().await {
+                            Ok(current) => epoch = current.to_string(),
+                            Err(error) => {
+                                tracing::warn!(%error, "revocation stream: epoch unavailable");
+                                let _ = events
+                                    .send(Err(Status::unavailable(
+                                        "grant store unavailable; resume from the last cursor",
+                                    )))
+                                    .await;
+                                return;
+                            }
+                        }
+                        if events.send(Ok(heartbeat(&cursor, &epoch))).await.is_err() {
+                            return;
+                        }
+                    }
+                    Ok(batch) => {
+                        for (next, event) in batch {
+                            cursor = next;
+                            epoch = event.epoch.to_string();
+                            let message = pb::RevocationEvent {
+                                cursor: cursor.clone(),
+                                epoch: epoch.clone(),
+                                at: Some(proto_timestamp(event.at)),
+                                grant_ids: event.grants.iter().map(ToString::to_string).collect(),
+                                credential_id: event
+                                    .credential
+                                    .map(|id| id.value().to_owned())
+                                    .unwrap_or_default(),
+                                task_id: event
+                                    .task
+                                    .map(|task| task.to_string())
+                                    .unwrap_or_default(),
+                                reason: event.reason,
+                                heartbeat: false,
+                            };
+                            if events.send(Ok(message)).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, "revocation stream failed");
+                        let _ = events
+                            .send(Err(Status::unavailable(
+                                "grant store unavailable; resume from the last cursor",
+                            )))
+                            .await;
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(receiver)))
+    }
+
     async fn issue_x509_svid(
         &self,
         request: Request<IssueX509SvidRequest>,

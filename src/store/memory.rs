@@ -4,13 +4,17 @@
 //! by the number of live grants.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
+use tokio::sync::Notify;
 
-use super::{EndTarget, Ending, GrantStore, Liveness, LivenessQuery, StoreError, ended_ancestor};
+use super::{
+    EndTarget, Ending, GrantStore, Liveness, LivenessQuery, RevocationEvent, RevocationFeed,
+    StoreError, ended_ancestor,
+};
 use crate::clock::{Clock, SystemClock};
 use crate::grant::{Credential, CredentialId, Epoch, Grant, GrantId, GrantState, TaskId};
 use crate::spiffe_id::SpiffeId;
@@ -21,6 +25,20 @@ pub struct MemoryStore {
     clock: Arc<dyn Clock>,
     epoch: Epoch,
     state: Mutex<State>,
+    stream: Arc<Stream>,
+}
+
+/// The revocation stream: events by sequence number, kept until `until`.
+#[derive(Debug, Default)]
+struct Stream {
+    events: Mutex<VecDeque<(u64, RevocationEvent, SystemTime)>>,
+    next: std::sync::atomic::AtomicU64,
+    appended: Notify,
+}
+
+/// A reader of the in-memory stream.
+struct Feed {
+    stream: Arc<Stream>,
 }
 
 #[derive(Debug, Default)]
@@ -47,6 +65,7 @@ impl MemoryStore {
             clock,
             epoch: Epoch::generate(),
             state: Mutex::default(),
+            stream: Arc::default(),
         }
     }
 
@@ -247,6 +266,70 @@ impl GrantStore for MemoryStore {
             Some(ancestor) => Liveness::GrantEnded(ancestor),
             None => Liveness::Live(grant),
         })
+    }
+
+    async fn publish(
+        &self,
+        event: &RevocationEvent,
+        keep_for: Duration,
+    ) -> Result<String, StoreError> {
+        let now = self.clock.now();
+        let sequence = self
+            .stream
+            .next
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+            + 1;
+        {
+            let mut events = self
+                .stream
+                .events
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            while events.front().is_some_and(|(_, _, until)| *until <= now) {
+                events.pop_front();
+            }
+            events.push_back((sequence, event.clone(), now + keep_for));
+        }
+        self.stream.appended.notify_waiters();
+        Ok(sequence.to_string())
+    }
+
+    async fn revocation_feed(&self) -> Result<Box<dyn RevocationFeed>, StoreError> {
+        Ok(Box::new(Feed {
+            stream: self.stream.clone(),
+        }))
+    }
+}
+
+#[async_trait]
+impl RevocationFeed for Feed {
+    async fn read(
+        &mut self,
+        cursor: &str,
+        wait: Duration,
+    ) -> Result<Vec<(String, RevocationEvent)>, StoreError> {
+        let after: u64 = cursor.parse().unwrap_or(0);
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            // Register for a wake-up before looking, so an append between
+            // the look and the wait is not missed.
+            let appended = self.stream.appended.notified();
+            let events: Vec<(String, RevocationEvent)> = self
+                .stream
+                .events
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .iter()
+                .filter(|(sequence, _, _)| *sequence > after)
+                .map(|(sequence, event, _)| (sequence.to_string(), event.clone()))
+                .collect();
+            if !events.is_empty() {
+                return Ok(events);
+            }
+            if tokio::time::timeout_at(deadline, appended).await.is_err() {
+                return Ok(Vec::new());
+            }
+        }
     }
 }
 

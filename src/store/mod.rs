@@ -123,11 +123,46 @@ pub enum Liveness {
     NotFound,
 }
 
+/// One revocation or completion, as relying parties see it on the
+/// revocation stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RevocationEvent {
+    /// The store epoch when it happened.
+    pub epoch: Epoch,
+    /// When.
+    pub at: SystemTime,
+    /// Grants that ended (every credential under them is no longer live).
+    pub grants: Vec<GrantId>,
+    /// A single credential that was revoked.
+    pub credential: Option<CredentialId>,
+    /// A task revoked for every holder.
+    pub task: Option<TaskId>,
+    /// Why.
+    pub reason: String,
+}
+
+/// A reader of the revocation stream with a resume cursor.
+#[async_trait]
+pub trait RevocationFeed: Send {
+    /// Events after `cursor` (`"0"`: from the oldest kept), waiting up to
+    /// `wait` for one to arrive. Each comes with its own cursor.
+    async fn read(
+        &mut self,
+        cursor: &str,
+        wait: Duration,
+    ) -> Result<Vec<(String, RevocationEvent)>, StoreError>;
+}
+
 /// The system of record for live grants.
 #[async_trait]
 pub trait GrantStore: Send + Sync + std::fmt::Debug + 'static {
-    /// The epoch grants are recorded under now.
+    /// The epoch grants are recorded under now (may be cached).
     async fn epoch(&self) -> Result<Epoch, StoreError>;
+
+    /// The epoch as the backend has it now, read afresh.
+    async fn current_epoch(&self) -> Result<Epoch, StoreError> {
+        self.epoch().await
+    }
 
     /// Records a new grant together with the first credential minted under
     /// it: both are written, or neither is.
@@ -169,6 +204,17 @@ pub trait GrantStore: Send + Sync + std::fmt::Debug + 'static {
 
     /// Whether a credential is live.
     async fn liveness(&self, query: LivenessQuery<'_>) -> Result<Liveness, StoreError>;
+
+    /// Appends an event to the revocation stream, which keeps events for
+    /// `keep_for` (the longest any credential lives); returns its cursor.
+    async fn publish(
+        &self,
+        event: &RevocationEvent,
+        keep_for: Duration,
+    ) -> Result<String, StoreError>;
+
+    /// A reader of the revocation stream.
+    async fn revocation_feed(&self) -> Result<Box<dyn RevocationFeed>, StoreError>;
 }
 
 /// Follows `grant`'s delegation chain; returns the first ancestor that is

@@ -11,6 +11,7 @@
 //! | `jitid:{s}:g:<grant id>` | hash | the grant; one field `c:<credential id>` per credential | with the grant |
 //! | `jitid:{s}:s:<subject>` | sorted set | the subject's grant ids by expiry | with its last grant |
 //! | `jitid:{t:<task>}:revoked` | string | why the task was revoked | after the longest TTL |
+//! | `jitid:revocations` | stream | revocation events; the entry id is the cursor | trimmed to the longest TTL |
 //!
 //! Every write is one Lua script on one slot, so it is atomic and takes one
 //! round trip. A shard whose epoch copy is missing (new, or its data was
@@ -26,7 +27,10 @@ use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, Pipeline, RedisError, RedisFuture, Script, Value};
 
-use super::{EndTarget, Ending, GrantStore, Liveness, LivenessQuery, StoreError, ended_ancestor};
+use super::{
+    EndTarget, Ending, GrantStore, Liveness, LivenessQuery, RevocationEvent, RevocationFeed,
+    StoreError, ended_ancestor,
+};
 use crate::grant::{
     Action, Credential, CredentialId, Epoch, Grant, GrantId, GrantState, Shard, TaskId,
 };
@@ -59,10 +63,12 @@ pub struct RedisStore {
     scripts: Scripts,
 }
 
-/// A standalone connection that reconnects, or a Cluster connection.
+/// A standalone connection that reconnects, a plain one (for blocking
+/// reads), or a Cluster connection.
 #[derive(Clone)]
 enum RedisConnection {
     Single(ConnectionManager),
+    Multiplexed(redis::aio::MultiplexedConnection),
     Cluster(ClusterConnection),
 }
 
@@ -321,6 +327,10 @@ impl GrantStore for RedisStore {
         }
     }
 
+    async fn current_epoch(&self) -> Result<Epoch, StoreError> {
+        self.refresh_epoch().await
+    }
+
     async fn record_issuance(
         &self,
         grant: &Grant,
@@ -528,9 +538,108 @@ impl GrantStore for RedisStore {
             None => Liveness::Live(grant),
         })
     }
+
+    async fn publish(
+        &self,
+        event: &RevocationEvent,
+        keep_for: Duration,
+    ) -> Result<String, StoreError> {
+        // Entry ids are milliseconds: MINID drops what no credential can
+        // still need.
+        let oldest = millis(SystemTime::now())
+            .saturating_sub(u64::try_from(keep_for.as_millis()).unwrap_or(u64::MAX));
+        let mut command = redis::cmd("XADD");
+        command
+            .arg(self.stream_key())
+            .arg("MINID")
+            .arg("~")
+            .arg(oldest)
+            .arg("*");
+        for (field, value) in encode_event(event) {
+            command.arg(field).arg(value);
+        }
+        let mut connection = self.connection.clone();
+        let id: String = command
+            .query_async(&mut connection)
+            .await
+            .map_err(unavailable)?;
+        self.replicate().await?;
+        Ok(id)
+    }
+
+    async fn revocation_feed(&self) -> Result<Box<dyn RevocationFeed>, StoreError> {
+        let response_timeout = Some(MAX_FEED_WAIT + self.config.timeout);
+        let connection = if self.config.cluster {
+            let client = redis::cluster::ClusterClient::builder(self.config.urls.clone())
+                .connection_timeout(self.config.timeout)
+                .response_timeout(MAX_FEED_WAIT + self.config.timeout)
+                .build()
+                .map_err(unavailable)?;
+            RedisConnection::Cluster(client.get_async_connection().await.map_err(unavailable)?)
+        } else {
+            let client = redis::Client::open(self.config.urls[0].as_str()).map_err(unavailable)?;
+            let config = redis::AsyncConnectionConfig::new()
+                .set_connection_timeout(Some(self.config.timeout))
+                .set_response_timeout(response_timeout);
+            RedisConnection::Multiplexed(
+                client
+                    .get_multiplexed_async_connection_with_config(&config)
+                    .await
+                    .map_err(unavailable)?,
+            )
+        };
+        Ok(Box::new(Feed {
+            connection,
+            key: self.stream_key(),
+        }))
+    }
+}
+
+/// Longest a blocking stream read waits before returning empty.
+const MAX_FEED_WAIT: Duration = Duration::from_secs(5);
+
+/// A reader of the revocation stream on its own connection, since a
+/// blocking `XREAD` would stall every other command sharing one.
+struct Feed {
+    connection: RedisConnection,
+    key: String,
+}
+
+#[async_trait]
+impl RevocationFeed for Feed {
+    async fn read(
+        &mut self,
+        cursor: &str,
+        wait: Duration,
+    ) -> Result<Vec<(String, RevocationEvent)>, StoreError> {
+        type Entries = Vec<(String, HashMap<String, String>)>;
+        let wait = wait.min(MAX_FEED_WAIT);
+        let reply: Option<Vec<(String, Entries)>> = redis::cmd("XREAD")
+            .arg("COUNT")
+            .arg(256)
+            .arg("BLOCK")
+            .arg(u64::try_from(wait.as_millis()).unwrap_or(1).max(1))
+            .arg("STREAMS")
+            .arg(&self.key)
+            .arg(cursor)
+            .query_async(&mut self.connection)
+            .await
+            .map_err(unavailable)?;
+        let entries = reply
+            .into_iter()
+            .flatten()
+            .flat_map(|(_, entries)| entries)
+            .filter_map(|(id, fields)| decode_event(&fields).map(|event| (id, event)))
+            .collect();
+        Ok(entries)
+    }
 }
 
 impl RedisStore {
+    fn stream_key(&self) -> String {
+        format!("{}:revocations", self.prefix())
+    }
+
     async fn end_subject(
         &self,
         subject: &SpiffeId,
@@ -563,6 +672,7 @@ impl ConnectionLike for RedisConnection {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match self {
             Self::Single(connection) => connection.req_packed_command(cmd),
+            Self::Multiplexed(connection) => connection.req_packed_command(cmd),
             Self::Cluster(connection) => connection.req_packed_command(cmd),
         }
     }
@@ -575,6 +685,9 @@ impl ConnectionLike for RedisConnection {
     ) -> RedisFuture<'a, Vec<Value>> {
         match self {
             Self::Single(connection) => connection.req_packed_commands(pipeline, offset, count),
+            Self::Multiplexed(connection) => {
+                connection.req_packed_commands(pipeline, offset, count)
+            }
             Self::Cluster(connection) => connection.req_packed_commands(pipeline, offset, count),
         }
     }
@@ -582,6 +695,7 @@ impl ConnectionLike for RedisConnection {
     fn get_db(&self) -> i64 {
         match self {
             Self::Single(connection) => connection.get_db(),
+            Self::Multiplexed(connection) => connection.get_db(),
             Self::Cluster(connection) => connection.get_db(),
         }
     }
@@ -674,6 +788,40 @@ fn decode_grant(
         end_reason: fields.get("rsn").cloned(),
         epoch: Epoch::from_string(field("ep")?.clone()),
     }))
+}
+
+fn encode_event(event: &RevocationEvent) -> Vec<(&'static str, String)> {
+    let mut fields = vec![
+        ("ep", event.epoch.to_string()),
+        ("at", millis(event.at).to_string()),
+        ("r", event.reason.clone()),
+    ];
+    if !event.grants.is_empty() {
+        let grants: Vec<String> = event.grants.iter().map(ToString::to_string).collect();
+        fields.push(("g", grants.join(" ")));
+    }
+    if let Some(credential) = &event.credential {
+        fields.push(("c", credential.to_string()));
+    }
+    if let Some(task) = &event.task {
+        fields.push(("t", task.to_string()));
+    }
+    fields
+}
+
+fn decode_event(fields: &HashMap<String, String>) -> Option<RevocationEvent> {
+    let at: u64 = fields.get("at")?.parse().ok()?;
+    Some(RevocationEvent {
+        epoch: Epoch::from_string(fields.get("ep")?.clone()),
+        at: SystemTime::UNIX_EPOCH + Duration::from_millis(at),
+        grants: fields
+            .get("g")
+            .map(|ids| ids.split(' ').filter_map(GrantId::parse).collect())
+            .unwrap_or_default(),
+        credential: fields.get("c").and_then(|id| CredentialId::parse(id)),
+        task: fields.get("t").and_then(|task| TaskId::new(task).ok()),
+        reason: fields.get("r").cloned().unwrap_or_default(),
+    })
 }
 
 fn credential_field(id: &CredentialId) -> String {

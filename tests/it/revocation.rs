@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use jitid::client::{Client, ClientError, SvidRequest, X509Svid};
+use jitid::client::{Client, ClientError, RevocationCache, SvidRequest, X509Svid};
 use jitid::proto::v1::{
     self as pb, complete_task_request::Target as Complete, revoke_request::Target,
 };
@@ -475,5 +475,111 @@ async fn a_revocation_through_one_server_is_seen_by_another_at_once() {
             x509_status(&relying_party, &svid).await.0,
             pb::VerifyStatus::Revoked
         );
+    }
+}
+
+#[tokio::test]
+async fn the_revocation_stream_feeds_a_local_cache_and_resumes() {
+    let redis = RedisServer::start();
+    let env = TestEnv::start_with(redis_store(&redis).await).await;
+    let runner = env.client_for(CI_RUNNER).await;
+    let relying_party = env.client_for(AGENT).await;
+    let first = runner
+        .fetch_x509_svid(&SvidRequest::entitlement("ci-publish").task("a"))
+        .await
+        .unwrap();
+    let second = runner
+        .fetch_x509_svid(&SvidRequest::entitlement("ci-publish").task("b"))
+        .await
+        .unwrap();
+
+    // The raw stream: a heartbeat with the epoch, then events with cursors.
+    let mut stream = relying_party.watch_revocations("").await.unwrap();
+    let hello = stream.message().await.unwrap().unwrap();
+    assert!(hello.heartbeat);
+    let epoch = jitid::ca::GrantExtension::from_certificate(first.chain[0].as_ref())
+        .unwrap()
+        .epoch;
+    assert_eq!(hello.epoch, epoch);
+    runner
+        .revoke(Target::GrantId(first.grant.grant_id.clone()), "done")
+        .await
+        .unwrap();
+    let event = loop {
+        let message = stream.message().await.unwrap().unwrap();
+        if !message.heartbeat {
+            break message;
+        }
+    };
+    assert_eq!(event.grant_ids, vec![first.grant.grant_id.clone()]);
+    assert!(event.reason.ends_with(": done"), "{}", event.reason);
+    drop(stream);
+
+    // A cache that follows the stream sees the next revocation quickly.
+    let (cache, task) = RevocationCache::follow(relying_party.clone(), Duration::from_secs(3600));
+    wait_until(|| {
+        cache
+            .is_certificate_revoked(first.chain[0].as_ref())
+            .unwrap()
+    })
+    .await;
+    assert!(
+        !cache
+            .is_certificate_revoked(second.chain[0].as_ref())
+            .unwrap()
+    );
+    runner
+        .revoke(Target::CredentialId(second.serial.clone()), "")
+        .await
+        .unwrap();
+    wait_until(|| {
+        cache
+            .is_certificate_revoked(second.chain[0].as_ref())
+            .unwrap()
+    })
+    .await;
+
+    // Disconnected, it misses nothing: it resumes from its cursor.
+    task.abort();
+    let cursor = cache.cursor().unwrap();
+    let third = runner
+        .fetch_x509_svid(&SvidRequest::entitlement("ci-publish").task("c"))
+        .await
+        .unwrap();
+    runner
+        .complete_task(Complete::TaskId("c".to_owned()))
+        .await
+        .unwrap();
+    let mut resumed = relying_party.watch_revocations(&cursor).await.unwrap();
+    let mut seen = Vec::new();
+    while seen.is_empty() {
+        let message = resumed.message().await.unwrap().unwrap();
+        seen.extend(message.grant_ids);
+    }
+    assert_eq!(
+        seen,
+        vec![third.grant.grant_id.clone()],
+        "only what came after the cursor"
+    );
+    let (cache, _task) = RevocationCache::follow(relying_party.clone(), Duration::from_secs(3600));
+    wait_until(|| {
+        cache
+            .is_certificate_revoked(third.chain[0].as_ref())
+            .unwrap()
+    })
+    .await;
+    assert!(
+        cache
+            .is_certificate_revoked(first.chain[0].as_ref())
+            .unwrap(),
+        "replayed from the start"
+    );
+}
+
+async fn wait_until(mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !condition() {
+        assert!(Instant::now() < deadline, "condition never held");
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }

@@ -11,7 +11,7 @@ use jitid::grant::{
 use jitid::spiffe_id::SpiffeId;
 use jitid::store::{
     EndTarget, Ending, GrantStore, Liveness, LivenessQuery, MemoryStore, RedisStore,
-    RedisStoreConfig, StoreError,
+    RedisStoreConfig, RevocationEvent, StoreError,
 };
 
 use crate::support::redis::{RedisCluster, RedisServer};
@@ -322,6 +322,50 @@ async fn conformance(store: &dyn GrantStore) {
         }
     );
 
+    // The revocation stream: ordered, resumable, and woken by appends.
+    let mut feed = store.revocation_feed().await.unwrap();
+    let event = |reason: &str| RevocationEvent {
+        epoch: epoch.clone(),
+        at: SystemTime::now(),
+        grants: vec![grant.id],
+        credential: Some(credential.id.clone()),
+        task: Some(task.clone()),
+        reason: reason.to_owned(),
+    };
+    let first = store.publish(&event("first"), minute).await.unwrap();
+    let second = store.publish(&event("second"), minute).await.unwrap();
+    let all = feed.read("0", Duration::from_millis(100)).await.unwrap();
+    let reasons: Vec<&str> = all.iter().map(|(_, e)| e.reason.as_str()).collect();
+    assert_eq!(reasons, ["first", "second"]);
+    assert_eq!(all[0].0, first);
+    assert_eq!(all[1].1.grants, vec![grant.id]);
+    assert_eq!(all[1].1.credential, Some(credential.id.clone()));
+    assert_eq!(all[1].1.task, Some(task.clone()));
+    let after_first = feed.read(&first, Duration::from_millis(100)).await.unwrap();
+    assert_eq!(after_first.len(), 1);
+    assert_eq!(after_first[0].0, second);
+    let started = Instant::now();
+    assert!(
+        feed.read(&second, Duration::from_millis(300))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        started.elapsed() >= Duration::from_millis(250),
+        "a read waits for news"
+    );
+    let waiting = tokio::spawn(async move { feed.read(&second, Duration::from_secs(5)).await });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let started = Instant::now();
+    store.publish(&event("third"), minute).await.unwrap();
+    let woken = waiting.await.unwrap().unwrap();
+    assert_eq!(woken[0].1.reason, "third");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "woken by the append, not the timeout"
+    );
+
     // Nothing outlives its expiry.
     let (short, short_credential) =
         issue(store, ALICE, "short", Duration::from_millis(1500), None).await;
@@ -415,6 +459,7 @@ async fn every_redis_key_expires_except_the_epoch() {
     ]);
     let keys: Vec<&str> = keys.split(' ').collect();
     assert_eq!(keys.len(), 5, "{keys:?}");
+    // (The revocation stream is trimmed by id instead; see publish.)
     for key in keys {
         let ttl: i64 = redis.command(&["PTTL", key]).parse().unwrap();
         if key == "jitid:epoch" || key.ends_with(":ep") {

@@ -1,0 +1,193 @@
+//! A local denylist for relying parties, fed by `WatchRevocations`: checks
+//! a presented credential in memory, with no round trip, and keeps itself
+//! current across disconnects by resuming from its cursor.
+//!
+//! ```no_run
+//! # async fn run(client: jitid::client::Client, leaf_der: &[u8]) {
+//! use jitid::client::RevocationCache;
+//! let (cache, _task) = RevocationCache::follow(client, std::time::Duration::from_secs(3600));
+//! if cache.is_certificate_revoked(leaf_der).unwrap_or(true) {
+//!     // refuse the connection
+//! }
+//! # }
+//! ```
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::{Duration, SystemTime};
+
+use tokio::task::JoinHandle;
+
+use super::Client;
+use crate::extension::{ExtensionError, GrantExtension};
+use crate::proto::v1 as pb;
+
+/// What a credential says about itself, as a relying party reads it from
+/// the X.509 grant extension or the JWT's `jitid_*` claims.
+#[derive(Debug, Clone, Copy)]
+pub struct CredentialClaims<'a> {
+    /// The grant id.
+    pub grant_id: &'a str,
+    /// The serial (lowercase hex, no colons) or `jti`.
+    pub credential_id: &'a str,
+    /// The task id.
+    pub task_id: &'a str,
+    /// The store epoch it was minted under.
+    pub epoch: &'a str,
+}
+
+/// A denylist kept current from the revocation stream. Cheap to clone;
+/// clones share the same list.
+#[derive(Debug, Clone)]
+pub struct RevocationCache {
+    inner: Arc<RwLock<State>>,
+}
+
+#[derive(Debug)]
+struct State {
+    /// Entries are kept this long after the event: the longest a
+    /// credential can live.
+    keep_for: Duration,
+    epoch: Option<String>,
+    cursor: Option<String>,
+    grants: HashMap<String, SystemTime>,
+    credentials: HashMap<String, SystemTime>,
+    tasks: HashMap<String, SystemTime>,
+    applied: u64,
+}
+
+// === impl RevocationCache ===
+
+impl RevocationCache {
+    /// An empty cache whose entries live `keep_for` (at least the longest
+    /// TTL the issuer grants).
+    pub fn new(keep_for: Duration) -> Self {
+        Self {
+            inner: Arc::new(RwLock::new(State {
+                keep_for,
+                epoch: None,
+                cursor: None,
+                grants: HashMap::new(),
+                credentials: HashMap::new(),
+                tasks: HashMap::new(),
+                applied: 0,
+            })),
+        }
+    }
+
+    /// A cache fed by `client`'s revocation stream in a background task,
+    /// which reconnects with backoff and resumes from the last cursor.
+    /// Dropping the handle does not stop it; abort it to stop.
+    pub fn follow(client: Client, keep_for: Duration) -> (Self, JoinHandle<()>) {
+        let cache = Self::new(keep_for);
+        let task = tokio::spawn(cache.clone().run(client));
+        (cache, task)
+    }
+
+    async fn run(self, client: Client) {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let cursor = self.cursor().unwrap_or_default();
+            match client.watch_revocations(&cursor).await {
+                Ok(mut stream) => {
+                    while let Ok(Some(event)) = stream.message().await {
+                        self.apply(&event);
+                        backoff = Duration::from_millis(100);
+                    }
+                }
+                Err(error) => tracing::warn!(%error, "revocation stream unavailable"),
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
+    }
+
+    /// Applies one event (or heartbeat) from the stream.
+    pub fn apply(&self, event: &pb::RevocationEvent) {
+        let at = event
+            .at
+            .as_ref()
+            .and_then(|at| u64::try_from(at.seconds).ok())
+            .map(|seconds| SystemTime::UNIX_EPOCH + Duration::from_secs(seconds))
+            .unwrap_or_else(SystemTime::now);
+        let mut state = self.write();
+        let until = at + state.keep_for;
+        if !event.epoch.is_empty() {
+            state.epoch = Some(event.epoch.clone());
+        }
+        if !event.cursor.is_empty() {
+            state.cursor = Some(event.cursor.clone());
+        }
+        for grant in &event.grant_ids {
+            state.grants.insert(grant.clone(), until);
+        }
+        if !event.credential_id.is_empty() {
+            state.credentials.insert(event.credential_id.clone(), until);
+        }
+        if !event.task_id.is_empty() {
+            state.tasks.insert(event.task_id.clone(), until);
+        }
+        state.applied += 1;
+        if state.applied.is_multiple_of(256) {
+            let now = SystemTime::now();
+            state.grants.retain(|_, until| *until > now);
+            state.credentials.retain(|_, until| *until > now);
+            state.tasks.retain(|_, until| *until > now);
+        }
+    }
+
+    /// Whether the credential is known to be revoked: its grant, itself or
+    /// its task was revoked, or it was minted under another epoch than the
+    /// issuer's current one. A credential the cache knows nothing about is
+    /// not revoked (check signature and expiry separately).
+    pub fn is_revoked(&self, claims: &CredentialClaims<'_>) -> bool {
+        let state = self.read();
+        state
+            .epoch
+            .as_deref()
+            .is_some_and(|epoch| epoch != claims.epoch)
+            || state.grants.contains_key(claims.grant_id)
+            || state.credentials.contains_key(claims.credential_id)
+            || state.tasks.contains_key(claims.task_id)
+    }
+
+    /// [`Self::is_revoked`] for a DER X.509-SVID leaf.
+    pub fn is_certificate_revoked(&self, leaf_der: &[u8]) -> Result<bool, ExtensionError> {
+        let extension = GrantExtension::from_certificate(leaf_der)?;
+        let (_, cert) = x509_parser::parse_x509_certificate(leaf_der)
+            .map_err(|_| ExtensionError::BadCertificate)?;
+        let serial: String = cert
+            .raw_serial()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        Ok(self.is_revoked(&CredentialClaims {
+            grant_id: &extension.grant_id,
+            credential_id: &serial,
+            task_id: &extension.task_id,
+            epoch: &extension.epoch,
+        }))
+    }
+
+    /// The cursor of the last event applied.
+    pub fn cursor(&self) -> Option<String> {
+        self.read().cursor.clone()
+    }
+
+    /// The issuer's epoch as last heard.
+    pub fn epoch(&self) -> Option<String> {
+        self.read().epoch.clone()
+    }
+
+    fn read(&self) -> RwLockReadGuard<'_, State> {
+        self.inner
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, State> {
+        self.inner
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
