@@ -524,6 +524,12 @@ fn status(error: IssueError) -> Status {
         Status::permission_denied(error.to_string())
     } else if error.is_not_found() {
         Status::not_found(error.to_string())
+    } else if let IssueError::Store(StoreError::NotReplicated { .. }) = &error {
+        // Written on the primary but not yet durable on enough replicas:
+        // not acknowledged, so the caller retries (revocations are
+        // idempotent).
+        tracing::warn!(error = %error, "revocation not replicated in time");
+        Status::unavailable(format!("{error}; not acknowledged, retry"))
     } else if error.is_unavailable() {
         tracing::warn!(error = %error_chain(&error), "store unavailable");
         Status::unavailable("grant store unavailable; nothing was changed")

@@ -583,3 +583,36 @@ async fn wait_until(mut condition: impl FnMut() -> bool) {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+#[tokio::test]
+async fn a_revocation_is_not_acknowledged_until_replicas_have_it() {
+    let redis = RedisServer::start();
+    let strict = RedisStore::connect(RedisStoreConfig {
+        urls: vec![redis.url()],
+        cluster: false,
+        key_prefix: "jitid".to_owned(),
+        wait_replicas: 1,
+        wait_timeout: Duration::from_millis(50),
+        timeout: Duration::from_millis(500),
+    })
+    .await
+    .unwrap();
+    let env = TestEnv::start_with(Arc::new(strict)).await;
+    let runner = env.client_for(CI_RUNNER).await;
+    let svid = runner
+        .fetch_x509_svid(&SvidRequest::entitlement("ci-publish"))
+        .await
+        .unwrap();
+    // This redis-server has no replica, so WAIT 1 never succeeds.
+    let error = runner
+        .revoke(Target::GrantId(svid.grant.grant_id.clone()), "")
+        .await
+        .unwrap_err();
+    assert_eq!(code(&error), tonic::Code::Unavailable);
+    assert!(
+        error
+            .to_string()
+            .contains("revocation acknowledged by 0 of 1 replicas; not acknowledged, retry"),
+        "{error}"
+    );
+}
