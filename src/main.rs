@@ -65,6 +65,47 @@ enum Command {
     Complete(CompleteArgs),
     /// Check a credential as a relying party would; exit 0 only if valid.
     Verify(VerifyArgs),
+    /// Load-test a running server.
+    Bench(BenchArgs),
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum BenchMode {
+    X509,
+    Jwt,
+    Verify,
+    Revocation,
+}
+
+#[derive(Args)]
+struct BenchArgs {
+    /// What to measure: issuance (x509, jwt), Verify of a JWT, or how soon
+    /// a revocation reaches a RevocationCache.
+    #[arg(long, value_enum, default_value = "x509")]
+    mode: BenchMode,
+    /// Concurrent workers, each with its own connection.
+    #[arg(long, default_value_t = 16)]
+    concurrency: usize,
+    /// How long to run.
+    #[arg(long, default_value = "10s", value_parser = duration)]
+    duration: Duration,
+    /// Stop after this many requests instead.
+    #[arg(long)]
+    requests: Option<u64>,
+    /// A new TLS connection per request (as a CI job makes).
+    #[arg(long)]
+    new_connection: bool,
+    /// Entitlement to request.
+    #[arg(long, default_value = "ci-publish")]
+    entitlement: String,
+    /// TTL to request (default: the entitlement's).
+    #[arg(long, value_parser = duration)]
+    ttl: Option<Duration>,
+    /// What to print.
+    #[arg(long, value_enum, default_value = "text")]
+    output: Output,
+    #[command(flatten)]
+    conn: ConnArgs,
 }
 
 #[derive(Subcommand)]
@@ -393,7 +434,41 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Revoke(args) => revoke(args).await,
         Command::Complete(args) => complete(args).await,
         Command::Verify(args) => verify(args).await,
+        Command::Bench(args) => bench(args).await,
     }
+}
+
+async fn bench(args: BenchArgs) -> anyhow::Result<()> {
+    let (Some(cert), Some(key)) = (&args.conn.cert, &args.conn.key) else {
+        bail!("no attestation identity: set --cert and --key (or JITID_CERT and JITID_KEY)");
+    };
+    let client = ClientConfig::from_files(&args.conn.server, &args.conn.ca, Some((cert, key)))?;
+    let mode = match args.mode {
+        BenchMode::X509 => jitid::bench::Mode::X509,
+        BenchMode::Jwt => jitid::bench::Mode::Jwt,
+        BenchMode::Verify => jitid::bench::Mode::Verify,
+        BenchMode::Revocation => jitid::bench::Mode::Revocation,
+    };
+    let request = SvidRequest {
+        entitlement: args.entitlement,
+        ttl: args.ttl,
+        ..SvidRequest::default()
+    };
+    let report = jitid::bench::run(jitid::bench::BenchConfig {
+        mode,
+        concurrency: args.concurrency,
+        duration: args.duration,
+        requests: args.requests,
+        request,
+        new_connection: args.new_connection,
+        client,
+    })
+    .await?;
+    match args.output {
+        Output::Json => println!("{}", report.to_json()),
+        Output::Text => print!("{}", report.to_text()),
+    }
+    Ok(())
 }
 
 async fn dev(args: DevArgs) -> anyhow::Result<()> {

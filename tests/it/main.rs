@@ -9,6 +9,7 @@
 mod support;
 
 mod attestation;
+mod bench;
 mod cli;
 mod issue_jwt;
 mod issue_x509;
