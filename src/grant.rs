@@ -208,6 +208,11 @@ impl GrantId {
         Shard(u16::from_be_bytes([bytes[0], bytes[1]]))
     }
 
+    /// The id as 32 lowercase hex digits.
+    pub fn simple(&self) -> String {
+        self.0.simple().to_string()
+    }
+
     /// The 16 bytes of the id.
     pub fn as_bytes(&self) -> &[u8; 16] {
         self.0.as_bytes()

@@ -8,8 +8,8 @@
 //! |---|---|---|---|
 //! | `jitid:epoch` | string | the dataset's epoch | never |
 //! | `jitid:{s}:ep` | string | the epoch, copied into the shard's slot | never |
-//! | `jitid:{s}:g:<grant id>` | hash | the grant; one field `c:<credential id>` per credential | with the grant |
-//! | `jitid:{s}:s:<subject>` | sorted set | the subject's grant ids by expiry | with its last grant |
+//! | `jitid:{s}:g:<grant id hex>` | string | the grant and its credentials, packed (`encode_grant`) | with the grant |
+//! | `jitid:{s}:s:<subject>` | sorted set | the subject's grant ids (hex) by expiry | with its last grant |
 //! | `jitid:{t:<task>}:revoked` | string | why the task was revoked | after the longest TTL |
 //! | `jitid:revocations` | stream | revocation events; the entry id is the cursor | trimmed to the longest TTL |
 //!
@@ -80,28 +80,29 @@ struct Scripts {
     liveness: Script,
 }
 
+// A grant is one string: its state character, then fields separated by
+// \x1f, then sections each opened by \x1e and a tag: `x`/`j` + the random
+// part of a credential id + `:` + expiry (+ `:r` when revoked), or `e` +
+// why the grant ended. See `encode_grant`.
 const ISSUE: &str = r"
 local marker = redis.call('GET', KEYS[1])
 if not marker then return 'missing' end
 if marker ~= ARGV[1] then return 'epoch:' .. marker end
 if redis.call('EXISTS', KEYS[2]) == 1 then return 'conflict' end
-local fields = {}
-for i = 7, #ARGV do fields[#fields + 1] = ARGV[i] end
-redis.call('HSET', KEYS[2], ARGV[5], ARGV[6], unpack(fields))
-redis.call('PEXPIREAT', KEYS[2], ARGV[3])
+redis.call('SET', KEYS[2], ARGV[5], 'PXAT', ARGV[3])
 redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', ARGV[4])
 redis.call('ZADD', KEYS[3], ARGV[3], ARGV[2])
-if redis.call('PTTL', KEYS[3]) < 0 then
+-- The index lives as long as its last grant; GT fails only on a new key.
+if redis.call('PEXPIREAT', KEYS[3], ARGV[3], 'GT') == 0 and redis.call('PTTL', KEYS[3]) == -1 then
   redis.call('PEXPIREAT', KEYS[3], ARGV[3])
-else
-  redis.call('PEXPIREAT', KEYS[3], ARGV[3], 'GT')
 end
 return 'ok'
 ";
 
 const END_GRANT: &str = r"
-if redis.call('HGET', KEYS[1], 'st') == 'a' then
-  redis.call('HSET', KEYS[1], 'st', ARGV[1], 'rsn', ARGV[2])
+local record = redis.call('GET', KEYS[1])
+if record and string.sub(record, 1, 1) == 'a' then
+  redis.call('SET', KEYS[1], ARGV[1] .. string.sub(record, 2) .. '\30e' .. ARGV[2], 'KEEPTTL')
   return 1
 end
 return 0
@@ -114,26 +115,32 @@ local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. ARGV[2], '+inf')
 local ended = {}
 for _, id in ipairs(ids) do
   local key = ARGV[1] .. id
-  local fields = redis.call('HMGET', key, 'st', 'task')
-  if fields[1] == 'a' and (ARGV[5] == '' or fields[2] == ARGV[5]) then
-    redis.call('HSET', key, 'st', ARGV[3], 'rsn', ARGV[4])
-    ended[#ended + 1] = id
+  local record = redis.call('GET', key)
+  if record and string.sub(record, 1, 1) == 'a' then
+    local task = string.match(record, '^a\31([^\31]*)\31')
+    if ARGV[5] == '' or task == ARGV[5] then
+      redis.call('SET', key, ARGV[3] .. string.sub(record, 2) .. '\30e' .. ARGV[4], 'KEEPTTL')
+      ended[#ended + 1] = id
+    end
   end
 end
 return ended
 ";
 
 const REVOKE_CREDENTIAL: &str = r"
-local value = redis.call('HGET', KEYS[1], ARGV[1])
-if not value then return 0 end
-if string.sub(value, -2) == ':r' then return 0 end
-if tonumber(value) <= tonumber(ARGV[2]) then return 0 end
-redis.call('HSET', KEYS[1], ARGV[1], value .. ':r')
+local record = redis.call('GET', KEYS[1])
+if not record then return 0 end
+local _, last = string.find(record, ARGV[1], 1, true)
+if not last then return 0 end
+local expiry, flag = string.match(record, '^(%d+)(:?r?)', last + 1)
+if not expiry or flag == ':r' or tonumber(expiry) <= tonumber(ARGV[2]) then return 0 end
+local at = last + string.len(expiry)
+redis.call('SET', KEYS[1], string.sub(record, 1, at) .. ':r' .. string.sub(record, at + 1), 'KEEPTTL')
 return 1
 ";
 
 const LIVENESS: &str = r"
-return {redis.call('GET', KEYS[1]) or '', redis.call('HGETALL', KEYS[2])}
+return {redis.call('GET', KEYS[1]) or '', redis.call('GET', KEYS[2]) or ''}
 ";
 
 // === impl RedisStore ===
@@ -196,7 +203,7 @@ impl RedisStore {
     }
 
     fn grant_key(&self, id: GrantId) -> String {
-        format!("{}{id}", self.grant_prefix(id.shard()))
+        format!("{}{}", self.grant_prefix(id.shard()), id.simple())
     }
 
     fn subject_key(&self, subject: &SpiffeId) -> String {
@@ -272,14 +279,10 @@ impl RedisStore {
             .key(self.grant_key(grant.id))
             .key(self.subject_key(&grant.subject))
             .arg(grant.epoch.as_str())
-            .arg(grant.id.to_string())
+            .arg(grant.id.simple())
             .arg(millis(grant.expires_at))
             .arg(millis(grant.created_at))
-            .arg(credential_field(&credential.id))
-            .arg(millis(credential.expires_at));
-        for (field, value) in grant_fields(grant) {
-            invocation.arg(field).arg(value);
-        }
+            .arg(encode_grant(grant, credential));
         let mut connection = self.connection.clone();
         invocation
             .invoke_async(&mut connection)
@@ -364,26 +367,37 @@ impl GrantStore for RedisStore {
     async fn grant(&self, id: GrantId) -> Result<Option<Grant>, StoreError> {
         let key = self.grant_key(id);
         let mut connection = self.connection.clone();
-        let fields: HashMap<String, String> = redis::cmd("HGETALL")
+        let record: Option<String> = redis::cmd("GET")
             .arg(&key)
             .query_async(&mut connection)
             .await
             .map_err(unavailable)?;
-        decode_grant(id, &key, &fields, SystemTime::now())
+        match record {
+            Some(record) => {
+                Ok(decode_grant(id, &key, &record, SystemTime::now())?.map(|(grant, _)| grant))
+            }
+            None => Ok(None),
+        }
     }
 
     async fn credentials(&self, id: GrantId) -> Result<Vec<Credential>, StoreError> {
         let key = self.grant_key(id);
         let mut connection = self.connection.clone();
-        let fields: HashMap<String, String> = redis::cmd("HGETALL")
+        let record: Option<String> = redis::cmd("GET")
             .arg(&key)
             .query_async(&mut connection)
             .await
             .map_err(unavailable)?;
         let now = SystemTime::now();
-        let mut credentials: Vec<Credential> = fields
-            .iter()
-            .filter_map(|(field, value)| decode_credential(id, field, value))
+        let Some((_, credentials)) = record
+            .map(|record| decode_grant(id, &key, &record, now))
+            .transpose()?
+            .flatten()
+        else {
+            return Ok(Vec::new());
+        };
+        let mut credentials: Vec<Credential> = credentials
+            .into_iter()
             .filter(|credential| credential.expires_at > now)
             .collect();
         credentials.sort_by(|a, b| a.id.value().cmp(b.id.value()));
@@ -427,7 +441,7 @@ impl GrantStore for RedisStore {
                     .end_grant
                     .key(self.grant_key(id))
                     .arg(state)
-                    .arg(&ending.reason)
+                    .arg(free_text(&ending.reason))
                     .invoke_async(&mut connection)
                     .await
                     .map_err(unavailable)?;
@@ -459,7 +473,7 @@ impl GrantStore for RedisStore {
             .scripts
             .revoke_credential
             .key(self.grant_key(grant_id))
-            .arg(credential_field(id))
+            .arg(credential_section(id))
             .arg(millis(SystemTime::now()))
             .invoke_async(&mut connection)
             .await
@@ -477,7 +491,7 @@ impl GrantStore for RedisStore {
         let mut connection = self.connection.clone();
         let () = redis::cmd("SET")
             .arg(self.task_key(task))
-            .arg(&ending.reason)
+            .arg(free_text(&ending.reason))
             .arg("PX")
             .arg(
                 u64::try_from(keep_for.as_millis())
@@ -502,28 +516,29 @@ impl GrantStore for RedisStore {
         shard_invocation
             .key(self.marker_key(grant_id.shard()))
             .key(&grant_key);
-        let shard_read = shard_invocation
-            .invoke_async::<(String, HashMap<String, String>)>(&mut shard_connection);
+        let shard_read = shard_invocation.invoke_async::<(String, String)>(&mut shard_connection);
         let mut task_command = redis::cmd("GET");
         task_command.arg(&task_key);
         let task_read = task_command.query_async::<Option<String>>(&mut task_connection);
         // Two slots, read concurrently: one round trip of latency.
         let (shard, task) = tokio::join!(shard_read, task_read);
-        let (marker, fields) = shard.map_err(unavailable)?;
+        let (marker, record) = shard.map_err(unavailable)?;
         if let Some(reason) = task.map_err(unavailable)? {
             return Ok(Liveness::TaskRevoked { reason });
         }
         if marker.is_empty() || marker != query.epoch.as_str() {
             return Ok(Liveness::EpochReset);
         }
-        let Some(grant) = decode_grant(grant_id, &grant_key, &fields, SystemTime::now())? else {
+        let Some((grant, credentials)) = (if record.is_empty() {
+            None
+        } else {
+            decode_grant(grant_id, &grant_key, &record, SystemTime::now())?
+        }) else {
             return Ok(Liveness::NotFound);
         };
-        let Some(credential) = fields
-            .get(&credential_field(query.credential))
-            .and_then(|value| {
-                decode_credential(grant_id, &credential_field(query.credential), value)
-            })
+        let Some(credential) = credentials
+            .into_iter()
+            .find(|credential| &credential.id == query.credential)
         else {
             return Ok(Liveness::NotFound);
         };
@@ -655,7 +670,7 @@ impl RedisStore {
             .arg(self.grant_prefix(Shard::of(subject)))
             .arg(millis(SystemTime::now()))
             .arg(state)
-            .arg(reason)
+            .arg(free_text(reason))
             .arg(task.map(TaskId::as_str).unwrap_or(""))
             .invoke_async(&mut connection)
             .await
@@ -703,91 +718,118 @@ impl ConnectionLike for RedisConnection {
 
 // === encoding ===
 
-fn grant_fields(grant: &Grant) -> Vec<(&'static str, String)> {
-    vec![
-        ("sub", grant.subject.to_string()),
-        ("ent", grant.entitlement.clone()),
-        (
-            "act",
-            grant
-                .actions
-                .iter()
-                .map(Action::as_str)
-                .collect::<Vec<_>>()
-                .join(" "),
-        ),
-        ("task", grant.task_id.to_string()),
-        (
-            "par",
-            grant.parent.map(|p| p.to_string()).unwrap_or_default(),
-        ),
-        ("why", grant.justification.clone()),
-        ("cre", millis(grant.created_at).to_string()),
-        ("exp", millis(grant.expires_at).to_string()),
-        ("ep", grant.epoch.to_string()),
-        ("st", state_code(grant.state).to_owned()),
-    ]
+/// Separates a grant record's fields.
+const FIELD: char = '\u{1f}';
+/// Opens a section (a credential, or why the grant ended).
+const SECTION: char = '\u{1e}';
+
+/// A grant and its first credential as one compact string (one key, a few
+/// hundred bytes; see BENCHMARKS.md):
+/// `<state> FIELD task FIELD subject FIELD entitlement FIELD actions FIELD
+/// parent FIELD created-ms FIELD expires-ms FIELD epoch FIELD justification`
+/// then `SECTION <credential>` per credential and, once ended,
+/// `SECTION e <reason>`. Free text has the two separators replaced.
+fn encode_grant(grant: &Grant, credential: &Credential) -> String {
+    let actions: Vec<&str> = grant.actions.iter().map(Action::as_str).collect();
+    let fields = [
+        grant.task_id.to_string(),
+        grant.subject.to_string(),
+        grant.entitlement.clone(),
+        actions.join(" "),
+        grant.parent.map(|p| p.simple()).unwrap_or_default(),
+        millis(grant.created_at).to_string(),
+        millis(grant.expires_at).to_string(),
+        grant.epoch.to_string(),
+        free_text(&grant.justification),
+    ];
+    format!(
+        "{}{FIELD}{}{}{}",
+        state_code(grant.state),
+        fields.join(&FIELD.to_string()),
+        credential_section(&credential.id),
+        millis(credential.expires_at)
+    )
+}
+
+fn free_text(text: &str) -> String {
+    text.replace([FIELD, SECTION], " ")
 }
 
 fn decode_grant(
     id: GrantId,
     key: &str,
-    fields: &HashMap<String, String>,
+    record: &str,
     now: SystemTime,
-) -> Result<Option<Grant>, StoreError> {
-    if fields.is_empty() {
-        return Ok(None);
-    }
+) -> Result<Option<(Grant, Vec<Credential>)>, StoreError> {
     let corrupt = |message: &str| StoreError::Corrupt {
         key: key.to_owned(),
         message: message.to_owned(),
     };
-    let field = |name: &str| {
-        fields
-            .get(name)
-            .ok_or_else(|| corrupt(&format!("missing field {name}")))
+    let mut sections = record.split(SECTION);
+    let core = sections.next().unwrap_or_default();
+    let parts: Vec<&str> = core.splitn(11, FIELD).collect();
+    let [
+        state,
+        task,
+        subject,
+        entitlement,
+        actions,
+        parent,
+        created,
+        expires,
+        epoch,
+        justification,
+    ] = parts.as_slice()
+    else {
+        return Err(corrupt("record has the wrong number of fields"));
     };
-    let time = |name: &str| -> Result<SystemTime, StoreError> {
-        let value: u64 = field(name)?
-            .parse()
-            .map_err(|_| corrupt(&format!("field {name} is not a number")))?;
+    let time = |text: &str| -> Result<SystemTime, StoreError> {
+        let value: u64 = text.parse().map_err(|_| corrupt("time is not a number"))?;
         Ok(SystemTime::UNIX_EPOCH + Duration::from_millis(value))
     };
-    let expires_at = time("exp")?;
+    let expires_at = time(expires)?;
     if expires_at <= now {
         return Ok(None);
     }
-    let subject = SpiffeId::new(field("sub")?).map_err(|_| corrupt("bad subject"))?;
-    let actions = field("act")?
-        .split(' ')
-        .map(Action::new)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|_| corrupt("bad action"))?;
-    let task_id = TaskId::new(field("task")?).map_err(|_| corrupt("bad task"))?;
-    let parent = match field("par")?.as_str() {
-        "" => None,
-        text => Some(GrantId::parse(text).ok_or_else(|| corrupt("bad parent"))?),
-    };
-    let state = match field("st")?.as_str() {
+    let state = match *state {
         "a" => GrantState::Active,
         "c" => GrantState::Completed,
         "r" => GrantState::Revoked,
         _ => return Err(corrupt("bad state")),
     };
-    Ok(Some(Grant {
+    let parent = match *parent {
+        "" => None,
+        text => Some(GrantId::parse(text).ok_or_else(|| corrupt("bad parent"))?),
+    };
+    let mut end_reason = None;
+    let mut credentials = Vec::new();
+    for section in sections {
+        match section.split_at_checked(1) {
+            Some(("e", reason)) => end_reason = Some(reason.to_owned()),
+            Some((kind, rest)) => credentials
+                .push(decode_credential(id, kind, rest).ok_or_else(|| corrupt("bad credential"))?),
+            None => return Err(corrupt("empty section")),
+        }
+    }
+    let grant = Grant {
         id,
-        subject,
-        entitlement: field("ent")?.clone(),
-        actions,
-        task_id,
+        subject: SpiffeId::new(subject).map_err(|_| corrupt("bad subject"))?,
+        entitlement: (*entitlement).to_owned(),
+        actions: actions
+            .split(' ')
+            .map(Action::new)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|_| corrupt("bad action"))?,
+        task_id: TaskId::new(task).map_err(|_| corrupt("bad task"))?,
         parent,
-        justification: field("why")?.clone(),
-        created_at: time("cre")?,
+        justification: (*justification).to_owned(),
+        created_at: time(created)?,
         expires_at,
         state,
-        end_reason: fields.get("rsn").cloned(),
-        epoch: Epoch::from_string(field("ep")?.clone()),
-    }))
+        end_reason,
+        epoch: Epoch::from_string((*epoch).to_owned()),
+    };
+    Ok(Some((grant, credentials)))
 }
 
 fn encode_event(event: &RevocationEvent) -> Vec<(&'static str, String)> {
@@ -824,17 +866,28 @@ fn decode_event(fields: &HashMap<String, String>) -> Option<RevocationEvent> {
     })
 }
 
-fn credential_field(id: &CredentialId) -> String {
+/// The section of a credential up to its expiry: `SECTION`, `x` or `j`,
+/// the random part of its id (the grant id it embeds is the record's own),
+/// `:`.
+fn credential_section(id: &CredentialId) -> String {
     match id {
-        CredentialId::X509Serial(serial) => format!("c:x:{serial}"),
-        CredentialId::JwtId(jti) => format!("c:j:{jti}"),
+        CredentialId::X509Serial(serial) => format!(
+            "{SECTION}x{}{}:",
+            serial.get(..2).unwrap_or_default(),
+            serial.get(34..).unwrap_or_default()
+        ),
+        CredentialId::JwtId(jti) => format!("{SECTION}j{}:", jti.get(33..).unwrap_or_default()),
     }
 }
 
-fn decode_credential(grant_id: GrantId, field: &str, value: &str) -> Option<Credential> {
-    let id = match field.strip_prefix("c:")?.split_once(':')? {
-        ("x", serial) => CredentialId::X509Serial(serial.to_owned()),
-        ("j", jti) => CredentialId::JwtId(jti.to_owned()),
+fn decode_credential(grant_id: GrantId, kind: &str, rest: &str) -> Option<Credential> {
+    let grant = grant_id.simple();
+    let (random, value) = rest.split_once(':')?;
+    let id = match kind {
+        "x" if random.len() == 8 => {
+            CredentialId::X509Serial(format!("{}{grant}{}", &random[..2], &random[2..]))
+        }
+        "j" => CredentialId::JwtId(format!("{grant}.{random}")),
         _ => return None,
     };
     let (expiry, revoked) = match value.strip_suffix(":r") {

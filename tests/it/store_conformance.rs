@@ -203,6 +203,44 @@ async fn conformance(store: &dyn GrantStore) {
     );
     assert!(store.credentials(grant.id).await.unwrap()[0].revoked);
 
+    // X.509 credentials too, found by their serial alone.
+    let bob = SpiffeId::new(BOB).unwrap();
+    let x509_only = Grant {
+        id: GrantId::generate(Shard::of(&bob)),
+        subject: bob.clone(),
+        ..grant.clone()
+    };
+    let (serial, _) = CredentialId::new_x509(x509_only.id);
+    let x509_credential = Credential {
+        id: serial.clone(),
+        grant_id: x509_only.id,
+        expires_at: x509_only.expires_at,
+        revoked: false,
+    };
+    store
+        .record_issuance(&x509_only, &x509_credential)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.credentials(x509_only.id).await.unwrap(),
+        vec![x509_credential.clone()]
+    );
+    assert!(matches!(
+        liveness(store, &x509_only, &x509_credential).await,
+        Liveness::Live(_)
+    ));
+    let found = CredentialId::parse(serial.value()).unwrap();
+    assert!(
+        store
+            .revoke_credential(&found, &ending(GrantState::Revoked, "x"))
+            .await
+            .unwrap()
+    );
+    assert!(matches!(
+        liveness(store, &x509_only, &x509_credential).await,
+        Liveness::CredentialRevoked(_)
+    ));
+
     // Ending a grant is final and idempotent; it ends its delegations.
     let (parent, parent_credential) = issue(store, ALICE, "build-2", minute, None).await;
     let (child, child_credential) =
