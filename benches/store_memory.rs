@@ -19,7 +19,10 @@ use jitid::store::{GrantStore, RedisStore, RedisStoreConfig};
 fn used_memory(url: &str) -> u64 {
     let client = redis::Client::open(url).unwrap();
     let mut connection = client.get_connection().unwrap();
-    let info: String = redis::cmd("INFO").arg("memory").query(&mut connection).unwrap();
+    let info: String = redis::cmd("INFO")
+        .arg("memory")
+        .query(&mut connection)
+        .unwrap();
     info.lines()
         .find_map(|line| line.strip_prefix("used_memory:"))
         .unwrap()
@@ -40,7 +43,10 @@ async fn record(store: &RedisStore, subject: &SpiffeId, n: u64, ttl: Duration) {
         id: GrantId::generate(Shard::of(subject)),
         subject: subject.clone(),
         entitlement: "ci-publish".to_owned(),
-        actions: vec![Action::new("read:source").unwrap(), Action::new("publish:artifacts").unwrap()],
+        actions: vec![
+            Action::new("read:source").unwrap(),
+            Action::new("publish:artifacts").unwrap(),
+        ],
         task_id: TaskId::new(&format!("build-{n}")).unwrap(),
         parent: None,
         justification: String::new(),
@@ -59,23 +65,29 @@ async fn record(store: &RedisStore, subject: &SpiffeId, n: u64, ttl: Duration) {
     store.record_issuance(&grant, &credential).await.unwrap();
 }
 
+async fn connect(url: &str) -> RedisStore {
+    RedisStore::connect(RedisStoreConfig {
+        timeout: Duration::from_secs(2),
+        ..RedisStoreConfig::new(url)
+    })
+    .await
+    .unwrap()
+}
+
 #[tokio::main]
 async fn main() {
     let args: Vec<String> = std::env::args().filter(|a| a != "--bench").collect();
-    let url = args.get(1).cloned().unwrap_or_else(|| "redis://127.0.0.1:6379".to_owned());
+    let url = args
+        .get(1)
+        .cloned()
+        .unwrap_or_else(|| "redis://127.0.0.1:6379".to_owned());
     let subjects: u64 = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(1000);
-    let churn: u64 = args.get(3).and_then(|a| a.parse().ok()).unwrap_or(1_000_000);
+    let churn: u64 = args
+        .get(3)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(1_000_000);
     flush(&url);
-    let store = RedisStore::connect(RedisStoreConfig {
-        urls: vec![url.clone()],
-        cluster: false,
-        key_prefix: "jitid".to_owned(),
-        wait_replicas: 0,
-        wait_timeout: Duration::from_millis(100),
-        timeout: Duration::from_secs(2),
-    })
-    .await
-    .unwrap();
+    let store = connect(&url).await;
     let ids: Vec<SpiffeId> = (0..subjects)
         .map(|n| SpiffeId::new(&format!("spiffe://example.org/ci/runner-{n}")).unwrap())
         .collect();
@@ -85,7 +97,13 @@ async fn main() {
     record(&store, &ids[0], 0, Duration::from_secs(600)).await;
     let before = used_memory(&url);
     for n in 0..live {
-        record(&store, &ids[(n % subjects) as usize], n, Duration::from_secs(600)).await;
+        record(
+            &store,
+            &ids[(n % subjects) as usize],
+            n,
+            Duration::from_secs(600),
+        )
+        .await;
     }
     let after = used_memory(&url);
     println!(
@@ -95,16 +113,7 @@ async fn main() {
 
     // A million grants that live 2 s each: memory must stay flat.
     flush(&url);
-    let store = RedisStore::connect(RedisStoreConfig {
-        urls: vec![url.clone()],
-        cluster: false,
-        key_prefix: "jitid".to_owned(),
-        wait_replicas: 0,
-        wait_timeout: Duration::from_millis(100),
-        timeout: Duration::from_secs(2),
-    })
-    .await
-    .unwrap();
+    let store = connect(&url).await;
     let started = Instant::now();
     let concurrency = 32;
     let per_task = churn / concurrency;
@@ -140,5 +149,8 @@ async fn main() {
         used_memory(&url)
     );
     tokio::time::sleep(Duration::from_secs(3)).await;
-    println!("3 s later (all expired): used_memory {} bytes", used_memory(&url));
+    println!(
+        "3 s later (all expired): used_memory {} bytes",
+        used_memory(&url)
+    );
 }

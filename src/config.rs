@@ -154,6 +154,9 @@ struct RawRedis {
     wait_replicas: u64,
     wait_timeout: Option<String>,
     timeout: Option<String>,
+    ca_file: Option<PathBuf>,
+    cert_file: Option<PathBuf>,
+    key_file: Option<PathBuf>,
 }
 
 #[derive(Deserialize)]
@@ -303,7 +306,7 @@ impl Config {
                     "store = \"redis\" needs a [redis] table with url".to_owned(),
                 ));
             }
-            ("redis", Some(redis)) => StoreConfig::Redis(redis_config(redis, &invalid)?),
+            ("redis", Some(redis)) => StoreConfig::Redis(redis_config(redis, base, &invalid)?),
             (other, _) => {
                 return Err(invalid(
                     "store",
@@ -328,6 +331,7 @@ impl Config {
 
 fn redis_config(
     raw: RawRedis,
+    base: &Path,
     invalid: &dyn Fn(&str, String) -> ConfigError,
 ) -> Result<RedisStoreConfig, ConfigError> {
     let urls = match (raw.url, raw.urls) {
@@ -378,6 +382,17 @@ fn redis_config(
             Duration::from_millis(100),
         )?,
         timeout: duration("redis.timeout", raw.timeout, Duration::from_millis(500))?,
+        ca_file: raw.ca_file.map(|path| base.join(path)),
+        client_identity: match (raw.cert_file, raw.key_file) {
+            (Some(cert), Some(key)) => Some((base.join(cert), base.join(key))),
+            (None, None) => None,
+            _ => {
+                return Err(invalid(
+                    "redis.cert_file",
+                    "cert_file and key_file go together".to_owned(),
+                ));
+            }
+        },
     })
 }
 

@@ -479,14 +479,7 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
         config.listen = listen;
     }
     if let Some(url) = &args.redis {
-        config.store = StoreConfig::Redis(RedisStoreConfig {
-            urls: vec![url.clone()],
-            cluster: false,
-            key_prefix: "jitid".to_owned(),
-            wait_replicas: 0,
-            wait_timeout: Duration::from_millis(100),
-            timeout: Duration::from_millis(500),
-        });
+        config.store = StoreConfig::Redis(RedisStoreConfig::new(url));
     }
     let store_name = match &config.store {
         StoreConfig::Memory => "in-memory store",

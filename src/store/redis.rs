@@ -19,6 +19,7 @@
 //! they were minted under, and a lost dataset starts a new one.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
@@ -34,6 +35,7 @@ use super::{
 use crate::grant::{
     Action, Credential, CredentialId, Epoch, Grant, GrantId, GrantState, Shard, TaskId,
 };
+use crate::keyfile;
 use crate::spiffe_id::SpiffeId;
 
 /// How to reach Redis.
@@ -53,6 +55,12 @@ pub struct RedisStoreConfig {
     pub wait_timeout: Duration,
     /// Timeout of each command and connection attempt.
     pub timeout: Duration,
+    /// For `rediss://`: PEM CA certificate(s) to trust instead of the
+    /// system roots.
+    pub ca_file: Option<PathBuf>,
+    /// For `rediss://` with client authentication: PEM certificate and
+    /// private key (the key must not be readable by group or others).
+    pub client_identity: Option<(PathBuf, PathBuf)>,
 }
 
 /// A [`GrantStore`] on Redis.
@@ -143,6 +151,25 @@ const LIVENESS: &str = r"
 return {redis.call('GET', KEYS[1]) or '', redis.call('GET', KEYS[2]) or ''}
 ";
 
+// === impl RedisStoreConfig ===
+
+impl RedisStoreConfig {
+    /// A standalone Redis at `url` with the defaults: prefix `jitid`, no
+    /// `WAIT`, 500 ms timeouts, system TLS roots.
+    pub fn new(url: &str) -> Self {
+        Self {
+            urls: vec![url.to_owned()],
+            cluster: false,
+            key_prefix: "jitid".to_owned(),
+            wait_replicas: 0,
+            wait_timeout: Duration::from_millis(100),
+            timeout: Duration::from_millis(500),
+            ca_file: None,
+            client_identity: None,
+        }
+    }
+}
+
 // === impl RedisStore ===
 
 impl RedisStore {
@@ -153,15 +180,17 @@ impl RedisStore {
             return Err(unavailable_msg("no Redis URL configured"));
         }
         let connection = if config.cluster {
-            let client = redis::cluster::ClusterClient::builder(config.urls.clone())
+            let mut builder = redis::cluster::ClusterClient::builder(config.urls.clone())
                 .connection_timeout(config.timeout)
                 .response_timeout(config.timeout)
-                .retries(1)
-                .build()
-                .map_err(unavailable)?;
+                .retries(1);
+            if let Some(certificates) = tls_certificates(&config)? {
+                builder = builder.certs(certificates);
+            }
+            let client = builder.build().map_err(unavailable)?;
             RedisConnection::Cluster(client.get_async_connection().await.map_err(unavailable)?)
         } else {
-            let client = redis::Client::open(config.urls[0].as_str()).map_err(unavailable)?;
+            let client = standalone_client(&config)?;
             let manager_config = ConnectionManagerConfig::new()
                 .set_connection_timeout(Some(config.timeout))
                 .set_response_timeout(Some(config.timeout))
@@ -585,14 +614,16 @@ impl GrantStore for RedisStore {
     async fn revocation_feed(&self) -> Result<Box<dyn RevocationFeed>, StoreError> {
         let response_timeout = Some(MAX_FEED_WAIT + self.config.timeout);
         let connection = if self.config.cluster {
-            let client = redis::cluster::ClusterClient::builder(self.config.urls.clone())
+            let mut builder = redis::cluster::ClusterClient::builder(self.config.urls.clone())
                 .connection_timeout(self.config.timeout)
-                .response_timeout(MAX_FEED_WAIT + self.config.timeout)
-                .build()
-                .map_err(unavailable)?;
+                .response_timeout(MAX_FEED_WAIT + self.config.timeout);
+            if let Some(certificates) = tls_certificates(&self.config)? {
+                builder = builder.certs(certificates);
+            }
+            let client = builder.build().map_err(unavailable)?;
             RedisConnection::Cluster(client.get_async_connection().await.map_err(unavailable)?)
         } else {
-            let client = redis::Client::open(self.config.urls[0].as_str()).map_err(unavailable)?;
+            let client = standalone_client(&self.config)?;
             let config = redis::AsyncConnectionConfig::new()
                 .set_connection_timeout(Some(self.config.timeout))
                 .set_response_timeout(response_timeout);
@@ -679,6 +710,42 @@ impl RedisStore {
         ids.sort();
         Ok(ids)
     }
+}
+
+/// A client for the first URL, with the configured TLS material.
+fn standalone_client(config: &RedisStoreConfig) -> Result<redis::Client, StoreError> {
+    let url = config.urls[0].as_str();
+    match tls_certificates(config)? {
+        Some(certificates) => redis::Client::build_with_tls(url, certificates).map_err(unavailable),
+        None => redis::Client::open(url).map_err(unavailable),
+    }
+}
+
+/// The CA and client identity for `rediss://`, when configured.
+fn tls_certificates(
+    config: &RedisStoreConfig,
+) -> Result<Option<redis::TlsCertificates>, StoreError> {
+    if config.ca_file.is_none() && config.client_identity.is_none() {
+        return Ok(None);
+    }
+    let read = |path: &PathBuf| {
+        std::fs::read(path)
+            .map_err(|error| unavailable_msg(&format!("{}: {error}", path.display())))
+    };
+    let root_cert = config.ca_file.as_ref().map(read).transpose()?;
+    let client_tls = match &config.client_identity {
+        Some((cert, key)) => Some(redis::ClientTlsConfig {
+            client_cert: read(cert)?,
+            client_key: keyfile::read_private(key)
+                .map_err(|error| unavailable_msg(&error.to_string()))?
+                .into_bytes(),
+        }),
+        None => None,
+    };
+    Ok(Some(redis::TlsCertificates {
+        client_tls,
+        root_cert,
+    }))
 }
 
 // === impl RedisConnection ===

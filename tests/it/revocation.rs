@@ -34,16 +34,9 @@ fn code(error: &ClientError) -> tonic::Code {
 
 async fn redis_store(redis: &RedisServer) -> Arc<RedisStore> {
     Arc::new(
-        RedisStore::connect(RedisStoreConfig {
-            urls: vec![redis.url()],
-            cluster: false,
-            key_prefix: "jitid".to_owned(),
-            wait_replicas: 0,
-            wait_timeout: Duration::from_millis(100),
-            timeout: Duration::from_millis(500),
-        })
-        .await
-        .unwrap(),
+        RedisStore::connect(RedisStoreConfig::new(&redis.url()))
+            .await
+            .unwrap(),
     )
 }
 
@@ -588,12 +581,9 @@ async fn wait_until(mut condition: impl FnMut() -> bool) {
 async fn a_revocation_is_not_acknowledged_until_replicas_have_it() {
     let redis = RedisServer::start();
     let strict = RedisStore::connect(RedisStoreConfig {
-        urls: vec![redis.url()],
-        cluster: false,
-        key_prefix: "jitid".to_owned(),
         wait_replicas: 1,
         wait_timeout: Duration::from_millis(50),
-        timeout: Duration::from_millis(500),
+        ..RedisStoreConfig::new(&redis.url())
     })
     .await
     .unwrap();

@@ -23,10 +23,7 @@ fn redis_config(urls: Vec<String>, cluster: bool) -> RedisStoreConfig {
     RedisStoreConfig {
         urls,
         cluster,
-        key_prefix: "jitid".to_owned(),
-        wait_replicas: 0,
-        wait_timeout: Duration::from_millis(100),
-        timeout: Duration::from_millis(500),
+        ..RedisStoreConfig::new("")
     }
 }
 
@@ -582,4 +579,96 @@ async fn redis_outage_fails_closed_and_recovers_with_a_new_epoch() {
         liveness(&store, &fresh, &fresh_credential).await,
         Liveness::Live(_)
     ));
+}
+
+/// `rediss://` with a private CA and client certificates: the whole suite
+/// over mutual TLS.
+#[tokio::test]
+async fn redis_over_mutual_tls_conforms() {
+    use jitid::ca::{self, Authority, InitOptions, LeafRequest};
+    use jitid::spiffe_id::TrustDomain;
+
+    let dir = tempfile::tempdir().unwrap();
+    let now = SystemTime::now();
+    let trust_domain = TrustDomain::new("example.org").unwrap();
+    let paths = ca::init(
+        &dir.path().join("ca"),
+        &trust_domain,
+        now,
+        &InitOptions {
+            root_ttl: Duration::from_secs(7200),
+            signing_ttl: Duration::from_secs(3600),
+        },
+    )
+    .unwrap();
+    let authority = Authority::load(&paths, &trust_domain, now).unwrap();
+    let write_identity = |name: &str, path: &str, ips: &[std::net::IpAddr]| {
+        let id = SpiffeId::new(&format!("spiffe://example.org{path}")).unwrap();
+        let issued = authority
+            .issue_identity(
+                LeafRequest {
+                    spiffe_id: &id,
+                    expires_at: now + Duration::from_secs(3600),
+                    dns_names: &[],
+                    ip_addresses: ips,
+                },
+                now,
+            )
+            .unwrap();
+        let cert = dir.path().join(format!("{name}.pem"));
+        let key = dir.path().join(format!("{name}.key"));
+        jitid::keyfile::write_new(&cert, issued.chain_pem().as_bytes(), 0o644).unwrap();
+        jitid::keyfile::write_new(&key, issued.key_pem().as_bytes(), 0o600).unwrap();
+        (cert, key)
+    };
+    let (server_cert, server_key) =
+        write_identity("redis", "/redis", &["127.0.0.1".parse().unwrap()]);
+    let (client_cert, client_key) = write_identity("jitid", "/jitid", &[]);
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut redis = std::process::Command::new(
+        std::env::var_os("JITID_TEST_REDIS_SERVER").unwrap_or_else(|| "redis-server".into()),
+    )
+    .args(["--port", "0", "--tls-port", &port.to_string(), "--bind", "127.0.0.1"])
+    .arg("--tls-cert-file").arg(&server_cert)
+    .arg("--tls-key-file").arg(&server_key)
+    .arg("--tls-ca-cert-file").arg(&paths.root_cert)
+    .args(["--tls-auth-clients", "yes", "--save", "", "--appendonly", "no"])
+    .arg("--dir").arg(dir.path())
+    .stdout(std::process::Stdio::null())
+    .spawn()
+    .expect("redis-server not found: install it with `apt-get install redis-server` (or run scripts/test)");
+
+    let config = RedisStoreConfig {
+        ca_file: Some(paths.root_cert.clone()),
+        client_identity: Some((client_cert, client_key)),
+        ..RedisStoreConfig::new(&format!("rediss://127.0.0.1:{port}"))
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let store = loop {
+        match RedisStore::connect(config.clone()).await {
+            Ok(store) => break store,
+            Err(error) => {
+                assert!(
+                    Instant::now() < deadline,
+                    "TLS redis never answered: {error}"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    conformance(&store).await;
+
+    // Without a client certificate the server refuses us.
+    let anonymous = RedisStoreConfig {
+        client_identity: None,
+        ..config
+    };
+    assert!(RedisStore::connect(anonymous).await.is_err());
+    let _ = redis.kill();
+    let _ = redis.wait();
 }
