@@ -17,7 +17,7 @@
 //! - [`server`]: gRPC over mTLS; the only module that sees tonic statuses
 //!   and peer certificates.
 //! - [`client`]: the library workloads embed.
-//! - [`bench`]: the load generator behind `jitid bench`.
+//! - [`mod@bench`]: the load generator behind `jitid bench`.
 //! - [`dev`]: the one-command development trust domain.
 //! - [`proto`]: generated protobuf and gRPC code.
 
