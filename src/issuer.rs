@@ -18,8 +18,8 @@ use crate::grant::{
 use crate::policy::{self, AccessRequest, Catalogue, Denial, IdPattern};
 use crate::spiffe_id::SpiffeId;
 use crate::store::{
-    EndTarget, Ending, GrantStore, Liveness, LivenessQuery, RevocationEvent, RevocationFeed,
-    StoreError,
+    CredentialRevocation, EndTarget, Ending, GrantStore, Liveness, LivenessQuery, RevocationEvent,
+    RevocationFeed, StoreError,
 };
 
 /// Most actions one request may name.
@@ -234,7 +234,11 @@ impl IssueError {
     pub fn is_unavailable(&self) -> bool {
         matches!(
             self,
-            Self::Store(StoreError::Unavailable(_) | StoreError::NotReplicated { .. })
+            Self::Store(
+                StoreError::Unavailable(_)
+                    | StoreError::NotReplicated { .. }
+                    | StoreError::EpochChanged(_)
+            )
         )
     }
 }
@@ -441,12 +445,16 @@ impl Issuer {
                 if !admin {
                     self.owned_grant(caller, grant_id).await?;
                 }
-                outcome.credential_revoked = self.store.revoke_credential(&id, &ending).await?;
-                if !outcome.credential_revoked {
-                    return Err(IssueError::NotFound(format!(
-                        "no live credential {}",
-                        id.value()
-                    )));
+                match self.store.revoke_credential(&id, &ending).await? {
+                    CredentialRevocation::Revoked => outcome.credential_revoked = true,
+                    // A retry: announce it again below.
+                    CredentialRevocation::AlreadyRevoked => {}
+                    CredentialRevocation::NotFound => {
+                        return Err(IssueError::NotFound(format!(
+                            "no live credential {}",
+                            id.value()
+                        )));
+                    }
                 }
             }
             RevokeTarget::Grant(text) => {
@@ -502,16 +510,45 @@ impl Issuer {
             task: None,
             reason: ending.reason.clone(),
         };
+        // A repeated revocation announces its whole target again, so an
+        // event lost to an earlier failure (after the store write) is sent
+        // after all.
         match target {
-            // A repeated revocation re-announces its target, so a stream
-            // event lost to an earlier failure is sent after all.
             RevokeTarget::Grant(text) => event.grants = vec![parse_grant_id(text)?],
             RevokeTarget::Credential(text) => event.credential = CredentialId::parse(text),
-            RevokeTarget::Task(text) if outcome.task_revoked => event.task = TaskId::new(text).ok(),
-            _ => {}
+            RevokeTarget::Task(text) => {
+                let task = TaskId::new(text).ok();
+                event.grants = self.ended_grants(&caller.spiffe_id, task.as_ref()).await?;
+                if outcome.task_revoked {
+                    event.task = task;
+                }
+            }
+            RevokeTarget::Subject(text) => {
+                if let Ok(subject) = SpiffeId::new(text) {
+                    event.grants = self.ended_grants(&subject, None).await?;
+                }
+            }
         }
         self.announce(&event).await?;
         Ok(outcome)
+    }
+
+    /// The unexpired grants of `subject` (of `task`, if given) that have
+    /// ended.
+    async fn ended_grants(
+        &self,
+        subject: &SpiffeId,
+        task: Option<&TaskId>,
+    ) -> Result<Vec<GrantId>, IssueError> {
+        Ok(self
+            .store
+            .grants_of(subject)
+            .await?
+            .into_iter()
+            .filter(|grant| grant.state != GrantState::Active)
+            .filter(|grant| task.is_none_or(|task| &grant.task_id == task))
+            .map(|grant| grant.id)
+            .collect())
     }
 
     /// Puts a revocation on the stream that relying parties follow. The
@@ -527,10 +564,9 @@ impl Issuer {
         Ok(())
     }
 
-    /// A reader of the revocation stream, and the store's current epoch.
-    pub async fn revocation_feed(&self) -> Result<(Box<dyn RevocationFeed>, Epoch), IssueError> {
-        let feed = self.store.revocation_feed().await?;
-        Ok((feed, self.store.current_epoch().await?))
+    /// A reader of the revocation stream.
+    pub async fn revocation_feed(&self) -> Result<Box<dyn RevocationFeed>, IssueError> {
+        Ok(self.store.revocation_feed().await?)
     }
 
     /// The store's epoch, read afresh.
@@ -549,16 +585,17 @@ impl Issuer {
             reason: format!("completed by {}", caller.spiffe_id),
             at: self.clock.now(),
         };
-        let ended = match target {
+        let (ended, announced) = match target {
             CompleteTarget::Grant(text) => {
                 let grant_id = parse_grant_id(text)?;
                 self.owned_grant(caller, grant_id).await?;
-                self.store.end(EndTarget::Grant(grant_id), &ending).await?;
-                vec![grant_id]
+                let ended = self.store.end(EndTarget::Grant(grant_id), &ending).await?;
+                (ended, vec![grant_id])
             }
             CompleteTarget::Task(text) => {
                 let task = TaskId::new(text).map_err(|error| name_error("task_id", text, error))?;
-                self.store
+                let ended = self
+                    .store
                     .end(
                         EndTarget::Task {
                             subject: &caller.spiffe_id,
@@ -566,13 +603,18 @@ impl Issuer {
                         },
                         &ending,
                     )
-                    .await?
+                    .await?;
+                (
+                    ended,
+                    self.ended_grants(&caller.spiffe_id, Some(&task)).await?,
+                )
             }
         };
+        // As with revocations, a retry announces everything ended again.
         self.announce(&RevocationEvent {
             epoch: self.store.epoch().await?,
             at: ending.at,
-            grants: ended.clone(),
+            grants: announced,
             credential: None,
             task: None,
             reason: ending.reason.clone(),

@@ -111,7 +111,23 @@ impl Authority {
             Ok(_) => Ok(presented),
             Err(rustls::Error::InvalidCertificate(
                 CertificateError::Expired | CertificateError::ExpiredContext { .. },
-            )) => Err(PresentedError::Expired(Box::new(presented))),
+            )) => {
+                // webpki checks dates before signatures: only call it
+                // EXPIRED if the chain verifies at a time it was valid.
+                let while_valid = UnixTime::since_unix_epoch(
+                    presented
+                        .expires_at
+                        .duration_since(SystemTime::UNIX_EPOCH)
+                        .unwrap_or(Duration::ZERO)
+                        .saturating_sub(Duration::from_secs(1)),
+                );
+                match verifier.verify_client_cert(leaf, intermediates, while_valid) {
+                    Ok(_) => Err(PresentedError::Expired(Box::new(presented))),
+                    Err(error) => Err(PresentedError::Invalid(format!(
+                        "chain does not verify: {error}"
+                    ))),
+                }
+            }
             Err(error) => Err(PresentedError::Invalid(format!(
                 "chain does not verify: {error}"
             ))),

@@ -21,7 +21,7 @@
 mod revocation;
 mod tls;
 
-pub use revocation::{CredentialClaims, RevocationCache};
+pub use revocation::{CacheError, CredentialClaims, DEFAULT_MAX_STALENESS, RevocationCache};
 
 use std::fmt;
 use std::path::Path;

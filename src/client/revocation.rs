@@ -2,6 +2,10 @@
 //! a presented credential in memory, with no round trip, and keeps itself
 //! current across disconnects by resuming from its cursor.
 //!
+//! The cache fails closed: until it has caught up with the stream, or when
+//! it has not heard from the issuer for a while, it answers with an error
+//! instead of "not revoked".
+//!
 //! ```no_run
 //! # async fn run(client: jitid::client::Client, leaf_der: &[u8]) {
 //! use jitid::client::RevocationCache;
@@ -14,12 +18,31 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use tokio::task::JoinHandle;
 
 use super::Client;
 use crate::extension::{ExtensionError, GrantExtension};
+
+/// How long the cache trusts itself without a heartbeat (three heartbeat
+/// intervals).
+pub const DEFAULT_MAX_STALENESS: Duration = Duration::from_secs(15);
+
+/// Why the cache cannot answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CacheError {
+    /// It has not caught up with the revocation stream yet.
+    #[error("revocation cache has not caught up with the issuer yet")]
+    NotSynced,
+    /// It has not heard from the issuer for longer than its limit.
+    #[error("revocation cache is stale: no heartbeat for {0:?}")]
+    Stale(Duration),
+    /// The certificate carries no readable grant extension.
+    #[error(transparent)]
+    Extension(#[from] ExtensionError),
+}
 use crate::proto::v1 as pb;
 
 /// What a credential says about itself, as a relying party reads it from
@@ -48,6 +71,9 @@ struct State {
     /// Entries are kept this long after the event: the longest a
     /// credential can live.
     keep_for: Duration,
+    max_staleness: Duration,
+    /// When the last heartbeat arrived: the stream had nothing more.
+    caught_up_at: Option<Instant>,
     epoch: Option<String>,
     cursor: Option<String>,
     grants: HashMap<String, SystemTime>,
@@ -65,6 +91,8 @@ impl RevocationCache {
         Self {
             inner: Arc::new(RwLock::new(State {
                 keep_for,
+                max_staleness: DEFAULT_MAX_STALENESS,
+                caught_up_at: None,
                 epoch: None,
                 cursor: None,
                 grants: HashMap::new(),
@@ -112,8 +140,14 @@ impl RevocationCache {
             .unwrap_or_else(SystemTime::now);
         let mut state = self.write();
         let until = at + state.keep_for;
-        if !event.epoch.is_empty() {
-            state.epoch = Some(event.epoch.clone());
+        // Heartbeats come when the stream has nothing more, carrying the
+        // epoch read afresh; events carry the epoch they were published
+        // under, which may be older, so only heartbeats set it.
+        if event.heartbeat {
+            state.caught_up_at = Some(Instant::now());
+            if !event.epoch.is_empty() {
+                state.epoch = Some(event.epoch.clone());
+            }
         }
         if !event.cursor.is_empty() {
             state.cursor = Some(event.cursor.clone());
@@ -136,23 +170,41 @@ impl RevocationCache {
         }
     }
 
+    /// How long the cache answers without a heartbeat before it reports
+    /// itself stale.
+    pub fn set_max_staleness(&self, max_staleness: Duration) {
+        self.write().max_staleness = max_staleness;
+    }
+
     /// Whether the credential is known to be revoked: its grant, itself or
     /// its task was revoked, or it was minted under another epoch than the
     /// issuer's current one. A credential the cache knows nothing about is
-    /// not revoked (check signature and expiry separately).
-    pub fn is_revoked(&self, claims: &CredentialClaims<'_>) -> bool {
+    /// not revoked (check signature and expiry separately). Fails when the
+    /// cache has not caught up, or has not heard from the issuer lately.
+    pub fn is_revoked(&self, claims: &CredentialClaims<'_>) -> Result<bool, CacheError> {
         let state = self.read();
-        state
+        let Some(caught_up_at) = state.caught_up_at else {
+            return Err(CacheError::NotSynced);
+        };
+        let silence = caught_up_at.elapsed();
+        if silence > state.max_staleness {
+            return Err(CacheError::Stale(silence));
+        }
+        let now = SystemTime::now();
+        let denied = |entries: &HashMap<String, SystemTime>, key: &str| {
+            entries.get(key).is_some_and(|until| *until > now)
+        };
+        Ok(state
             .epoch
             .as_deref()
             .is_some_and(|epoch| epoch != claims.epoch)
-            || state.grants.contains_key(claims.grant_id)
-            || state.credentials.contains_key(claims.credential_id)
-            || state.tasks.contains_key(claims.task_id)
+            || denied(&state.grants, claims.grant_id)
+            || denied(&state.credentials, claims.credential_id)
+            || denied(&state.tasks, claims.task_id))
     }
 
     /// [`Self::is_revoked`] for a DER X.509-SVID leaf.
-    pub fn is_certificate_revoked(&self, leaf_der: &[u8]) -> Result<bool, ExtensionError> {
+    pub fn is_certificate_revoked(&self, leaf_der: &[u8]) -> Result<bool, CacheError> {
         let extension = GrantExtension::from_certificate(leaf_der)?;
         let (_, cert) = x509_parser::parse_x509_certificate(leaf_der)
             .map_err(|_| ExtensionError::BadCertificate)?;
@@ -161,12 +213,12 @@ impl RevocationCache {
             .iter()
             .map(|b| format!("{b:02x}"))
             .collect();
-        Ok(self.is_revoked(&CredentialClaims {
+        self.is_revoked(&CredentialClaims {
             grant_id: &extension.grant_id,
             credential_id: &serial,
             task_id: &extension.task_id,
             epoch: &extension.epoch,
-        }))
+        })
     }
 
     /// The cursor of the last event applied.

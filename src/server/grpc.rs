@@ -6,6 +6,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use tokio::sync::{Semaphore, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
@@ -24,15 +25,25 @@ use crate::proto::v1::{
 use crate::store::StoreError;
 use rustls::pki_types::CertificateDer;
 
+/// Most revocation streams served at once; each holds a store connection.
+const MAX_WATCHERS: usize = 256;
+
 /// The gRPC face of an [`Issuer`].
 #[derive(Debug)]
 pub(crate) struct IssuerService {
     issuer: Arc<Issuer>,
+    /// Turns true when the server shuts down, so long streams end.
+    shutdown: watch::Receiver<bool>,
+    watchers: Arc<Semaphore>,
 }
 
 impl IssuerService {
-    pub(crate) fn new(issuer: Arc<Issuer>) -> Self {
-        Self { issuer }
+    pub(crate) fn new(issuer: Arc<Issuer>, shutdown: watch::Receiver<bool>) -> Self {
+        Self {
+            issuer,
+            shutdown,
+            watchers: Arc::new(Semaphore::new(MAX_WATCHERS)),
+        }
     }
 
     fn authenticate<T>(&self, request: &Request<T>) -> Result<Caller, Status> {
@@ -63,17 +74,30 @@ impl IssuerApi for IssuerService {
     ) -> Result<Response<Self::WatchRevocationsStream>, Status> {
         let caller = self.authenticate(&request);
         let cursor = request.into_inner().cursor;
-        let (mut feed, epoch) = traced(rpc_span("WatchRevocations", None), async {
+        let (mut feed, permit) = traced(rpc_span("WatchRevocations", None), async {
             record_caller(caller?);
-            if cursor.len() > 64 {
-                return Err(Status::invalid_argument("cursor: is longer than 64 bytes"));
+            let well_formed = cursor.len() <= 64
+                && cursor.split('-').count() <= 2
+                && cursor
+                    .split('-')
+                    .all(|part| !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit()));
+            if !cursor.is_empty() && !well_formed {
+                return Err(Status::invalid_argument(
+                    "cursor: not a cursor from this stream (digits, or digits-digits)",
+                ));
             }
-            self.issuer.revocation_feed().await.map_err(status)
+            let permit = self.watchers.clone().try_acquire_owned().map_err(|_| {
+                Status::resource_exhausted("too many revocation streams open; retry later")
+            })?;
+            let feed = self.issuer.revocation_feed().await.map_err(status)?;
+            Ok((feed, permit))
         })
         .await?;
+        let mut shutdown = self.shutdown.clone();
         let (events, receiver) = tokio::sync::mpsc::channel(64);
         let issuer = self.issuer.clone();
         tokio::spawn(async move {
+            let _permit = permit;
             let mut cursor = if cursor.is_empty() {
                 "0".to_owned()
             } else {
@@ -86,21 +110,29 @@ impl IssuerApi for IssuerService {
                 heartbeat: true,
                 ..Default::default()
             };
-            let mut epoch = epoch.to_string();
-            if events.send(Ok(heartbeat(&cursor, &epoch))).await.is_err() {
-                return;
-            }
+            // Replay what follows the cursor first; the first heartbeat
+            // then tells the receiver it has caught up.
+            let mut caught_up = false;
             loop {
-                let batch = tokio::select! {
-                    batch = feed.read(&cursor, HEARTBEAT) => batch,
-                    () = events.closed() => return,
+                let wait = if caught_up {
+                    HEARTBEAT
+                } else {
+                    Duration::from_millis(1)
                 };
+                let batch = tokio::select! {
+                    batch = feed.read(&cursor, wait) => batch,
+                    () = events.closed() => return,
+                    () = stopping(&mut shutdown) => return,
+                };
+                if matches!(&batch, Ok(batch) if batch.is_empty()) {
+                    caught_up = true;
+                }
                 match batch {
                     Ok(batch) if batch.is_empty() => {
                         // Heartbeats carry the epoch read afresh, so a
                         // relying party learns of a lost dataset.
-                        match issuer.current_epoch().await {
-                            Ok(current) => epoch = current.to_string(),
+                        let epoch = match issuer.current_epoch().await {
+                            Ok(current) => current.to_string(),
                             Err(error) => {
                                 tracing::warn!(%error, "revocation stream: epoch unavailable");
                                 let _ = events
@@ -110,7 +142,7 @@ impl IssuerApi for IssuerService {
                                     .await;
                                 return;
                             }
-                        }
+                        };
                         if events.send(Ok(heartbeat(&cursor, &epoch))).await.is_err() {
                             return;
                         }
@@ -118,10 +150,9 @@ impl IssuerApi for IssuerService {
                     Ok(batch) => {
                         for (next, event) in batch {
                             cursor = next;
-                            epoch = event.epoch.to_string();
                             let message = pb::RevocationEvent {
                                 cursor: cursor.clone(),
-                                epoch: epoch.clone(),
+                                epoch: event.epoch.to_string(),
                                 at: Some(proto_timestamp(event.at)),
                                 grant_ids: event.grants.iter().map(ToString::to_string).collect(),
                                 credential_id: event
@@ -444,6 +475,11 @@ fn grant_record(grant: &Grant, credentials: &[Credential]) -> pb::GrantRecord {
             })
             .collect(),
     }
+}
+
+/// Resolves once the server is shutting down.
+async fn stopping(shutdown: &mut watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|stop| *stop).await;
 }
 
 /// A span for one RPC; `caller` and `outcome` are recorded as they become

@@ -142,8 +142,14 @@ pub async fn serve(
         .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()?;
-    let issuer_service = IssuerServer::new(grpc::IssuerService::new(issuer))
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let issuer_service = IssuerServer::new(grpc::IssuerService::new(issuer, stopped))
         .max_decoding_message_size(settings.max_request_bytes);
+    // Streams end when shutdown starts, so draining does not wait on them.
+    let shutdown = async move {
+        shutdown.await;
+        let _ = stop.send(true);
+    };
 
     let result = tonic::transport::Server::builder()
         .add_service(health_service)

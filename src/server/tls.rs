@@ -29,6 +29,7 @@ use x509_parser::extensions::GeneralName;
 use crate::ca::{Authority, CaError, LeafRequest, asn1_time};
 use crate::clock::Clock;
 use crate::config::ServerIdentityConfig;
+use crate::extension::{ExtensionError, GrantExtension};
 use crate::issuer::Caller;
 use crate::spiffe_id::{SpiffeId, TrustDomain};
 
@@ -54,6 +55,12 @@ pub enum AttestationError {
     /// The certificate does not carry exactly one valid SPIFFE ID.
     #[error("client certificate must carry exactly one SPIFFE ID URI SAN, found {0}")]
     NotOneSpiffeId(String),
+    /// The certificate is a credential jitid issued for one task, not an
+    /// attestation identity.
+    #[error(
+        "client certificate is a jitid SVID (issued for grant {0}); authenticate with an attestation identity"
+    )]
+    IssuedCredential(String),
     /// The SPIFFE ID belongs to another trust domain.
     #[error("client certificate SPIFFE ID {id} is not in trust domain {trust_domain}")]
     ForeignTrustDomain {
@@ -159,6 +166,16 @@ impl Attestor {
 
         let (_, cert) = x509_parser::parse_x509_certificate(end_entity.as_ref())
             .map_err(|_| AttestationError::Invalid("malformed certificate".to_owned()))?;
+        // A task credential must not mint more credentials: revoking it
+        // would not stop its holder, and it would widen a narrow identity
+        // to everything its SPIFFE ID may request.
+        match GrantExtension::from_certificate(end_entity.as_ref()) {
+            Err(ExtensionError::Missing) => {}
+            Ok(extension) => return Err(AttestationError::IssuedCredential(extension.grant_id)),
+            Err(_) => {
+                return Err(AttestationError::IssuedCredential("unreadable".to_owned()));
+            }
+        }
         let uris: Vec<&str> = match cert.subject_alternative_name() {
             Ok(Some(san)) => san
                 .value

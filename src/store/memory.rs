@@ -12,8 +12,8 @@ use async_trait::async_trait;
 use tokio::sync::Notify;
 
 use super::{
-    EndTarget, Ending, GrantStore, Liveness, LivenessQuery, RevocationEvent, RevocationFeed,
-    StoreError, ended_ancestor,
+    CredentialRevocation, EndTarget, Ending, GrantStore, Liveness, LivenessQuery, RevocationEvent,
+    RevocationFeed, StoreError, ended_ancestor,
 };
 use crate::clock::{Clock, SystemClock};
 use crate::grant::{Credential, CredentialId, Epoch, Grant, GrantId, GrantState, TaskId};
@@ -46,8 +46,8 @@ struct State {
     grants: HashMap<GrantId, Entry>,
     /// Grants by expiry, soonest first, for pruning.
     expiries: BinaryHeap<Reverse<(SystemTime, GrantId)>>,
-    /// Revoked tasks: reason and until when the entry is kept.
-    revoked_tasks: HashMap<TaskId, (String, SystemTime)>,
+    /// Revoked tasks: reason, when, and until when the entry is kept.
+    revoked_tasks: HashMap<TaskId, (String, SystemTime, SystemTime)>,
 }
 
 #[derive(Debug)]
@@ -191,23 +191,25 @@ impl GrantStore for MemoryStore {
         &self,
         id: &CredentialId,
         _ending: &Ending,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<CredentialRevocation, StoreError> {
         let now = self.clock.now();
         let Some(grant_id) = id.grant_id() else {
-            return Ok(false);
+            return Ok(CredentialRevocation::NotFound);
         };
         let mut state = self.lock();
-        let Some(entry) = state.grants.get_mut(&grant_id) else {
-            return Ok(false);
-        };
-        let mut found = false;
-        for credential in &mut entry.credentials {
-            if &credential.id == id && credential.expires_at > now && !credential.revoked {
+        let credential = state
+            .grants
+            .get_mut(&grant_id)
+            .and_then(|entry| entry.credentials.iter_mut().find(|c| &c.id == id))
+            .filter(|credential| credential.expires_at > now);
+        Ok(match credential {
+            None => CredentialRevocation::NotFound,
+            Some(credential) if credential.revoked => CredentialRevocation::AlreadyRevoked,
+            Some(credential) => {
                 credential.revoked = true;
-                found = true;
+                CredentialRevocation::Revoked
             }
-        }
-        Ok(found)
+        })
     }
 
     async fn revoke_task(
@@ -219,7 +221,7 @@ impl GrantStore for MemoryStore {
         let until = self.clock.now() + keep_for;
         self.lock()
             .revoked_tasks
-            .insert(task.clone(), (ending.reason.clone(), until));
+            .insert(task.clone(), (ending.reason.clone(), ending.at, until));
         Ok(())
     }
 
@@ -230,13 +232,6 @@ impl GrantStore for MemoryStore {
         let now = self.clock.now();
         let grant = {
             let state = self.lock();
-            if let Some((reason, until)) = state.revoked_tasks.get(query.task)
-                && *until > now
-            {
-                return Ok(Liveness::TaskRevoked {
-                    reason: reason.clone(),
-                });
-            }
             let Some(grant_id) = query.credential.grant_id() else {
                 return Ok(Liveness::NotFound);
             };
@@ -254,6 +249,15 @@ impl GrantStore for MemoryStore {
             else {
                 return Ok(Liveness::NotFound);
             };
+            // A task revocation ends what was granted before it.
+            if let Some((reason, at, until)) = state.revoked_tasks.get(query.task)
+                && *until > now
+                && entry.grant.created_at <= *at
+            {
+                return Ok(Liveness::TaskRevoked {
+                    reason: reason.clone(),
+                });
+            }
             if entry.grant.state != GrantState::Active {
                 return Ok(Liveness::GrantEnded(entry.grant.clone()));
             }
@@ -274,22 +278,25 @@ impl GrantStore for MemoryStore {
         keep_for: Duration,
     ) -> Result<String, StoreError> {
         let now = self.clock.now();
-        let sequence = self
-            .stream
-            .next
-            .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
-            + 1;
-        {
+        let sequence = {
             let mut events = self
                 .stream
                 .events
                 .lock()
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
+            // Numbered under the lock, so readers never see a later event
+            // before an earlier one.
+            let sequence = self
+                .stream
+                .next
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+                + 1;
             while events.front().is_some_and(|(_, _, until)| *until <= now) {
                 events.pop_front();
             }
             events.push_back((sequence, event.clone(), now + keep_for));
-        }
+            sequence
+        };
         self.stream.appended.notify_waiters();
         Ok(sequence.to_string())
     }
@@ -308,7 +315,13 @@ impl RevocationFeed for Feed {
         cursor: &str,
         wait: Duration,
     ) -> Result<Vec<(String, RevocationEvent)>, StoreError> {
-        let after: u64 = cursor.parse().unwrap_or(0);
+        let mut after: u64 = cursor.parse().unwrap_or(0);
+        // A cursor from before a restart (this store numbers from 1 again)
+        // is ahead of everything: replay from the start instead of
+        // skipping what is new.
+        if after > self.stream.next.load(std::sync::atomic::Ordering::SeqCst) {
+            after = 0;
+        }
         let deadline = tokio::time::Instant::now() + wait;
         loop {
             // Register for a wake-up before looking, so an append between
@@ -345,6 +358,6 @@ impl State {
                 self.grants.remove(&id);
             }
         }
-        self.revoked_tasks.retain(|_, (_, until)| *until > now);
+        self.revoked_tasks.retain(|_, (_, _, until)| *until > now);
     }
 }

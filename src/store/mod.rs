@@ -92,6 +92,17 @@ pub enum EndTarget<'a> {
     Subject(&'a SpiffeId),
 }
 
+/// What revoking one credential found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CredentialRevocation {
+    /// It was live and is revoked now.
+    Revoked,
+    /// It was revoked before (a retry).
+    AlreadyRevoked,
+    /// No unexpired record of it.
+    NotFound,
+}
+
 /// What a credential presented to a relying party says about itself.
 #[derive(Debug, Clone, Copy)]
 pub struct LivenessQuery<'a> {
@@ -186,12 +197,12 @@ pub trait GrantStore: Send + Sync + std::fmt::Debug + 'static {
     async fn end(&self, target: EndTarget<'_>, ending: &Ending)
     -> Result<Vec<GrantId>, StoreError>;
 
-    /// Revokes one credential; returns whether a live record was found.
+    /// Revokes one credential.
     async fn revoke_credential(
         &self,
         id: &CredentialId,
         ending: &Ending,
-    ) -> Result<bool, StoreError>;
+    ) -> Result<CredentialRevocation, StoreError>;
 
     /// Revokes every credential of `task`, whoever holds it, for `keep_for`
     /// (the longest any credential can live).

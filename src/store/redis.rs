@@ -10,7 +10,7 @@
 //! | `jitid:{s}:ep` | string | the epoch, copied into the shard's slot | never |
 //! | `jitid:{s}:g:<grant id hex>` | string | the grant and its credentials, packed (`encode_grant`) | with the grant |
 //! | `jitid:{s}:s:<subject>` | sorted set | the subject's grant ids (hex) by expiry | with its last grant |
-//! | `jitid:{t:<task>}:revoked` | string | why the task was revoked | after the longest TTL |
+//! | `jitid:{t:<task>}:revoked` | string | when (ms) and why the task was revoked: it ends grants created before | after the longest TTL |
 //! | `jitid:revocations` | stream | revocation events; the entry id is the cursor | trimmed to the longest TTL |
 //!
 //! Every write is one Lua script on one slot, so it is atomic and takes one
@@ -29,8 +29,8 @@ use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, Pipeline, RedisError, RedisFuture, Script, Value};
 
 use super::{
-    EndTarget, Ending, GrantStore, Liveness, LivenessQuery, RevocationEvent, RevocationFeed,
-    StoreError, ended_ancestor,
+    CredentialRevocation, EndTarget, Ending, GrantStore, Liveness, LivenessQuery, RevocationEvent,
+    RevocationFeed, StoreError, ended_ancestor,
 };
 use crate::grant::{
     Action, Credential, CredentialId, Epoch, Grant, GrantId, GrantState, Shard, TaskId,
@@ -141,7 +141,8 @@ if not record then return 0 end
 local _, last = string.find(record, ARGV[1], 1, true)
 if not last then return 0 end
 local expiry, flag = string.match(record, '^(%d+)(:?r?)', last + 1)
-if not expiry or flag == ':r' or tonumber(expiry) <= tonumber(ARGV[2]) then return 0 end
+if not expiry or tonumber(expiry) <= tonumber(ARGV[2]) then return 0 end
+if flag == ':r' then return 2 end
 local at = last + string.len(expiry)
 redis.call('SET', KEYS[1], string.sub(record, 1, at) .. ':r' .. string.sub(record, at + 1), 'KEEPTTL')
 return 1
@@ -493,9 +494,9 @@ impl GrantStore for RedisStore {
         &self,
         id: &CredentialId,
         _ending: &Ending,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<CredentialRevocation, StoreError> {
         let Some(grant_id) = id.grant_id() else {
-            return Ok(false);
+            return Ok(CredentialRevocation::NotFound);
         };
         let mut connection = self.connection.clone();
         let changed: u32 = self
@@ -508,7 +509,11 @@ impl GrantStore for RedisStore {
             .await
             .map_err(unavailable)?;
         self.replicate().await?;
-        Ok(changed == 1)
+        Ok(match changed {
+            1 => CredentialRevocation::Revoked,
+            2 => CredentialRevocation::AlreadyRevoked,
+            _ => CredentialRevocation::NotFound,
+        })
     }
 
     async fn revoke_task(
@@ -520,7 +525,11 @@ impl GrantStore for RedisStore {
         let mut connection = self.connection.clone();
         let () = redis::cmd("SET")
             .arg(self.task_key(task))
-            .arg(free_text(&ending.reason))
+            .arg(format!(
+                "{}|{}",
+                millis(ending.at),
+                free_text(&ending.reason)
+            ))
             .arg("PX")
             .arg(
                 u64::try_from(keep_for.as_millis())
@@ -552,9 +561,7 @@ impl GrantStore for RedisStore {
         // Two slots, read concurrently: one round trip of latency.
         let (shard, task) = tokio::join!(shard_read, task_read);
         let (marker, record) = shard.map_err(unavailable)?;
-        if let Some(reason) = task.map_err(unavailable)? {
-            return Ok(Liveness::TaskRevoked { reason });
-        }
+        let task_revoked = task.map_err(unavailable)?;
         if marker.is_empty() || marker != query.epoch.as_str() {
             return Ok(Liveness::EpochReset);
         }
@@ -571,6 +578,18 @@ impl GrantStore for RedisStore {
         else {
             return Ok(Liveness::NotFound);
         };
+        // A task revocation ends what was granted before it.
+        if let Some((at, reason)) = task_revoked
+            .as_deref()
+            .and_then(|value| value.split_once('|'))
+            && at
+                .parse::<u128>()
+                .is_ok_and(|at| millis(grant.created_at) as u128 <= at)
+        {
+            return Ok(Liveness::TaskRevoked {
+                reason: reason.to_owned(),
+            });
+        }
         if grant.state != GrantState::Active {
             return Ok(Liveness::GrantEnded(grant));
         }

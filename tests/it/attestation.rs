@@ -145,3 +145,33 @@ async fn client_verifies_the_server() {
     .unwrap_err();
     assert!(matches!(error, ClientError::Connect { .. }), "{error}");
 }
+
+#[tokio::test]
+async fn an_issued_svid_is_not_an_attestation_identity() {
+    let env = TestEnv::start().await;
+    let runner = env.client_for(CI_RUNNER).await;
+    let svid = runner
+        .fetch_x509_svid(&SvidRequest::entitlement("ci-publish"))
+        .await
+        .unwrap();
+    // The SVID chains to the same root as attestation identities, but it
+    // is a credential for one task: it may not mint more.
+    let identity = jitid::client::ClientIdentity::new(
+        svid.chain.clone(),
+        rustls::pki_types::PrivateKeyDer::Pkcs8(svid.key_pkcs8.clone().into()),
+    );
+    let holder = env.client_with(Some(identity)).await;
+    let error = holder
+        .fetch_x509_svid(&SvidRequest::entitlement("ci-publish"))
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), Some(tonic::Code::Unauthenticated));
+    assert!(
+        error.to_string().contains(&format!(
+            "is a jitid SVID (issued for grant {})",
+            svid.grant.grant_id
+        )),
+        "{error}"
+    );
+    assert_eq!(env.grants(), 1, "only the first grant");
+}

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use jitid::client::{Client, ClientError, RevocationCache, SvidRequest, X509Svid};
+use jitid::client::{CacheError, Client, ClientError, RevocationCache, SvidRequest, X509Svid};
 use jitid::proto::v1::{
     self as pb, complete_task_request::Target as Complete, revoke_request::Target,
 };
@@ -508,12 +508,18 @@ async fn the_revocation_stream_feeds_a_local_cache_and_resumes() {
     assert!(event.reason.ends_with(": done"), "{}", event.reason);
     drop(stream);
 
+    // A cache fails closed until it has caught up with the stream.
+    let unsynced = RevocationCache::new(Duration::from_secs(3600));
+    assert_eq!(
+        unsynced.is_certificate_revoked(second.chain[0].as_ref()),
+        Err(CacheError::NotSynced)
+    );
     // A cache that follows the stream sees the next revocation quickly.
     let (cache, task) = RevocationCache::follow(relying_party.clone(), Duration::from_secs(3600));
     wait_until(|| {
         cache
             .is_certificate_revoked(first.chain[0].as_ref())
-            .unwrap()
+            .unwrap_or(false)
     })
     .await;
     assert!(
@@ -528,7 +534,7 @@ async fn the_revocation_stream_feeds_a_local_cache_and_resumes() {
     wait_until(|| {
         cache
             .is_certificate_revoked(second.chain[0].as_ref())
-            .unwrap()
+            .unwrap_or(false)
     })
     .await;
 
@@ -558,7 +564,7 @@ async fn the_revocation_stream_feeds_a_local_cache_and_resumes() {
     wait_until(|| {
         cache
             .is_certificate_revoked(third.chain[0].as_ref())
-            .unwrap()
+            .unwrap_or(false)
     })
     .await;
     assert!(
@@ -567,6 +573,13 @@ async fn the_revocation_stream_feeds_a_local_cache_and_resumes() {
             .unwrap(),
         "replayed from the start"
     );
+    // Without heartbeats it stops answering rather than answer stale.
+    cache.set_max_staleness(Duration::from_millis(1));
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    assert!(matches!(
+        cache.is_certificate_revoked(third.chain[0].as_ref()),
+        Err(CacheError::Stale(_))
+    ));
 }
 
 async fn wait_until(mut condition: impl FnMut() -> bool) {
@@ -604,5 +617,55 @@ async fn a_revocation_is_not_acknowledged_until_replicas_have_it() {
             .to_string()
             .contains("revocation acknowledged by 0 of 1 replicas; not acknowledged, retry"),
         "{error}"
+    );
+}
+
+#[tokio::test]
+async fn revocation_streams_end_at_shutdown_and_refuse_bad_cursors() {
+    let env = TestEnv::start().await;
+    let client = env.client_for(AGENT).await;
+    let error = client.watch_revocations("12-ab").await.unwrap_err();
+    assert_eq!(code(&error), tonic::Code::InvalidArgument, "{error}");
+    let mut stream = client.watch_revocations("").await.unwrap();
+    assert!(stream.message().await.unwrap().unwrap().heartbeat);
+    drop(env);
+    let ended = tokio::time::timeout(Duration::from_secs(3), async {
+        while let Ok(Some(_)) = stream.message().await {}
+    })
+    .await;
+    assert!(ended.is_ok(), "the stream outlived the server's shutdown");
+}
+
+#[tokio::test]
+async fn a_forged_expired_certificate_is_invalid_not_expired() {
+    let env = TestEnv::start().await;
+    let client = env.client_for(AGENT).await;
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::default();
+    params.subject_alt_names = vec![rcgen::SanType::URI(CI_RUNNER.try_into().unwrap())];
+    let extension = jitid::ca::GrantExtension {
+        grant_id: "00000000-0000-4000-8000-000000000000".to_owned(),
+        task_id: "t".to_owned(),
+        entitlement: "ci-publish".to_owned(),
+        actions: vec!["publish:artifacts".to_owned()],
+        epoch: "e".to_owned(),
+    };
+    params.custom_extensions = vec![rcgen::CustomExtension::from_oid_content(
+        jitid::ca::GRANT_EXTENSION_OID,
+        extension.to_der(),
+    )];
+    params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+    params.not_after = rcgen::date_time_ymd(2021, 1, 1);
+    let forged = params.self_signed(&key).unwrap();
+    let response = client.verify_x509(&[forged.der().clone()]).await.unwrap();
+    assert_eq!(
+        status_of(&response),
+        pb::VerifyStatus::Invalid,
+        "{}",
+        response.reason
+    );
+    assert!(
+        response.spiffe_id.is_empty(),
+        "claims of a forgery are not echoed"
     );
 }

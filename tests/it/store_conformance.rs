@@ -10,8 +10,8 @@ use jitid::grant::{
 };
 use jitid::spiffe_id::SpiffeId;
 use jitid::store::{
-    EndTarget, Ending, GrantStore, Liveness, LivenessQuery, MemoryStore, RedisStore,
-    RedisStoreConfig, RevocationEvent, StoreError,
+    CredentialRevocation, EndTarget, Ending, GrantStore, Liveness, LivenessQuery, MemoryStore,
+    RedisStore, RedisStoreConfig, RevocationEvent, StoreError,
 };
 
 use crate::support::redis::{RedisCluster, RedisServer};
@@ -178,17 +178,26 @@ async fn conformance(store: &dyn GrantStore) {
     assert_eq!(reset, Liveness::EpochReset);
 
     // Revoking one credential leaves the grant active.
-    assert!(
+    assert_eq!(
         store
             .revoke_credential(&credential.id, &ending(GrantState::Revoked, "leaked"))
             .await
-            .unwrap()
+            .unwrap(),
+        CredentialRevocation::Revoked
     );
-    assert!(
-        !store
+    assert_eq!(
+        store
             .revoke_credential(&credential.id, &ending(GrantState::Revoked, "again"))
             .await
-            .unwrap()
+            .unwrap(),
+        CredentialRevocation::AlreadyRevoked
+    );
+    assert_eq!(
+        store
+            .revoke_credential(&unknown_id, &ending(GrantState::Revoked, "none"))
+            .await
+            .unwrap(),
+        CredentialRevocation::NotFound
     );
     assert!(matches!(
         liveness(store, &grant, &credential).await,
@@ -227,11 +236,12 @@ async fn conformance(store: &dyn GrantStore) {
         Liveness::Live(_)
     ));
     let found = CredentialId::parse(serial.value()).unwrap();
-    assert!(
+    assert_eq!(
         store
             .revoke_credential(&found, &ending(GrantState::Revoked, "x"))
             .await
-            .unwrap()
+            .unwrap(),
+        CredentialRevocation::Revoked
     );
     assert!(matches!(
         liveness(store, &x509_only, &x509_credential).await,
@@ -356,6 +366,13 @@ async fn conformance(store: &dyn GrantStore) {
             reason: "admin: incident 12".to_owned()
         }
     );
+    // It ends what was granted before it, not what comes after.
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let (after_task, after_task_credential) = issue(store, BOB, "deploy-7", minute, None).await;
+    assert!(matches!(
+        liveness(store, &after_task, &after_task_credential).await,
+        Liveness::Live(_)
+    ));
 
     // The revocation stream: ordered, resumable, and woken by appends.
     let mut feed = store.revocation_feed().await.unwrap();
