@@ -299,61 +299,51 @@ impl Issuer {
         let now = self.clock.now();
         let decided = self.decide(caller, spec, now)?;
         let csr = VerifiedCsr::from_der(csr_der)?;
-        let mut epoch = self.store.epoch().await?;
-        // A changed epoch is learnt at the write; mint once more under it.
-        for attempt in 0..2 {
-            let grant = Grant {
-                epoch: epoch.clone(),
-                ..decided.clone()
-            };
-            let (credential_id, serial) = CredentialId::new_x509(grant.id);
-            let signed = self.authority.sign_x509_svid(
-                &csr,
-                LeafRequest {
-                    spiffe_id: &grant.subject,
-                    expires_at: grant.expires_at,
-                    dns_names: &[],
-                    ip_addresses: &[],
-                },
-                &GrantExtension {
-                    grant_id: grant.id.to_string(),
-                    task_id: grant.task_id.to_string(),
-                    entitlement: grant.entitlement.clone(),
-                    actions: grant
-                        .actions
-                        .iter()
-                        .map(|a| a.as_str().to_owned())
-                        .collect(),
-                    epoch: epoch.to_string(),
-                },
-                &serial,
-                now,
-            )?;
-            // The signing CA may expire before the grant; the grant never
-            // outlives its credential's issuer.
-            let grant = Grant {
-                expires_at: signed.not_after,
-                ..grant
-            };
-            let credential = Credential {
-                id: credential_id,
-                grant_id: grant.id,
-                expires_at: signed.not_after,
-                revoked: false,
-            };
-            match self.store.record_issuance(&grant, &credential).await {
-                Ok(()) => {
-                    return Ok(X509Issued {
-                        chain: signed.chain,
-                        serial: signed.serial,
-                        grant,
-                    });
-                }
-                Err(StoreError::EpochChanged(current)) if attempt == 0 => epoch = current,
-                Err(error) => return Err(error.into()),
-            }
-        }
-        Err(StoreError::Unavailable("store epoch keeps changing".into()).into())
+        let ((chain, serial), grant) = self
+            .mint_and_record(&decided, |grant| {
+                let (credential_id, serial) = CredentialId::new_x509(grant.id);
+                let signed = self.authority.sign_x509_svid(
+                    &csr,
+                    LeafRequest {
+                        spiffe_id: &grant.subject,
+                        expires_at: grant.expires_at,
+                        dns_names: &[],
+                        ip_addresses: &[],
+                    },
+                    &GrantExtension {
+                        grant_id: grant.id.to_string(),
+                        task_id: grant.task_id.to_string(),
+                        entitlement: grant.entitlement.clone(),
+                        actions: grant
+                            .actions
+                            .iter()
+                            .map(|a| a.as_str().to_owned())
+                            .collect(),
+                        epoch: grant.epoch.to_string(),
+                    },
+                    &serial,
+                    now,
+                )?;
+                // The signing CA may expire before the grant; the grant
+                // never outlives its credential's issuer.
+                let grant = Grant {
+                    expires_at: signed.not_after,
+                    ..grant
+                };
+                let credential = Credential {
+                    id: credential_id,
+                    grant_id: grant.id,
+                    expires_at: signed.not_after,
+                    revoked: false,
+                };
+                Ok(((signed.chain, signed.serial), grant, credential))
+            })
+            .await?;
+        Ok(X509Issued {
+            chain,
+            serial,
+            grant,
+        })
     }
 
     /// Issues a JWT-SVID for `caller` with the given audiences.
@@ -365,48 +355,58 @@ impl Issuer {
     ) -> Result<JwtIssued, IssueError> {
         let now = self.clock.now();
         let audiences = validate_audiences(audiences)?;
-        let decided = self.decide(caller, spec, now)?;
-        let expires_at = decided.expires_at.min(self.authority.signing_not_after());
+        let mut decided = self.decide(caller, spec, now)?;
+        decided.expires_at = decided.expires_at.min(self.authority.signing_not_after());
+        let ((token, jti), grant) = self
+            .mint_and_record(&decided, |grant| {
+                let credential_id = CredentialId::new_jwt(grant.id);
+                let claims = JwtSvidClaims {
+                    sub: grant.subject.to_string(),
+                    aud: audiences.clone(),
+                    exp: unix_seconds(grant.expires_at),
+                    iat: unix_seconds(now - BACKDATE),
+                    jti: credential_id.value().to_owned(),
+                    scope: grant
+                        .actions
+                        .iter()
+                        .map(Action::as_str)
+                        .collect::<Vec<_>>()
+                        .join(" "),
+                    jitid_grant: grant.id.to_string(),
+                    jitid_task: grant.task_id.to_string(),
+                    jitid_entitlement: grant.entitlement.clone(),
+                    jitid_epoch: grant.epoch.to_string(),
+                };
+                let token = self.authority.sign_jwt_svid(&claims)?;
+                let credential = Credential {
+                    id: credential_id,
+                    grant_id: grant.id,
+                    expires_at: grant.expires_at,
+                    revoked: false,
+                };
+                Ok(((token, claims.jti), grant, credential))
+            })
+            .await?;
+        Ok(JwtIssued { token, jti, grant })
+    }
+
+    /// Mints a credential under the store's epoch and records it with its
+    /// grant. A changed epoch is learnt at the write (nothing was written);
+    /// then it mints once more under the new one, so a credential never
+    /// carries an epoch its store does not vouch for.
+    async fn mint_and_record<T>(
+        &self,
+        decided: &Grant,
+        mut mint: impl FnMut(Grant) -> Result<(T, Grant, Credential), IssueError>,
+    ) -> Result<(T, Grant), IssueError> {
         let mut epoch = self.store.epoch().await?;
         for attempt in 0..2 {
-            let grant = Grant {
-                expires_at,
+            let (minted, grant, credential) = mint(Grant {
                 epoch: epoch.clone(),
                 ..decided.clone()
-            };
-            let credential_id = CredentialId::new_jwt(grant.id);
-            let claims = JwtSvidClaims {
-                sub: grant.subject.to_string(),
-                aud: audiences.clone(),
-                exp: unix_seconds(expires_at),
-                iat: unix_seconds(now - BACKDATE),
-                jti: credential_id.value().to_owned(),
-                scope: grant
-                    .actions
-                    .iter()
-                    .map(Action::as_str)
-                    .collect::<Vec<_>>()
-                    .join(" "),
-                jitid_grant: grant.id.to_string(),
-                jitid_task: grant.task_id.to_string(),
-                jitid_entitlement: grant.entitlement.clone(),
-                jitid_epoch: epoch.to_string(),
-            };
-            let token = self.authority.sign_jwt_svid(&claims)?;
-            let credential = Credential {
-                id: credential_id,
-                grant_id: grant.id,
-                expires_at,
-                revoked: false,
-            };
+            })?;
             match self.store.record_issuance(&grant, &credential).await {
-                Ok(()) => {
-                    return Ok(JwtIssued {
-                        token,
-                        jti: claims.jti,
-                        grant,
-                    });
-                }
+                Ok(()) => return Ok((minted, grant)),
                 Err(StoreError::EpochChanged(current)) if attempt == 0 => epoch = current,
                 Err(error) => return Err(error.into()),
             }

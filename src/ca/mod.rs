@@ -431,6 +431,25 @@ pub fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, CaError> 
     Ok(certs)
 }
 
+/// The URI SANs of a certificate; `None` when its SAN extension is
+/// malformed or duplicated.
+pub fn uri_sans<'a>(cert: &'a X509Certificate<'_>) -> Option<Vec<&'a str>> {
+    match cert.subject_alternative_name() {
+        Ok(Some(san)) => Some(
+            san.value
+                .general_names
+                .iter()
+                .filter_map(|name| match name {
+                    GeneralName::URI(uri) => Some(*uri),
+                    _ => None,
+                })
+                .collect(),
+        ),
+        Ok(None) => Some(Vec::new()),
+        Err(_) => None,
+    }
+}
+
 /// Converts an X.509 time to `SystemTime`.
 pub fn asn1_time(time: &x509_parser::time::ASN1Time) -> SystemTime {
     let seconds = time.timestamp();

@@ -10,7 +10,6 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use rustls::pki_types::{CertificateDer, UnixTime};
 use rustls::server::danger::ClientCertVerifier;
 use rustls::{CertificateError, RootCertStore};
-use x509_parser::extensions::GeneralName;
 
 use super::{Authority, GrantExtension, JwtSvidClaims, asn1_time};
 
@@ -71,18 +70,7 @@ impl Authority {
             .ok_or_else(|| invalid("empty certificate chain"))?;
         let (_, cert) = x509_parser::parse_x509_certificate(leaf.as_ref())
             .map_err(|_| invalid("leaf is not a DER X.509 certificate"))?;
-        let uris: Vec<&str> = match cert.subject_alternative_name() {
-            Ok(Some(san)) => san
-                .value
-                .general_names
-                .iter()
-                .filter_map(|name| match name {
-                    GeneralName::URI(uri) => Some(*uri),
-                    _ => None,
-                })
-                .collect(),
-            _ => Vec::new(),
-        };
+        let uris = super::uri_sans(&cert).unwrap_or_default();
         let [spiffe_id] = uris.as_slice() else {
             return Err(invalid("leaf does not carry exactly one URI SAN"));
         };

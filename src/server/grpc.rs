@@ -254,6 +254,7 @@ impl IssuerApi for IssuerService {
         })
         .await
     }
+
     async fn revoke(
         &self,
         request: Request<pb::RevokeRequest>,

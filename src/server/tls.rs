@@ -24,9 +24,8 @@ use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
 use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, RootCertStore};
 use tokio::sync::watch;
-use x509_parser::extensions::GeneralName;
 
-use crate::ca::{Authority, CaError, LeafRequest, asn1_time};
+use crate::ca::{Authority, CaError, LeafRequest, asn1_time, uri_sans};
 use crate::clock::Clock;
 use crate::config::ServerIdentityConfig;
 use crate::extension::{ExtensionError, GrantExtension};
@@ -176,23 +175,9 @@ impl Attestor {
                 return Err(AttestationError::IssuedCredential("unreadable".to_owned()));
             }
         }
-        let uris: Vec<&str> = match cert.subject_alternative_name() {
-            Ok(Some(san)) => san
-                .value
-                .general_names
-                .iter()
-                .filter_map(|name| match name {
-                    GeneralName::URI(uri) => Some(*uri),
-                    _ => None,
-                })
-                .collect(),
-            Ok(None) => Vec::new(),
-            Err(_) => {
-                return Err(AttestationError::Invalid(
-                    "duplicate subjectAltName extension".to_owned(),
-                ));
-            }
-        };
+        let uris = uri_sans(&cert).ok_or_else(|| {
+            AttestationError::Invalid("malformed or duplicate subjectAltName extension".to_owned())
+        })?;
         let [uri] = uris.as_slice() else {
             return Err(AttestationError::NotOneSpiffeId(format!(
                 "{} URI SANs",

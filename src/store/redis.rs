@@ -395,35 +395,12 @@ impl GrantStore for RedisStore {
     }
 
     async fn grant(&self, id: GrantId) -> Result<Option<Grant>, StoreError> {
-        let key = self.grant_key(id);
-        let mut connection = self.connection.clone();
-        let record: Option<String> = redis::cmd("GET")
-            .arg(&key)
-            .query_async(&mut connection)
-            .await
-            .map_err(unavailable)?;
-        match record {
-            Some(record) => {
-                Ok(decode_grant(id, &key, &record, SystemTime::now())?.map(|(grant, _)| grant))
-            }
-            None => Ok(None),
-        }
+        Ok(self.record(id).await?.map(|(grant, _)| grant))
     }
 
     async fn credentials(&self, id: GrantId) -> Result<Vec<Credential>, StoreError> {
-        let key = self.grant_key(id);
-        let mut connection = self.connection.clone();
-        let record: Option<String> = redis::cmd("GET")
-            .arg(&key)
-            .query_async(&mut connection)
-            .await
-            .map_err(unavailable)?;
         let now = SystemTime::now();
-        let Some((_, credentials)) = record
-            .map(|record| decode_grant(id, &key, &record, now))
-            .transpose()?
-            .flatten()
-        else {
+        let Some((_, credentials)) = self.record(id).await? else {
             return Ok(Vec::new());
         };
         let mut credentials: Vec<Credential> = credentials
@@ -701,6 +678,21 @@ impl RevocationFeed for Feed {
 }
 
 impl RedisStore {
+    /// A grant and its credentials, unless unknown or expired.
+    async fn record(&self, id: GrantId) -> Result<Option<(Grant, Vec<Credential>)>, StoreError> {
+        let key = self.grant_key(id);
+        let mut connection = self.connection.clone();
+        let record: Option<String> = redis::cmd("GET")
+            .arg(&key)
+            .query_async(&mut connection)
+            .await
+            .map_err(unavailable)?;
+        match record {
+            Some(record) => decode_grant(id, &key, &record, SystemTime::now()),
+            None => Ok(None),
+        }
+    }
+
     fn stream_key(&self) -> String {
         format!("{}:revocations", self.prefix())
     }
