@@ -2,7 +2,7 @@
 //! grant, a signed credential and a store record. Knows nothing of gRPC,
 //! TLS or Redis; everything arrives through plain types and traits.
 
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
 use rustls::pki_types::CertificateDer;
@@ -196,7 +196,8 @@ pub struct GrantFilter {
 /// The issuer: policy, CA, store and clock behind one API.
 pub struct Issuer {
     authority: Arc<Authority>,
-    catalogue: Catalogue,
+    /// Swapped whole on reload; each request works with one snapshot.
+    catalogue: RwLock<Arc<Catalogue>>,
     store: Arc<dyn GrantStore>,
     clock: Arc<dyn Clock>,
     admins: Vec<IdPattern>,
@@ -255,7 +256,7 @@ impl Issuer {
     ) -> Self {
         Self {
             authority,
-            catalogue,
+            catalogue: RwLock::new(Arc::new(catalogue)),
             store,
             clock,
             admins: Vec::new(),
@@ -266,6 +267,22 @@ impl Issuer {
     pub fn with_admins(mut self, admins: Vec<IdPattern>) -> Self {
         self.admins = admins;
         self
+    }
+
+    /// The entitlement catalogue in force now.
+    pub fn catalogue(&self) -> Arc<Catalogue> {
+        self.catalogue
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    /// Puts a new catalogue in force for the requests that follow.
+    pub fn replace_catalogue(&self, catalogue: Catalogue) {
+        *self
+            .catalogue
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(catalogue);
     }
 
     fn is_admin(&self, caller: &Caller) -> bool {
@@ -472,7 +489,7 @@ impl Issuer {
                 let task = TaskId::new(text).map_err(|error| name_error("task_id", text, error))?;
                 if admin {
                     self.store
-                        .revoke_task(&task, &ending, self.catalogue.longest_ttl() + BACKDATE)
+                        .revoke_task(&task, &ending, self.catalogue().longest_ttl() + BACKDATE)
                         .await?;
                     outcome.task_revoked = true;
                 }
@@ -559,7 +576,7 @@ impl Issuer {
             return Ok(());
         }
         self.store
-            .publish(event, self.catalogue.longest_ttl() + BACKDATE)
+            .publish(event, self.catalogue().longest_ttl() + BACKDATE)
             .await?;
         Ok(())
     }
@@ -807,7 +824,7 @@ impl Issuer {
         }
 
         let decision = policy::evaluate(
-            &self.catalogue,
+            &self.catalogue(),
             &caller.spiffe_id,
             &AccessRequest {
                 entitlement,
@@ -838,7 +855,7 @@ impl std::fmt::Debug for Issuer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Issuer")
             .field("authority", &self.authority)
-            .field("entitlements", &self.catalogue.entitlements().len())
+            .field("entitlements", &self.catalogue().entitlements().len())
             .finish_non_exhaustive()
     }
 }

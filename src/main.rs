@@ -67,6 +67,18 @@ enum Command {
     Verify(VerifyArgs),
     /// Load-test a running server.
     Bench(BenchArgs),
+    /// Work with the entitlement catalogue.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// Validate a config file's catalogue; errors name file, entry and field.
+    Check {
+        /// The config file.
+        file: PathBuf,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -421,11 +433,12 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Dev(args) => dev(args).await,
         Command::Serve(args) => {
             let config = Config::load(&args.config)?;
-            run_server(config, |addr| {
+            run_server(config, &args.config, |addr| {
                 tracing::info!(%addr, "listening");
             })
             .await
         }
+        Command::Policy(PolicyCommand::Check { file }) => policy_check(&file),
         Command::Ca(command) => ca_command(command),
         Command::Fetch(FetchCommand::X509(args)) => fetch_x509(args).await,
         Command::Fetch(FetchCommand::Jwt(args)) => fetch_jwt(args).await,
@@ -494,7 +507,8 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
         .context("dev trust domain has no demo identity")?
         .clone();
     let env_for_banner = env.clone();
-    run_server(config, move |addr| {
+    let config_path = env.config_path.clone();
+    run_server(config, &config_path, move |addr| {
         let root = env_for_banner.ca.root_cert.display();
         let out = std::env::temp_dir().join("jitid-svid");
         let out = out.display();
@@ -535,7 +549,11 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
     .await
 }
 
-async fn run_server(config: Config, on_bound: impl FnOnce(SocketAddr)) -> anyhow::Result<()> {
+async fn run_server(
+    config: Config,
+    config_path: &Path,
+    on_bound: impl FnOnce(SocketAddr),
+) -> anyhow::Result<()> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let authority = Authority::load(&config.ca, &config.trust_domain, clock.now())
         .context("loading the certificate authority")?;
@@ -575,7 +593,59 @@ async fn run_server(config: Config, on_bound: impl FnOnce(SocketAddr)) -> anyhow
         attestation_anchors: anchors,
         max_request_bytes: config.max_request_bytes,
     };
-    server::serve(listener, issuer, settings, shutdown_signal()).await?;
+    let reloader = tokio::spawn(reload_on_hangup(issuer.clone(), config_path.to_owned()));
+    let served = server::serve(listener, issuer, settings, shutdown_signal()).await;
+    reloader.abort();
+    served?;
+    Ok(())
+}
+
+/// On SIGHUP, reads the config file again and puts its entitlement
+/// catalogue in force; a file that does not load is reported and the
+/// catalogue in force stays.
+async fn reload_on_hangup(issuer: Arc<Issuer>, config_path: PathBuf) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hangups = match signal(SignalKind::hangup()) {
+        Ok(stream) => stream,
+        Err(error) => {
+            tracing::error!(%error, "cannot listen for SIGHUP; the catalogue will not reload");
+            return;
+        }
+    };
+    while hangups.recv().await.is_some() {
+        match Config::load(&config_path) {
+            Ok(config) => {
+                let count = config.catalogue.entitlements().len();
+                issuer.replace_catalogue(config.catalogue);
+                tracing::info!(entitlements = count, "catalogue reloaded");
+            }
+            Err(error) => tracing::error!(
+                error = %format!("{error:#}"),
+                "catalogue reload failed; keeping the catalogue in force"
+            ),
+        }
+    }
+}
+
+/// `jitid policy check FILE`: loads a config and reports its catalogue.
+fn policy_check(file: &Path) -> anyhow::Result<()> {
+    let config = Config::load(file)?;
+    let entitlements = config.catalogue.entitlements();
+    println!(
+        "{}: ok, {} entitlements",
+        file.display(),
+        entitlements.len()
+    );
+    for entitlement in entitlements {
+        let actions: Vec<&str> = entitlement.actions.iter().map(|a| a.as_str()).collect();
+        println!(
+            "  {:<24} ttl {} (max {})  actions {}",
+            entitlement.name,
+            humantime::format_duration(entitlement.default_ttl),
+            humantime::format_duration(entitlement.max_ttl),
+            actions.join(" ")
+        );
+    }
     Ok(())
 }
 

@@ -553,3 +553,83 @@ fn fetch_verify_revoke_verify_on_redis() {
         Some(2)
     );
 }
+
+/// SIGHUP reloads the catalogue: the next decision changes; a malformed
+/// file is refused with a precise error and the catalogue in force stays.
+#[test]
+fn catalogue_reload_on_sighup_keeps_the_last_good_one() {
+    let work = tempfile::tempdir().unwrap();
+    let dev_dir = work.path().join("dev");
+    let server = ServerProcess::dev(&dev_dir);
+    let out = work.path().join("svid");
+    let fetch = |entitlement: &str| {
+        run(server
+            .command()
+            .args(["fetch", "x509", "--entitlement", entitlement, "--out"])
+            .arg(&out))
+    };
+    let hangup = || {
+        let status = Command::new("kill")
+            .args(["-HUP", &server.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    };
+    let eventually = |entitlement: &str, code: i32| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let output = fetch(entitlement);
+            if output.status.code() == Some(code) {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{entitlement} never exited {code}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    };
+    assert!(fetch("ci-publish").status.success());
+
+    let config_path = dev_dir.join("jitid.toml");
+    let original = std::fs::read_to_string(&config_path).unwrap();
+    std::fs::write(
+        &config_path,
+        original.replace("name = \"ci-publish\"", "name = \"ci-release\""),
+    )
+    .unwrap();
+    hangup();
+    eventually("ci-publish", 3);
+    assert!(fetch("ci-release").status.success());
+
+    // A broken catalogue: the checker names file, entry and field, and the
+    // server keeps the last good catalogue.
+    let broken = original
+        .replace("name = \"ci-publish\"", "name = \"ci-broken\"")
+        .replace("max_ttl = \"30m\"", "max_ttl = \"2h\"");
+    std::fs::write(&config_path, &broken).unwrap();
+    let check = run(Command::new(jitid_bin())
+        .args(["policy", "check"])
+        .arg(&config_path));
+    assert_eq!(check.status.code(), Some(1));
+    let message = String::from_utf8_lossy(&check.stderr);
+    assert!(
+        message.contains(
+            "jitid.toml: entitlement \"ci-broken\": `max_ttl`: 2h is above the ceiling of 1h"
+        ),
+        "{message}"
+    );
+    hangup();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(
+        fetch("ci-release").status.success(),
+        "the last good catalogue stays"
+    );
+    assert_eq!(fetch("ci-broken").status.code(), Some(3));
+
+    std::fs::write(&config_path, &original).unwrap();
+    let good = stdout(&run(Command::new(jitid_bin())
+        .args(["policy", "check"])
+        .arg(&config_path)));
+    assert!(good.contains("ok, 3 entitlements"), "{good}");
+}
