@@ -50,6 +50,7 @@ async fn record(store: &RedisStore, subject: &SpiffeId, n: u64, ttl: Duration) {
         task_id: TaskId::new(&format!("build-{n}")).unwrap(),
         parent: None,
         justification: String::new(),
+        ticket: String::new(),
         created_at: now,
         expires_at: now + ttl,
         state: GrantState::Active,

@@ -4,13 +4,14 @@
 //! Relative paths in the file are resolved against the file's directory, so
 //! a config and its certificates can move together.
 
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::policy::{Catalogue, CatalogueError, IdPattern};
+use crate::policy::{Catalogue, CatalogueError, IdPattern, TtlLimits};
 use crate::spiffe_id::{SpiffeId, SpiffeIdError, TrustDomain};
 use crate::store::RedisStoreConfig;
 
@@ -35,13 +36,13 @@ pub enum ConfigError {
         source: std::io::Error,
     },
     /// The file is not valid TOML or does not match the schema.
-    #[error("invalid config {path}: {source}")]
+    #[error("invalid config {path}: {error}")]
     Parse {
         /// The file.
         path: PathBuf,
-        /// What the TOML parser said, with line and column.
-        #[source]
-        source: toml::de::Error,
+        /// What the TOML parser said, with line and column (in the message,
+        /// so it is not repeated as a cause).
+        error: toml::de::Error,
     },
     /// A key has a value that parses but is not acceptable.
     #[error("invalid config {path}: `{key}`: {message}")]
@@ -54,13 +55,12 @@ pub enum ConfigError {
         message: String,
     },
     /// The entitlement catalogue is invalid.
-    #[error("invalid config {path}: {source}")]
+    #[error("invalid config {path}: {error}")]
     Catalogue {
         /// The file.
         path: PathBuf,
-        /// What is wrong.
-        #[source]
-        source: CatalogueError,
+        /// What is wrong (in the message, so it is not repeated as a cause).
+        error: CatalogueError,
     },
 }
 
@@ -138,6 +138,8 @@ struct RawConfig {
     entitlements: Vec<crate::policy::RawEntitlement>,
     #[serde(default)]
     admins: Vec<String>,
+    #[serde(default)]
+    groups: HashMap<String, Vec<String>>,
     store: Option<String>,
     redis: Option<RawRedis>,
 }
@@ -185,6 +187,16 @@ struct RawAttestation {
 struct RawLimits {
     max_request_bytes: Option<usize>,
     max_ttl: Option<String>,
+    max_ttl_by_risk: Option<RawRiskTtls>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawRiskTtls {
+    low: Option<String>,
+    medium: Option<String>,
+    high: Option<String>,
+    critical: Option<String>,
 }
 
 // === impl Config ===
@@ -203,9 +215,9 @@ impl Config {
     /// Parses config text; `path` names it in errors and relative paths are
     /// resolved against `base`.
     pub fn parse(text: &str, path: &Path, base: &Path) -> Result<Self, ConfigError> {
-        let raw: RawConfig = toml::from_str(text).map_err(|source| ConfigError::Parse {
+        let raw: RawConfig = toml::from_str(text).map_err(|error| ConfigError::Parse {
             path: path.to_owned(),
-            source,
+            error,
         })?;
         let invalid = |key: &str, message: String| ConfigError::Invalid {
             path: path.to_owned(),
@@ -280,17 +292,30 @@ impl Config {
                 "must be between 1024 and 4194304".to_owned(),
             ));
         }
-        let ttl_ceiling = match raw.limits.max_ttl {
-            Some(text) => parse_duration(&text).map_err(|m| invalid("limits.max_ttl", m))?,
-            None => crate::policy::DEFAULT_TTL_CEILING,
-        };
+        let mut limits = TtlLimits::default();
+        if let Some(text) = raw.limits.max_ttl {
+            limits.ceiling = parse_duration(&text).map_err(|m| invalid("limits.max_ttl", m))?;
+        }
+        let by_risk = raw.limits.max_ttl_by_risk.unwrap_or_default();
+        for (index, (key, text)) in [
+            ("limits.max_ttl_by_risk.low", by_risk.low),
+            ("limits.max_ttl_by_risk.medium", by_risk.medium),
+            ("limits.max_ttl_by_risk.high", by_risk.high),
+            ("limits.max_ttl_by_risk.critical", by_risk.critical),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            if let Some(text) = text {
+                limits.by_risk[index] = parse_duration(&text).map_err(|m| invalid(key, m))?;
+            }
+        }
 
-        let catalogue = Catalogue::from_raw(raw.entitlements, &trust_domain, ttl_ceiling).map_err(
-            |source| ConfigError::Catalogue {
+        let catalogue = Catalogue::from_raw(raw.entitlements, &raw.groups, &trust_domain, &limits)
+            .map_err(|error| ConfigError::Catalogue {
                 path: path.to_owned(),
-                source,
-            },
-        )?;
+                error,
+            })?;
 
         let admins = raw
             .admins

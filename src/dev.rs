@@ -191,6 +191,9 @@ cert_ttl = "1h"
 max_request_bytes = 65536
 max_ttl = "1h"
 
+[groups]
+release = ["spiffe://example.org/ci/*"]
+
 # A CI job publishes what it built.
 [[entitlement]]
 name = "ci-publish"
@@ -210,6 +213,18 @@ actions = ["kb:read", "tool:search", "tool:summarize"]
 requesters = ["spiffe://example.org/agents/*"]
 default_ttl = "5m"
 max_ttl = "15m"
+
+# A production deploy: high risk, only with a justification and a ticket,
+# one at a time.
+[[entitlement]]
+name = "prod-deploy"
+owner = "payments-team"
+purpose = "Deploy the payments service to production"
+risk = "high"
+actions = ["deploy:prod/payments"]
+requesters = ["group:release"]
+require = ["justification", "ticket"]
+max_active = 1
 
 # A service talks mTLS to the ledger, rotating its certificate every few minutes.
 [[entitlement]]

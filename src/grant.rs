@@ -85,6 +85,8 @@ pub struct Grant {
     pub parent: Option<GrantId>,
     /// Why the subject asked for it.
     pub justification: String,
+    /// The change or incident ticket it was requested under, if any.
+    pub ticket: String,
     /// When the grant was created.
     pub created_at: SystemTime,
     /// When the grant, and every credential under it, expires.

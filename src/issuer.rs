@@ -15,7 +15,7 @@ use crate::clock::{Clock, unix_seconds, whole_seconds};
 use crate::grant::{
     Action, Credential, CredentialId, Epoch, Grant, GrantId, GrantState, NameError, Shard, TaskId,
 };
-use crate::policy::{self, AccessRequest, Catalogue, Denial, IdPattern};
+use crate::policy::{self, AccessRequest, Catalogue, Denial, IdPattern, IdentityMode};
 use crate::spiffe_id::SpiffeId;
 use crate::store::{
     CredentialRevocation, EndTarget, Ending, GrantStore, Liveness, LivenessQuery, RevocationEvent,
@@ -30,6 +30,8 @@ pub const MAX_JUSTIFICATION_BYTES: usize = 1024;
 pub const MAX_AUDIENCES: usize = 8;
 /// Longest audience, in bytes.
 pub const MAX_AUDIENCE_BYTES: usize = 256;
+/// Longest ticket reference, in bytes.
+pub const MAX_TICKET_BYTES: usize = 128;
 /// Longest entitlement name in a request, in bytes.
 pub const MAX_ENTITLEMENT_BYTES: usize = 64;
 
@@ -53,6 +55,8 @@ pub struct GrantSpec {
     pub ttl: Option<Duration>,
     /// Why the caller needs it.
     pub justification: String,
+    /// A change or incident ticket reference.
+    pub ticket: String,
 }
 
 /// An issued X.509-SVID.
@@ -62,6 +66,8 @@ pub struct X509Issued {
     pub chain: Vec<CertificateDer<'static>>,
     /// The leaf's serial, lowercase hex.
     pub serial: String,
+    /// The SPIFFE ID it carries.
+    pub spiffe_id: SpiffeId,
     /// The grant it was issued under.
     pub grant: Grant,
 }
@@ -73,6 +79,8 @@ pub struct JwtIssued {
     pub token: String,
     /// Its `jti`.
     pub jti: String,
+    /// The SPIFFE ID it carries (`sub`).
+    pub spiffe_id: SpiffeId,
     /// The grant it was issued under.
     pub grant: Grant,
 }
@@ -314,7 +322,7 @@ impl Issuer {
         csr_der: &[u8],
     ) -> Result<X509Issued, IssueError> {
         let now = self.clock.now();
-        let decided = self.decide(caller, spec, now)?;
+        let (decided, spiffe_id) = self.decide(caller, spec, None, now).await?;
         let csr = VerifiedCsr::from_der(csr_der)?;
         let ((chain, serial), grant) = self
             .mint_and_record(&decided, |grant| {
@@ -322,7 +330,7 @@ impl Issuer {
                 let signed = self.authority.sign_x509_svid(
                     &csr,
                     LeafRequest {
-                        spiffe_id: &grant.subject,
+                        spiffe_id: &spiffe_id,
                         expires_at: grant.expires_at,
                         dns_names: &[],
                         ip_addresses: &[],
@@ -359,6 +367,7 @@ impl Issuer {
         Ok(X509Issued {
             chain,
             serial,
+            spiffe_id,
             grant,
         })
     }
@@ -372,13 +381,13 @@ impl Issuer {
     ) -> Result<JwtIssued, IssueError> {
         let now = self.clock.now();
         let audiences = validate_audiences(audiences)?;
-        let mut decided = self.decide(caller, spec, now)?;
+        let (mut decided, spiffe_id) = self.decide(caller, spec, Some(&audiences), now).await?;
         decided.expires_at = decided.expires_at.min(self.authority.signing_not_after());
         let ((token, jti), grant) = self
             .mint_and_record(&decided, |grant| {
                 let credential_id = CredentialId::new_jwt(grant.id);
                 let claims = JwtSvidClaims {
-                    sub: grant.subject.to_string(),
+                    sub: spiffe_id.to_string(),
                     aud: audiences.clone(),
                     exp: unix_seconds(grant.expires_at),
                     iat: unix_seconds(now - BACKDATE),
@@ -404,7 +413,12 @@ impl Issuer {
                 Ok(((token, claims.jti), grant, credential))
             })
             .await?;
-        Ok(JwtIssued { token, jti, grant })
+        Ok(JwtIssued {
+            token,
+            jti,
+            spiffe_id,
+            grant,
+        })
     }
 
     /// Mints a credential under the store's epoch and records it with its
@@ -784,13 +798,16 @@ impl Issuer {
         }
     }
 
-    /// Validates the request and asks policy; returns the grant to create.
-    fn decide(
+    /// Validates the request and asks policy; returns the grant to create
+    /// and the SPIFFE ID its credentials carry. `audiences` is set for a
+    /// JWT-SVID.
+    async fn decide(
         &self,
         caller: &Caller,
         spec: &GrantSpec,
+        audiences: Option<&[String]>,
         now: SystemTime,
-    ) -> Result<Grant, IssueError> {
+    ) -> Result<(Grant, SpiffeId), IssueError> {
         let entitlement = match spec.entitlement.as_str() {
             "" => None,
             name if name.len() > MAX_ENTITLEMENT_BYTES => {
@@ -822,17 +839,43 @@ impl Issuer {
                 format!("is longer than {MAX_JUSTIFICATION_BYTES} bytes"),
             ));
         }
+        if spec.ticket.len() > MAX_TICKET_BYTES || spec.ticket.chars().any(char::is_control) {
+            return Err(invalid(
+                "ticket",
+                format!("must be at most {MAX_TICKET_BYTES} bytes of printable text"),
+            ));
+        }
 
-        let decision = policy::evaluate(
-            &self.catalogue(),
-            &caller.spiffe_id,
-            &AccessRequest {
-                entitlement,
-                actions: &actions,
-                ttl: spec.ttl,
-            },
-        )?;
-        Ok(Grant {
+        let catalogue = self.catalogue();
+        let mut request = AccessRequest {
+            entitlement,
+            actions: &actions,
+            ttl: spec.ttl,
+            justification: &spec.justification,
+            ticket: &spec.ticket,
+            audiences,
+            live_grants: &[],
+        };
+        let mut decision = policy::evaluate(&catalogue, &caller.spiffe_id, &request)?;
+        // Only an entitlement with max_active needs the caller's live
+        // grants: that read is the only extra store round trip.
+        let live;
+        if decision.max_active.is_some() {
+            live = self.store.grants_of(&caller.spiffe_id).await?;
+            request.live_grants = &live;
+            decision = policy::evaluate(&catalogue, &caller.spiffe_id, &request)?;
+        }
+        let credential_id = match decision.identity {
+            IdentityMode::Workload => caller.spiffe_id.clone(),
+            IdentityMode::PerTask => SpiffeId::new(&format!("{}/task/{task_id}", caller.spiffe_id))
+                .map_err(|error| {
+                    invalid(
+                        "task_id",
+                        format!("makes an invalid per-task SPIFFE ID: {error}"),
+                    )
+                })?,
+        };
+        let grant = Grant {
             id: GrantId::generate(Shard::of(&caller.spiffe_id)),
             subject: caller.spiffe_id.clone(),
             entitlement: decision.entitlement,
@@ -840,6 +883,7 @@ impl Issuer {
             task_id,
             parent: None,
             justification: spec.justification.clone(),
+            ticket: spec.ticket.clone(),
             created_at: now,
             // Certificates and JWTs carry whole seconds; so does the grant.
             expires_at: whole_seconds(now + decision.ttl),
@@ -847,7 +891,8 @@ impl Issuer {
             end_reason: None,
             // Set by the caller once the store's epoch is known.
             epoch: Epoch::from_string(String::new()),
-        })
+        };
+        Ok((grant, credential_id))
     }
 }
 

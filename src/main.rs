@@ -313,6 +313,9 @@ struct GrantArgs {
     /// Why you need it; recorded on the grant.
     #[arg(long)]
     justification: Option<String>,
+    /// A change or incident ticket reference; recorded on the grant.
+    #[arg(long)]
+    ticket: Option<String>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -765,6 +768,7 @@ fn svid_request(args: &GrantArgs) -> SvidRequest {
         task_id: args.task.clone().unwrap_or_default(),
         ttl: args.ttl,
         justification: args.justification.clone().unwrap_or_default(),
+        ticket: args.ticket.clone().unwrap_or_default(),
     }
 }
 

@@ -4,11 +4,12 @@
 //! caller and the request: no I/O, no clock, no gRPC. The server maps its
 //! [`Denial`] to a status in one place.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::grant::Action;
+use crate::grant::{Action, Grant, GrantState};
 use crate::spiffe_id::{SpiffeId, TrustDomain};
 
 /// Default TTL of an entitlement that names none.
@@ -19,6 +20,61 @@ pub const DEFAULT_MAX_TTL: Duration = Duration::from_secs(15 * 60);
 pub const DEFAULT_TTL_CEILING: Duration = Duration::from_secs(60 * 60);
 /// Shortest TTL a request may ask for.
 pub const MIN_TTL: Duration = Duration::from_secs(1);
+
+const MINUTE: Duration = Duration::from_secs(60);
+
+/// How much harm an entitlement's actions can do. It sets the defaults:
+///
+/// | risk | default TTL | default max TTL | ceiling (`limits.max_ttl_by_risk`) |
+/// |---|---|---|---|
+/// | low | 10m | 30m | 1h |
+/// | medium (the default) | 5m | 15m | 30m |
+/// | high | 5m | 10m | 15m |
+/// | critical | 2m | 5m | 5m |
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Risk {
+    /// Read-only or easily undone.
+    Low,
+    /// Ordinary changes.
+    #[default]
+    Medium,
+    /// Production changes.
+    High,
+    /// Could cause an outage or a breach.
+    Critical,
+}
+
+/// What a request must carry for an entitlement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Requirement {
+    /// A non-empty justification.
+    Justification,
+    /// A change or incident ticket reference.
+    Ticket,
+}
+
+/// Which SPIFFE ID credentials of an entitlement carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum IdentityMode {
+    /// The attested workload's ID.
+    #[default]
+    Workload,
+    /// The attested ID with `/task/<task-id>` appended: one identity per
+    /// task, so relying parties can tell tasks apart.
+    PerTask,
+}
+
+/// TTL ceilings: one for everything, and one per risk tier.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TtlLimits {
+    /// No entitlement's max TTL may exceed it (`limits.max_ttl`).
+    pub ceiling: Duration,
+    /// Ceilings per risk tier, low to critical (`limits.max_ttl_by_risk`).
+    pub by_risk: [Duration; 4],
+}
 
 /// A catalogue entry that failed validation.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -86,6 +142,32 @@ pub enum Denial {
     /// The requested TTL is shorter than [`MIN_TTL`].
     #[error("ttl must be at least {}", humantime::format_duration(MIN_TTL))]
     TtlTooShort,
+    /// The entitlement requires a justification and none was given.
+    #[error("entitlement {0:?} requires a justification")]
+    MissingJustification(String),
+    /// The entitlement requires a ticket and none was given.
+    #[error("entitlement {0:?} requires a ticket")]
+    MissingTicket(String),
+    /// A requested JWT audience is not among the entitlement's audiences.
+    #[error("audience {audience:?} is not allowed for entitlement {entitlement:?}")]
+    AudienceNotAllowed {
+        /// The entitlement.
+        entitlement: String,
+        /// The audience.
+        audience: String,
+    },
+    /// The caller already holds the most active grants allowed.
+    #[error(
+        "{caller} already holds {max} active grants of entitlement {entitlement:?} (max_active)"
+    )]
+    MaxActive {
+        /// The attested caller.
+        caller: SpiffeId,
+        /// The entitlement.
+        entitlement: String,
+        /// Its `max_active`.
+        max: u32,
+    },
 }
 
 /// Which SPIFFE IDs an entitlement accepts as requesters.
@@ -120,6 +202,16 @@ pub struct Entitlement {
     pub default_ttl: Duration,
     /// Longest TTL a request may ask for.
     pub max_ttl: Duration,
+    /// The risk tier.
+    pub risk: Risk,
+    /// What requests must carry.
+    pub require: Vec<Requirement>,
+    /// Audiences JWT-SVIDs may name; `None` allows any.
+    pub audiences: Option<Vec<String>>,
+    /// Most active grants one subject may hold at once; `None` for no limit.
+    pub max_active: Option<u32>,
+    /// Which SPIFFE ID the credentials carry.
+    pub identity: IdentityMode,
 }
 
 /// The validated list of entitlements, in file order.
@@ -128,7 +220,7 @@ pub struct Catalogue {
     entitlements: Vec<Entitlement>,
 }
 
-/// What a caller asks for.
+/// What a caller asks for, with what the decision may look at.
 #[derive(Debug, Clone, Copy)]
 pub struct AccessRequest<'a> {
     /// The entitlement, if named.
@@ -137,6 +229,14 @@ pub struct AccessRequest<'a> {
     pub actions: &'a [Action],
     /// The TTL, if any; `None` means the entitlement's default.
     pub ttl: Option<Duration>,
+    /// The justification given (may be empty).
+    pub justification: &'a str,
+    /// The ticket given (may be empty).
+    pub ticket: &'a str,
+    /// The JWT audiences asked for; `None` for an X.509-SVID.
+    pub audiences: Option<&'a [String]>,
+    /// The caller's live grants, for `max_active`.
+    pub live_grants: &'a [Grant],
 }
 
 /// What the caller gets.
@@ -148,6 +248,11 @@ pub struct Decision {
     pub actions: Vec<Action>,
     /// The lifetime granted.
     pub ttl: Duration,
+    /// Which SPIFFE ID the credentials carry.
+    pub identity: IdentityMode,
+    /// The entitlement's `max_active`: when set, the decision counted
+    /// `live_grants`, so the caller must have passed them.
+    pub max_active: Option<u32>,
 }
 
 /// An entitlement as written in the config file.
@@ -161,6 +266,12 @@ pub struct RawEntitlement {
     requesters: Vec<String>,
     default_ttl: Option<String>,
     max_ttl: Option<String>,
+    risk: Option<Risk>,
+    #[serde(default)]
+    require: Vec<Requirement>,
+    audiences: Option<Vec<String>>,
+    max_active: Option<u32>,
+    identity: Option<IdentityMode>,
 }
 
 /// Decides a request. Pure: the same inputs always give the same answer.
@@ -223,6 +334,43 @@ pub fn evaluate(
         }
         Some(ttl) => ttl,
     };
+    for requirement in &entitlement.require {
+        match requirement {
+            Requirement::Justification if request.justification.trim().is_empty() => {
+                return Err(Denial::MissingJustification(entitlement.name.clone()));
+            }
+            Requirement::Ticket if request.ticket.trim().is_empty() => {
+                return Err(Denial::MissingTicket(entitlement.name.clone()));
+            }
+            _ => {}
+        }
+    }
+    if let (Some(allowed), Some(asked)) = (&entitlement.audiences, request.audiences)
+        && let Some(audience) = asked.iter().find(|audience| !allowed.contains(audience))
+    {
+        return Err(Denial::AudienceNotAllowed {
+            entitlement: entitlement.name.clone(),
+            audience: audience.clone(),
+        });
+    }
+    if let Some(max) = entitlement.max_active {
+        let active = request
+            .live_grants
+            .iter()
+            .filter(|grant| {
+                grant.entitlement == entitlement.name
+                    && grant.state == GrantState::Active
+                    && &grant.subject == caller
+            })
+            .count();
+        if active >= max as usize {
+            return Err(Denial::MaxActive {
+                caller: caller.clone(),
+                entitlement: entitlement.name.clone(),
+                max,
+            });
+        }
+    }
     let actions = if requested.is_empty() {
         entitlement.actions.clone()
     } else {
@@ -232,6 +380,8 @@ pub fn evaluate(
         entitlement: entitlement.name.clone(),
         actions,
         ttl,
+        identity: entitlement.identity,
+        max_active: entitlement.max_active,
     })
 }
 
@@ -249,15 +399,17 @@ fn dedup(actions: &[Action]) -> Vec<Action> {
 
 impl Catalogue {
     /// Validates raw entries. Every requester pattern must lie in
-    /// `trust_domain` and every maximum TTL at or below `ttl_ceiling`.
+    /// `trust_domain` (`group:<name>` names a list in `groups`) and every
+    /// maximum TTL at or below its ceiling.
     pub fn from_raw(
         raw: Vec<RawEntitlement>,
+        groups: &HashMap<String, Vec<String>>,
         trust_domain: &TrustDomain,
-        ttl_ceiling: Duration,
+        limits: &TtlLimits,
     ) -> Result<Self, CatalogueError> {
         let mut entitlements: Vec<Entitlement> = Vec::with_capacity(raw.len());
         for (index, entry) in raw.into_iter().enumerate() {
-            let entitlement = Entitlement::from_raw(entry, index, trust_domain, ttl_ceiling)?;
+            let entitlement = Entitlement::from_raw(entry, index, groups, trust_domain, limits)?;
             if entitlements.iter().any(|e| e.name == entitlement.name) {
                 return Err(CatalogueError::Duplicate(entitlement.name));
             }
@@ -300,8 +452,9 @@ impl Entitlement {
     fn from_raw(
         raw: RawEntitlement,
         index: usize,
+        groups: &HashMap<String, Vec<String>>,
         trust_domain: &TrustDomain,
-        ttl_ceiling: Duration,
+        limits: &TtlLimits,
     ) -> Result<Self, CatalogueError> {
         let name_ok = !raw.name.is_empty()
             && raw.name.len() <= 64
@@ -344,35 +497,62 @@ impl Entitlement {
                 "needs at least one SPIFFE ID or pattern".to_owned(),
             ));
         }
-        let requesters = raw
-            .requesters
-            .iter()
-            .map(|text| {
-                let pattern = IdPattern::parse(text).map_err(|m| invalid("requesters", m))?;
+        let mut requesters = Vec::new();
+        for text in &raw.requesters {
+            let members = match text.strip_prefix("group:") {
+                Some(group) => groups.get(group).ok_or_else(|| {
+                    invalid("requesters", format!("{text:?} names no group in [groups]"))
+                })?,
+                None => std::slice::from_ref(text),
+            };
+            for member in members {
+                let pattern = IdPattern::parse(member).map_err(|m| invalid("requesters", m))?;
                 if !pattern.is_in(trust_domain) {
                     return Err(invalid(
                         "requesters",
-                        format!("{text:?} is not in trust domain {trust_domain}"),
+                        format!("{member:?} is not in trust domain {trust_domain}"),
                     ));
                 }
-                Ok(pattern)
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+                requesters.push(pattern);
+            }
+        }
 
         let parse_ttl = |field: &'static str, text: Option<String>, default: Duration| match text {
             None => Ok(default),
             Some(text) => crate::config::parse_duration(&text).map_err(|m| invalid(field, m)),
         };
-        let max_ttl = parse_ttl("max_ttl", raw.max_ttl, DEFAULT_MAX_TTL.min(ttl_ceiling))?;
-        let default_ttl = parse_ttl("default_ttl", raw.default_ttl, DEFAULT_TTL.min(max_ttl))?;
-        if max_ttl > ttl_ceiling {
+        let risk = raw.risk.unwrap_or_default();
+        let (risk_ceiling, ceiling_key) = match limits.by_risk[risk as usize] {
+            by_risk if by_risk < limits.ceiling => (by_risk, "limits.max_ttl_by_risk"),
+            _ => (limits.ceiling, "limits.max_ttl"),
+        };
+        let (default_ttl_for_risk, max_ttl_for_risk) = risk.default_ttls();
+        let max_ttl = parse_ttl("max_ttl", raw.max_ttl, max_ttl_for_risk.min(risk_ceiling))?;
+        let default_ttl = parse_ttl(
+            "default_ttl",
+            raw.default_ttl,
+            default_ttl_for_risk.min(max_ttl),
+        )?;
+        if max_ttl > risk_ceiling {
             return Err(invalid(
                 "max_ttl",
                 format!(
-                    "{} is above the ceiling of {} (limits.max_ttl)",
+                    "{} is above the ceiling of {} ({ceiling_key}, {} risk)",
                     humantime::format_duration(max_ttl),
-                    humantime::format_duration(ttl_ceiling)
+                    humantime::format_duration(risk_ceiling),
+                    risk.as_str()
                 ),
+            ));
+        }
+        if raw.max_active == Some(0) {
+            return Err(invalid("max_active", "must be at least 1".to_owned()));
+        }
+        if let Some(audiences) = &raw.audiences
+            && (audiences.is_empty() || audiences.iter().any(String::is_empty))
+        {
+            return Err(invalid(
+                "audiences",
+                "needs at least one non-empty audience".to_owned(),
             ));
         }
         if default_ttl < MIN_TTL || default_ttl > max_ttl {
@@ -394,7 +574,47 @@ impl Entitlement {
             requesters,
             default_ttl,
             max_ttl,
+            risk,
+            require: raw.require,
+            audiences: raw.audiences,
+            max_active: raw.max_active,
+            identity: raw.identity.unwrap_or_default(),
         })
+    }
+}
+
+// === impl Risk ===
+
+impl Risk {
+    /// The tier's name as written in the catalogue.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Low => "low",
+            Self::Medium => "medium",
+            Self::High => "high",
+            Self::Critical => "critical",
+        }
+    }
+
+    /// Default TTL and default max TTL of an entitlement of this risk.
+    pub fn default_ttls(self) -> (Duration, Duration) {
+        match self {
+            Self::Low => (10 * MINUTE, 30 * MINUTE),
+            Self::Medium => (5 * MINUTE, 15 * MINUTE),
+            Self::High => (5 * MINUTE, 10 * MINUTE),
+            Self::Critical => (2 * MINUTE, 5 * MINUTE),
+        }
+    }
+}
+
+// === impl TtlLimits ===
+
+impl Default for TtlLimits {
+    fn default() -> Self {
+        Self {
+            ceiling: DEFAULT_TTL_CEILING,
+            by_risk: [60 * MINUTE, 30 * MINUTE, 15 * MINUTE, 5 * MINUTE],
+        }
     }
 }
 
@@ -469,8 +689,26 @@ max_ttl = "5m"
             .clone()
             .try_into()
             .unwrap();
+        load(raw).unwrap()
+    }
+
+    fn load(raw: Vec<RawEntitlement>) -> Result<Catalogue, CatalogueError> {
         let td = TrustDomain::new("example.org").unwrap();
-        Catalogue::from_raw(raw, &td, DEFAULT_TTL_CEILING).unwrap()
+        let groups = HashMap::from([(
+            "release".to_owned(),
+            vec![
+                "spiffe://example.org/ci/*".to_owned(),
+                "spiffe://example.org/svc/deployer".to_owned(),
+            ],
+        )]);
+        Catalogue::from_raw(raw, &groups, &td, &TtlLimits::default())
+    }
+
+    fn entry(text: &str) -> RawEntitlement {
+        toml::from_str(&format!(
+            "name = \"e1\"\nactions = [\"a\"]\nrequesters = [\"spiffe://example.org/x\"]\n{text}"
+        ))
+        .unwrap()
     }
 
     fn actions(list: &[&str]) -> Vec<Action> {
@@ -492,6 +730,10 @@ max_ttl = "5m"
             entitlement,
             actions: &acts,
             ttl: ttl.map(Duration::from_secs),
+            justification: "",
+            ticket: "",
+            audiences: None,
+            live_grants: &[],
         };
         let got = match evaluate(&catalogue(), &caller, &request) {
             Ok(decision) => format!(
@@ -622,33 +864,167 @@ max_ttl = "5m"
 
     #[test]
     fn catalogue_errors_name_entry_and_field() {
-        let td = TrustDomain::new("example.org").unwrap();
-        let entry = |extra: &str| -> String {
-            let text = format!(
-                "name = \"e1\"\nactions = [\"a\"]\nrequesters = [\"spiffe://example.org/x\"]\n{extra}"
-            );
-            let raw: RawEntitlement = toml::from_str(&text).unwrap();
-            Catalogue::from_raw(vec![raw], &td, DEFAULT_TTL_CEILING)
-                .unwrap_err()
-                .to_string()
-        };
+        let error = |extra: &str| load(vec![entry(extra)]).unwrap_err().to_string();
         assert_eq!(
-            entry("max_ttl = \"2h\""),
-            "entitlement \"e1\": `max_ttl`: 2h is above the ceiling of 1h (limits.max_ttl)"
+            error("max_ttl = \"2h\""),
+            "entitlement \"e1\": `max_ttl`: 2h is above the ceiling of 30m (limits.max_ttl_by_risk, medium risk)"
         );
         assert_eq!(
-            entry("default_ttl = \"20m\""),
+            error("risk = \"critical\"\nmax_ttl = \"10m\""),
+            "entitlement \"e1\": `max_ttl`: 10m is above the ceiling of 5m (limits.max_ttl_by_risk, critical risk)"
+        );
+        assert_eq!(
+            error("default_ttl = \"20m\""),
             "entitlement \"e1\": `default_ttl`: must be between 1s and max_ttl (15m)"
+        );
+        assert_eq!(
+            error("max_active = 0"),
+            "entitlement \"e1\": `max_active`: must be at least 1"
+        );
+        assert_eq!(
+            error("audiences = []"),
+            "entitlement \"e1\": `audiences`: needs at least one non-empty audience"
         );
         let raw: RawEntitlement = toml::from_str(
             "name = \"e1\"\nactions = [\"a b\"]\nrequesters = [\"spiffe://other.org/x\"]",
         )
         .unwrap();
         assert_eq!(
-            Catalogue::from_raw(vec![raw], &td, DEFAULT_TTL_CEILING)
-                .unwrap_err()
-                .to_string(),
+            load(vec![raw]).unwrap_err().to_string(),
             "entitlement \"e1\": `actions`: \"a b\" contains ' ', which is not allowed"
         );
+        let raw: RawEntitlement =
+            toml::from_str("name = \"e1\"\nactions = [\"a\"]\nrequesters = [\"group:nobody\"]")
+                .unwrap();
+        assert_eq!(
+            load(vec![raw]).unwrap_err().to_string(),
+            "entitlement \"e1\": `requesters`: \"group:nobody\" names no group in [groups]"
+        );
+    }
+
+    #[test]
+    fn risk_sets_the_default_ttls() {
+        for (risk, default_ttl, max_ttl) in [
+            ("low", 600, 1800),
+            ("medium", 300, 900),
+            ("high", 300, 600),
+            ("critical", 120, 300),
+        ] {
+            let catalogue = load(vec![entry(&format!("risk = \"{risk}\""))]).unwrap();
+            let entitlement = catalogue.entitlement("e1").unwrap();
+            assert_eq!(entitlement.default_ttl.as_secs(), default_ttl, "{risk}");
+            assert_eq!(entitlement.max_ttl.as_secs(), max_ttl, "{risk}");
+        }
+    }
+
+    /// A request for `e1` (configured by `extra`) by `spiffe://example.org/x`.
+    fn decide<'a>(
+        extra: &str,
+        request: impl FnOnce(&mut AccessRequest<'a>),
+    ) -> Result<Decision, Denial> {
+        let catalogue = load(vec![entry(extra)]).unwrap();
+        let caller = SpiffeId::new("spiffe://example.org/x").unwrap();
+        let mut access = AccessRequest {
+            entitlement: Some("e1"),
+            actions: &[],
+            ttl: None,
+            justification: "",
+            ticket: "",
+            audiences: None,
+            live_grants: &[],
+        };
+        request(&mut access);
+        evaluate(&catalogue, &caller, &access)
+    }
+
+    #[test]
+    fn requirements_audiences_identity() {
+        let require = "require = [\"justification\", \"ticket\"]";
+        assert_eq!(
+            decide(require, |_| {}).unwrap_err().to_string(),
+            "entitlement \"e1\" requires a justification"
+        );
+        assert_eq!(
+            decide(require, |r| r.justification = "hotfix")
+                .unwrap_err()
+                .to_string(),
+            "entitlement \"e1\" requires a ticket"
+        );
+        assert!(
+            decide(require, |r| {
+                r.justification = "hotfix";
+                r.ticket = "CHG-1";
+            })
+            .is_ok()
+        );
+
+        let audiences = ["kb.example.org".to_owned(), "x".to_owned()];
+        let allowed = "audiences = [\"kb.example.org\"]";
+        assert_eq!(
+            decide(allowed, |r| r.audiences = Some(&audiences))
+                .unwrap_err()
+                .to_string(),
+            "audience \"x\" is not allowed for entitlement \"e1\""
+        );
+        assert!(decide(allowed, |r| r.audiences = Some(&audiences[..1])).is_ok());
+        assert!(
+            decide(allowed, |_| {}).is_ok(),
+            "X.509 requests name no audience"
+        );
+
+        assert_eq!(decide("", |_| {}).unwrap().identity, IdentityMode::Workload);
+        assert_eq!(
+            decide("identity = \"per-task\"", |_| {}).unwrap().identity,
+            IdentityMode::PerTask
+        );
+    }
+
+    #[test]
+    fn max_active_counts_the_callers_active_grants_of_the_entitlement() {
+        let caller = SpiffeId::new("spiffe://example.org/x").unwrap();
+        let grant = |entitlement: &str, state| Grant {
+            id: crate::grant::GrantId::generate(crate::grant::Shard::of(&caller)),
+            subject: caller.clone(),
+            entitlement: entitlement.to_owned(),
+            actions: vec![Action::new("a").unwrap()],
+            task_id: crate::grant::TaskId::new("t").unwrap(),
+            parent: None,
+            justification: String::new(),
+            ticket: String::new(),
+            created_at: std::time::SystemTime::UNIX_EPOCH,
+            expires_at: std::time::SystemTime::UNIX_EPOCH,
+            state,
+            end_reason: None,
+            epoch: crate::grant::Epoch::from_string(String::new()),
+        };
+        let live = [
+            grant("e1", GrantState::Active),
+            grant("e1", GrantState::Completed),
+            grant("other", GrantState::Active),
+        ];
+        assert_eq!(
+            decide("max_active = 2", |r| r.live_grants = &live)
+                .unwrap()
+                .max_active,
+            Some(2)
+        );
+        assert_eq!(
+            decide("max_active = 1", |r| r.live_grants = &live)
+                .unwrap_err()
+                .to_string(),
+            "spiffe://example.org/x already holds 1 active grants of entitlement \"e1\" (max_active)"
+        );
+    }
+
+    #[test]
+    fn groups_name_requesters() {
+        let raw: RawEntitlement =
+            toml::from_str("name = \"e1\"\nactions = [\"a\"]\nrequesters = [\"group:release\"]")
+                .unwrap();
+        let catalogue = load(vec![raw]).unwrap();
+        let entitlement = catalogue.entitlement("e1").unwrap();
+        assert!(entitlement.admits(&SpiffeId::new("spiffe://example.org/ci/a").unwrap()));
+        assert!(entitlement.admits(&SpiffeId::new("spiffe://example.org/svc/deployer").unwrap()));
+        assert!(!entitlement.admits(&SpiffeId::new("spiffe://example.org/svc/other").unwrap()));
     }
 }

@@ -107,6 +107,8 @@ pub struct SvidRequest {
     pub ttl: Option<Duration>,
     /// Why the credential is needed.
     pub justification: String,
+    /// A change or incident ticket reference.
+    pub ticket: String,
 }
 
 /// The grant a credential was issued under.
@@ -325,6 +327,12 @@ impl SvidRequest {
         self
     }
 
+    /// Sets the ticket reference.
+    pub fn ticket(mut self, reference: &str) -> Self {
+        self.ticket = reference.to_owned();
+        self
+    }
+
     fn to_proto(&self) -> pb::GrantSpec {
         pb::GrantSpec {
             entitlement: self.entitlement.clone(),
@@ -335,6 +343,7 @@ impl SvidRequest {
                 nanos: i32::try_from(ttl.subsec_nanos()).unwrap_or(0),
             }),
             justification: self.justification.clone(),
+            ticket: self.ticket.clone(),
         }
     }
 }

@@ -22,6 +22,7 @@ use crate::proto::v1::{
     self as pb, FetchBundleRequest, FetchBundleResponse, IssueJwtSvidRequest, IssueJwtSvidResponse,
     IssueX509SvidRequest, IssueX509SvidResponse, issuer_server::Issuer as IssuerApi,
 };
+use crate::spiffe_id::SpiffeId;
 use crate::store::StoreError;
 use rustls::pki_types::CertificateDer;
 
@@ -205,7 +206,7 @@ impl IssuerApi for IssuerService {
             Ok(Response::new(IssueX509SvidResponse {
                 cert_chain: issued.chain.iter().map(|cert| cert.to_vec()).collect(),
                 bundle: self.issuer.bundle().x509_ders(),
-                grant: Some(summary(&issued.grant)),
+                grant: Some(summary(&issued.grant, &issued.spiffe_id)),
                 serial: issued.serial,
             }))
         })
@@ -230,7 +231,7 @@ impl IssuerApi for IssuerService {
                 .map_err(status)?;
             Ok(Response::new(IssueJwtSvidResponse {
                 token: issued.token,
-                grant: Some(summary(&issued.grant)),
+                grant: Some(summary(&issued.grant, &issued.spiffe_id)),
                 jti: issued.jti,
             }))
         })
@@ -456,7 +457,7 @@ fn grant_record(grant: &Grant, credentials: &[Credential]) -> pb::GrantRecord {
         GrantState::Revoked => pb::GrantState::Revoked,
     };
     pb::GrantRecord {
-        summary: Some(summary(grant)),
+        summary: Some(summary(grant, &grant.subject)),
         state: state.into(),
         end_reason: grant.end_reason.clone().unwrap_or_default(),
         created_at: Some(proto_timestamp(grant.created_at)),
@@ -539,13 +540,14 @@ fn grant_spec(grant: Option<pb::GrantSpec>) -> Result<GrantSpec, Status> {
         task_id: grant.task_id,
         ttl,
         justification: grant.justification,
+        ticket: grant.ticket,
     })
 }
 
-fn summary(grant: &Grant) -> pb::GrantSummary {
+fn summary(grant: &Grant, spiffe_id: &SpiffeId) -> pb::GrantSummary {
     pb::GrantSummary {
         grant_id: grant.id.to_string(),
-        spiffe_id: grant.subject.to_string(),
+        spiffe_id: spiffe_id.to_string(),
         entitlement: grant.entitlement.clone(),
         actions: grant.actions.iter().map(Action::to_string).collect(),
         task_id: grant.task_id.to_string(),

@@ -804,7 +804,8 @@ const SECTION: char = '\u{1e}';
 /// A grant and its first credential as one compact string (one key, a few
 /// hundred bytes; see BENCHMARKS.md):
 /// `<state> FIELD task FIELD subject FIELD entitlement FIELD actions FIELD
-/// parent FIELD created-ms FIELD expires-ms FIELD epoch FIELD justification`
+/// parent FIELD created-ms FIELD expires-ms FIELD epoch FIELD ticket FIELD
+/// justification`
 /// then `SECTION <credential>` per credential and, once ended,
 /// `SECTION e <reason>`. Free text has the two separators replaced.
 fn encode_grant(grant: &Grant, credential: &Credential) -> String {
@@ -818,6 +819,7 @@ fn encode_grant(grant: &Grant, credential: &Credential) -> String {
         millis(grant.created_at).to_string(),
         millis(grant.expires_at).to_string(),
         grant.epoch.to_string(),
+        free_text(&grant.ticket),
         free_text(&grant.justification),
     ];
     format!(
@@ -845,7 +847,7 @@ fn decode_grant(
     };
     let mut sections = record.split(SECTION);
     let core = sections.next().unwrap_or_default();
-    let parts: Vec<&str> = core.splitn(11, FIELD).collect();
+    let parts: Vec<&str> = core.splitn(12, FIELD).collect();
     let [
         state,
         task,
@@ -856,6 +858,7 @@ fn decode_grant(
         created,
         expires,
         epoch,
+        ticket,
         justification,
     ] = parts.as_slice()
     else {
@@ -901,6 +904,7 @@ fn decode_grant(
         task_id: TaskId::new(task).map_err(|_| corrupt("bad task"))?,
         parent,
         justification: (*justification).to_owned(),
+        ticket: (*ticket).to_owned(),
         created_at: time(created)?,
         expires_at,
         state,

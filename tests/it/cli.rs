@@ -615,7 +615,7 @@ fn catalogue_reload_on_sighup_keeps_the_last_good_one() {
     let message = String::from_utf8_lossy(&check.stderr);
     assert!(
         message.contains(
-            "jitid.toml: entitlement \"ci-broken\": `max_ttl`: 2h is above the ceiling of 1h"
+            "jitid.toml: entitlement \"ci-broken\": `max_ttl`: 2h is above the ceiling of 30m"
         ),
         "{message}"
     );
@@ -631,5 +631,5 @@ fn catalogue_reload_on_sighup_keeps_the_last_good_one() {
     let good = stdout(&run(Command::new(jitid_bin())
         .args(["policy", "check"])
         .arg(&config_path)));
-    assert!(good.contains("ok, 3 entitlements"), "{good}");
+    assert!(good.contains("ok, 4 entitlements"), "{good}");
 }

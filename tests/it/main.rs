@@ -13,6 +13,7 @@ mod bench;
 mod cli;
 mod issue_jwt;
 mod issue_x509;
+mod policy;
 mod requests;
 mod revocation;
 mod store_conformance;

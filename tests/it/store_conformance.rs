@@ -49,6 +49,7 @@ async fn issue(
         task_id: TaskId::new(task).unwrap(),
         parent,
         justification: "release 1.2".to_owned(),
+        ticket: "CHG-42".to_owned(),
         created_at: now,
         expires_at: now + ttl,
         state: GrantState::Active,
@@ -104,6 +105,7 @@ async fn conformance(store: &dyn GrantStore) {
     assert_eq!(stored.actions, grant.actions);
     assert_eq!(stored.task_id, grant.task_id);
     assert_eq!(stored.justification, grant.justification);
+    assert_eq!(stored.ticket, grant.ticket);
     assert_eq!(stored.epoch, epoch);
     assert_eq!(stored.state, GrantState::Active);
     assert_eq!(millis_of(stored.expires_at), millis_of(grant.expires_at));

@@ -38,6 +38,22 @@ name = "agent-research"
 actions = ["kb:read", "tool:search"]
 requesters = ["spiffe://example.org/agents/planner"]
 max_ttl = "15m"
+
+[[entitlement]]
+name = "prod-deploy"
+risk = "high"
+actions = ["deploy:prod/payments"]
+requesters = ["group:release"]
+require = ["justification", "ticket"]
+max_active = 1
+audiences = ["deploy.example.org"]
+
+[[entitlement]]
+name = "agent-task"
+risk = "low"
+actions = ["kb:read"]
+requesters = ["spiffe://example.org/agents/planner"]
+identity = "per-task"
 "#;
 
 pub const ADMIN: &str = "spiffe://example.org/ops/admin";
@@ -81,7 +97,7 @@ impl TestEnv {
         .unwrap();
         let config_path = dir.path().join("jitid.toml");
         let config_text = format!(
-            "trust_domain = \"{TRUST_DOMAIN}\"\nlisten = \"127.0.0.1:0\"\nadmins = [\"spiffe://example.org/ops/*\"]\n[ca]\ndir = \"ca\"\n[limits]\nmax_request_bytes = 65536\n{ENTITLEMENTS}"
+            "trust_domain = \"{TRUST_DOMAIN}\"\nlisten = \"127.0.0.1:0\"\nadmins = [\"spiffe://example.org/ops/*\"]\n[groups]\nrelease = [\"spiffe://example.org/ci/*\"]\n[ca]\ndir = \"ca\"\n[limits]\nmax_request_bytes = 65536\n{ENTITLEMENTS}"
         );
         std::fs::write(&config_path, &config_text).unwrap();
         let config = Config::load(&config_path).unwrap();
