@@ -13,7 +13,7 @@ use tokio::sync::Notify;
 
 use super::{
     CredentialRevocation, EndTarget, Ending, GrantStore, Liveness, LivenessQuery, RevocationEvent,
-    RevocationFeed, StoreError, ended_ancestor,
+    RevocationFeed, StoreError, judge,
 };
 use crate::clock::{Clock, SystemClock};
 use crate::grant::{Credential, CredentialId, Epoch, Grant, GrantId, GrantState, TaskId};
@@ -230,7 +230,7 @@ impl GrantStore for MemoryStore {
             return Ok(Liveness::EpochReset);
         }
         let now = self.clock.now();
-        let grant = {
+        let (grant, credential, task_revocation) = {
             let state = self.lock();
             let Some(grant_id) = query.credential.grant_id() else {
                 return Ok(Liveness::NotFound);
@@ -249,27 +249,14 @@ impl GrantStore for MemoryStore {
             else {
                 return Ok(Liveness::NotFound);
             };
-            // A task revocation ends what was granted before it.
-            if let Some((reason, at, until)) = state.revoked_tasks.get(query.task)
-                && *until > now
-                && entry.grant.created_at <= *at
-            {
-                return Ok(Liveness::TaskRevoked {
-                    reason: reason.clone(),
-                });
-            }
-            if entry.grant.state != GrantState::Active {
-                return Ok(Liveness::GrantEnded(entry.grant.clone()));
-            }
-            if credential.revoked {
-                return Ok(Liveness::CredentialRevoked(entry.grant.clone()));
-            }
-            entry.grant.clone()
+            let task_revocation = state
+                .revoked_tasks
+                .get(query.task)
+                .filter(|(_, _, until)| *until > now)
+                .map(|(reason, at, _)| (*at, reason.clone()));
+            (entry.grant.clone(), credential.clone(), task_revocation)
         };
-        Ok(match ended_ancestor(self, &grant).await? {
-            Some(ancestor) => Liveness::GrantEnded(ancestor),
-            None => Liveness::Live(grant),
-        })
+        judge(self, grant, &credential, task_revocation).await
     }
 
     async fn publish(

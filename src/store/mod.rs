@@ -228,6 +228,33 @@ pub trait GrantStore: Send + Sync + std::fmt::Debug + 'static {
     async fn revocation_feed(&self) -> Result<Box<dyn RevocationFeed>, StoreError>;
 }
 
+/// The liveness of a recorded credential, by the same rules for every
+/// backend: a task revocation ends grants created before it; an ended
+/// grant ends its credentials; a revoked credential is revoked; and a
+/// delegated grant lives only while its ancestors do.
+async fn judge(
+    store: &(impl GrantStore + ?Sized),
+    grant: Grant,
+    credential: &Credential,
+    task_revocation: Option<(SystemTime, String)>,
+) -> Result<Liveness, StoreError> {
+    if let Some((at, reason)) = task_revocation
+        && grant.created_at <= at
+    {
+        return Ok(Liveness::TaskRevoked { reason });
+    }
+    if grant.state != GrantState::Active {
+        return Ok(Liveness::GrantEnded(grant));
+    }
+    if credential.revoked {
+        return Ok(Liveness::CredentialRevoked(grant));
+    }
+    Ok(match ended_ancestor(store, &grant).await? {
+        Some(ancestor) => Liveness::GrantEnded(ancestor),
+        None => Liveness::Live(grant),
+    })
+}
+
 /// Follows `grant`'s delegation chain; returns the first ancestor that is
 /// no longer active (or missing), if any.
 async fn ended_ancestor(

@@ -30,7 +30,7 @@ use redis::{Cmd, Pipeline, RedisError, RedisFuture, Script, Value};
 
 use super::{
     CredentialRevocation, EndTarget, Ending, GrantStore, Liveness, LivenessQuery, RevocationEvent,
-    RevocationFeed, StoreError, ended_ancestor,
+    RevocationFeed, StoreError, judge,
 };
 use crate::grant::{
     Action, Credential, CredentialId, Epoch, Grant, GrantId, GrantState, Shard, TaskId,
@@ -555,28 +555,17 @@ impl GrantStore for RedisStore {
         else {
             return Ok(Liveness::NotFound);
         };
-        // A task revocation ends what was granted before it.
-        if let Some((at, reason)) = task_revoked
+        let task_revocation = task_revoked
             .as_deref()
             .and_then(|value| value.split_once('|'))
-            && at
-                .parse::<u128>()
-                .is_ok_and(|at| millis(grant.created_at) as u128 <= at)
-        {
-            return Ok(Liveness::TaskRevoked {
-                reason: reason.to_owned(),
+            .and_then(|(at, reason)| {
+                let at: u64 = at.parse().ok()?;
+                Some((
+                    SystemTime::UNIX_EPOCH + Duration::from_millis(at),
+                    reason.to_owned(),
+                ))
             });
-        }
-        if grant.state != GrantState::Active {
-            return Ok(Liveness::GrantEnded(grant));
-        }
-        if credential.revoked {
-            return Ok(Liveness::CredentialRevoked(grant));
-        }
-        Ok(match ended_ancestor(self, &grant).await? {
-            Some(ancestor) => Liveness::GrantEnded(ancestor),
-            None => Liveness::Live(grant),
-        })
+        judge(self, grant, &credential, task_revocation).await
     }
 
     async fn publish(
