@@ -56,6 +56,11 @@ async fn record(store: &RedisStore, subject: &SpiffeId, n: u64, ttl: Duration) {
         state: GrantState::Active,
         end_reason: None,
         epoch: store.epoch().await.unwrap(),
+        break_glass: false,
+        per_task: false,
+        ttl,
+        approvals: Vec::new(),
+        decision: String::new(),
     };
     let credential = Credential {
         id: CredentialId::new_x509(grant.id).0,

@@ -81,6 +81,9 @@ pub struct Config {
     pub max_request_bytes: usize,
     /// The entitlement catalogue.
     pub catalogue: Catalogue,
+    /// The deployment's environment (e.g. `prod`), which conditions see as
+    /// `context.environment`.
+    pub environment: String,
     /// Callers that may revoke anything and read any grant.
     pub admins: Vec<IdPattern>,
     /// Where grants are recorded.
@@ -140,6 +143,9 @@ struct RawConfig {
     admins: Vec<String>,
     #[serde(default)]
     groups: HashMap<String, Vec<String>>,
+    #[serde(default)]
+    windows: std::collections::BTreeMap<String, crate::policy::RawWindow>,
+    environment: Option<String>,
     store: Option<String>,
     redis: Option<RawRedis>,
 }
@@ -311,11 +317,24 @@ impl Config {
             }
         }
 
-        let catalogue = Catalogue::from_raw(raw.entitlements, &raw.groups, &trust_domain, &limits)
-            .map_err(|error| ConfigError::Catalogue {
-                path: path.to_owned(),
-                error,
-            })?;
+        let catalogue = Catalogue::from_raw(
+            raw.entitlements,
+            &raw.groups,
+            raw.windows,
+            &trust_domain,
+            &limits,
+        )
+        .map_err(|error| ConfigError::Catalogue {
+            path: path.to_owned(),
+            error,
+        })?;
+        let environment = raw.environment.unwrap_or_default();
+        if environment.len() > 64 || environment.chars().any(char::is_control) {
+            return Err(invalid(
+                "environment",
+                "must be at most 64 bytes of printable text".to_owned(),
+            ));
+        }
 
         let admins = raw
             .admins
@@ -348,6 +367,7 @@ impl Config {
             attestation_trust_anchors,
             max_request_bytes,
             catalogue,
+            environment,
             admins,
             store,
         })

@@ -68,6 +68,7 @@ const DEMO_IDENTITIES: &[(&str, &str)] = &[
     ("agent", "/agents/planner"),
     ("payments", "/svc/payments"),
     ("ops", "/ops/admin"),
+    ("reviewer", "/security/reviewer"),
 ];
 
 /// Creates whatever of the dev trust domain is missing in `dir` and returns
@@ -172,6 +173,8 @@ listen = "127.0.0.1:8443"
 admins = ["spiffe://example.org/ops/*"]
 # "memory" (one server, lost on restart) or "redis" (shared by replicas):
 store = "memory"
+# Conditions see it as context.environment.
+environment = "dev"
 # [redis]
 # url = "redis://127.0.0.1:6379"   # or rediss://..., unix:///run/redis.sock
 # wait_replicas = 0                # replicas that must acknowledge a revocation
@@ -193,6 +196,14 @@ max_ttl = "1h"
 
 [groups]
 release = ["spiffe://example.org/ci/*"]
+sre = ["spiffe://example.org/ops/*"]
+security = ["spiffe://example.org/security/*"]
+
+# Change windows (UTC) that conditions see as context.windows.<name>.
+[windows.prod_changes]
+days = ["mon", "tue", "wed", "thu"]
+start = "09:00"
+end = "16:00"
 
 # A CI job publishes what it built.
 [[entitlement]]
@@ -214,8 +225,10 @@ requesters = ["spiffe://example.org/agents/*"]
 default_ttl = "5m"
 max_ttl = "15m"
 
-# A production deploy: high risk, only with a justification and a ticket,
-# one at a time.
+# A production deploy: high risk, so approved by someone in SRE (never the
+# requester), only inside the change window, with a justification and a
+# change ticket, one at a time. In an emergency, break-glass issues it at
+# once for 5 minutes and security reviews the use afterwards.
 [[entitlement]]
 name = "prod-deploy"
 owner = "payments-team"
@@ -225,6 +238,20 @@ actions = ["deploy:prod/payments"]
 requesters = ["group:release"]
 require = ["justification", "ticket"]
 max_active = 1
+approvers = ["group:sre"]
+min_approvals = 1
+pending_ttl = "30m"
+break_glass = { max_ttl = "5m", reviewers = ["group:security"] }
+conditions = """
+@id("deploy-in-window")
+@reason("production deploys happen inside the prod_changes window")
+permit (principal, action, resource) when { context.windows.prod_changes };
+
+@id("change-ticket")
+@reason("the ticket must be a change ticket (CHG-...)")
+forbid (principal, action, resource)
+unless { context.ticket like "CHG-*" || context.break_glass };
+"""
 
 # A service talks mTLS to the ledger, rotating its certificate every few minutes.
 [[entitlement]]

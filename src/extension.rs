@@ -21,6 +21,8 @@
 //!     entitlement  UTF8String,
 //!     actions      SEQUENCE SIZE (1..MAX) OF UTF8String,
 //!     epoch        UTF8String,   -- the grant store's epoch at issuance
+//!     breakGlass   BOOLEAN DEFAULT FALSE,
+//!                                -- issued on the emergency path
 //!     ...                        -- later versions append fields; readers
 //!                                -- ignore what follows the known ones
 //! }
@@ -50,6 +52,8 @@ pub struct GrantExtension {
     pub actions: Vec<String>,
     /// The grant store's epoch when the certificate was minted.
     pub epoch: String,
+    /// Whether the grant was issued on the break-glass path.
+    pub break_glass: bool,
 }
 
 /// Why a certificate's grant extension could not be read.
@@ -90,6 +94,10 @@ impl GrantExtension {
                     }
                 });
                 writer.next().write_utf8_string(&self.epoch);
+                // DER omits a field equal to its DEFAULT.
+                if self.break_glass {
+                    writer.next().write_bool(true);
+                }
             });
         })
     }
@@ -113,6 +121,10 @@ impl GrantExtension {
                     Ok(())
                 })?;
                 let epoch = reader.next().read_utf8string()?;
+                // BOOLEAN TRUE; FALSE is the default and never encoded.
+                let break_glass = reader
+                    .read_optional(|reader| reader.read_der())?
+                    .is_some_and(|der| der == [0x01, 0x01, 0xff]);
                 // Fields added by later versions of this version are skipped.
                 while reader.read_optional(|reader| reader.read_der())?.is_some() {}
                 Ok(Self {
@@ -121,6 +133,7 @@ impl GrantExtension {
                     entitlement,
                     actions,
                     epoch,
+                    break_glass,
                 })
             })
         });
@@ -163,12 +176,26 @@ mod tests {
             entitlement: "ci-publish".to_owned(),
             actions: vec!["publish:artifacts".to_owned(), "read:source".to_owned()],
             epoch: "5f0c1d2e3a4b5c6d".to_owned(),
+            break_glass: false,
         }
     }
 
     #[test]
     fn round_trips() {
         assert_eq!(GrantExtension::from_der(&sample().to_der()), Ok(sample()));
+        let break_glass = GrantExtension {
+            break_glass: true,
+            ..sample()
+        };
+        assert_eq!(
+            GrantExtension::from_der(&break_glass.to_der()),
+            Ok(break_glass.clone())
+        );
+        assert_eq!(
+            break_glass.to_der().len(),
+            sample().to_der().len() + 3,
+            "one BOOLEAN, only when true"
+        );
     }
 
     #[test]

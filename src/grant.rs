@@ -2,7 +2,7 @@
 //! credentials carry. No I/O.
 
 use std::fmt;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use crate::spiffe_id::{self, SpiffeId};
 
@@ -56,9 +56,14 @@ pub struct Shard(u16);
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Epoch(String);
 
-/// Where a grant is in its life.
+/// Where a grant is in its life: `Pending` → `Active` → `Completed` or
+/// `Revoked`; or `Pending` → `Denied`. (A grant that expires is dropped.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum GrantState {
+    /// Waiting for approvals; nothing can be minted under it yet.
+    Pending,
+    /// An approver denied it; nothing can be minted under it.
+    Denied,
     /// Credentials under it are live until they expire.
     Active,
     /// Its owner said the task is done; nothing under it is live.
@@ -97,6 +102,28 @@ pub struct Grant {
     pub end_reason: Option<String>,
     /// The store epoch it was created under.
     pub epoch: Epoch,
+    /// Whether it was issued on the break-glass path.
+    pub break_glass: bool,
+    /// Whether its credentials carry a per-task SPIFFE ID (the subject's
+    /// with `/task/<task>` appended).
+    pub per_task: bool,
+    /// The lifetime granted; a pending grant's expiry is its request's, and
+    /// approval starts this lifetime.
+    pub ttl: Duration,
+    /// Who approved it, in order.
+    pub approvals: Vec<ApprovalRecord>,
+    /// The decision that created it: its inputs and the rules that
+    /// matched, as JSON (see [`crate::policy::Explanation`]).
+    pub decision: String,
+}
+
+/// One approval of a pending grant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApprovalRecord {
+    /// The attested approver.
+    pub approver: SpiffeId,
+    /// When.
+    pub at: SystemTime,
 }
 
 /// How a credential is identified. Both forms embed the grant id, so a
@@ -276,6 +303,8 @@ impl GrantState {
     /// The state's name as shown to users.
     pub fn as_str(&self) -> &'static str {
         match self {
+            Self::Pending => "pending",
+            Self::Denied => "denied",
             Self::Active => "active",
             Self::Completed => "completed",
             Self::Revoked => "revoked",

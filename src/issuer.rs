@@ -2,6 +2,8 @@
 //! grant, a signed credential and a store record. Knows nothing of gRPC,
 //! TLS or Redis; everything arrives through plain types and traits.
 
+use std::collections::BTreeMap;
+use std::net::IpAddr;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
@@ -13,13 +15,17 @@ use crate::ca::{
 };
 use crate::clock::{Clock, unix_seconds, whole_seconds};
 use crate::grant::{
-    Action, Credential, CredentialId, Epoch, Grant, GrantId, GrantState, NameError, Shard, TaskId,
+    Action, ApprovalRecord, Credential, CredentialId, Epoch, Grant, GrantId, GrantState, NameError,
+    Shard, TaskId,
 };
-use crate::policy::{self, AccessRequest, Catalogue, Denial, IdPattern, IdentityMode};
+use crate::policy::{
+    self, AccessRequest, Approval, Catalogue, Denial, Entitlement, IdPattern, IdentityMode,
+    RequestContext,
+};
 use crate::spiffe_id::SpiffeId;
 use crate::store::{
-    CredentialRevocation, EndTarget, Ending, GrantStore, Liveness, LivenessQuery, RevocationEvent,
-    RevocationFeed, StoreError,
+    AckOutcome, AddOutcome, CredentialRevocation, EndTarget, Ending, GrantStore, Liveness,
+    LivenessQuery, Review, ReviewAck, RevocationEvent, RevocationFeed, StoreError,
 };
 
 /// Most actions one request may name.
@@ -40,6 +46,8 @@ pub const MAX_ENTITLEMENT_BYTES: usize = 64;
 pub struct Caller {
     /// Its SPIFFE ID, from its client certificate.
     pub spiffe_id: SpiffeId,
+    /// Its network address, when known.
+    pub source: Option<IpAddr>,
 }
 
 /// What a caller asks a grant for, as received (not yet validated).
@@ -57,6 +65,14 @@ pub struct GrantSpec {
     pub justification: String,
     /// A change or incident ticket reference.
     pub ticket: String,
+    /// An emergency request: issued at once on an entitlement that allows
+    /// it, flagged, and reviewed afterwards.
+    pub break_glass: bool,
+    /// Labels for the policy conditions (`context.labels`).
+    pub labels: BTreeMap<String, String>,
+    /// Mint under this approved grant instead of creating one; then only
+    /// `ttl` may be set besides.
+    pub grant_id: String,
 }
 
 /// An issued X.509-SVID.
@@ -115,6 +131,10 @@ pub enum IssueError {
     /// The caller may not do this to that target.
     #[error("{0}")]
     Forbidden(String),
+    /// The grant is not in a state that allows this (pending, denied,
+    /// ended), or the entitlement needs approval first.
+    #[error("{0}")]
+    FailedPrecondition(String),
 }
 
 /// What to revoke, as named by the caller.
@@ -209,6 +229,10 @@ pub struct Issuer {
     store: Arc<dyn GrantStore>,
     clock: Arc<dyn Clock>,
     admins: Vec<IdPattern>,
+    environment: String,
+    /// Woken whenever this issuer changes a grant's state, so watchers
+    /// look again at once (they also poll, for changes made by replicas).
+    changes: Arc<tokio::sync::Notify>,
 }
 
 // === impl IssueError ===
@@ -226,6 +250,11 @@ impl IssueError {
             Self::Ca(CaError::Invalid(_)) => false,
             _ => false,
         }
+    }
+
+    /// Whether the target's state does not allow the operation.
+    pub fn is_failed_precondition(&self) -> bool {
+        matches!(self, Self::FailedPrecondition(_))
     }
 
     /// Whether policy or ownership refused the caller.
@@ -268,7 +297,20 @@ impl Issuer {
             store,
             clock,
             admins: Vec::new(),
+            environment: String::new(),
+            changes: Arc::new(tokio::sync::Notify::new()),
         }
+    }
+
+    /// Sets the environment conditions see as `context.environment`.
+    pub fn with_environment(mut self, environment: String) -> Self {
+        self.environment = environment;
+        self
+    }
+
+    /// Notified whenever this issuer changes a grant's state.
+    pub fn changes(&self) -> Arc<tokio::sync::Notify> {
+        self.changes.clone()
     }
 
     /// Lets callers matching `admins` revoke anything and read any grant.
@@ -314,7 +356,8 @@ impl Issuer {
         &self.clock
     }
 
-    /// Issues an X.509-SVID for `caller` from a DER CSR.
+    /// Issues an X.509-SVID for `caller` from a DER CSR: under a new grant
+    /// decided now, or under the approved grant `spec.grant_id` names.
     pub async fn issue_x509(
         &self,
         caller: &Caller,
@@ -322,57 +365,45 @@ impl Issuer {
         csr_der: &[u8],
     ) -> Result<X509Issued, IssueError> {
         let now = self.clock.now();
-        let (decided, spiffe_id) = self.decide(caller, spec, None, now).await?;
+        if !spec.grant_id.is_empty() {
+            let csr = VerifiedCsr::from_der(csr_der)?;
+            let (grant, spiffe_id, expires_at) = self.approved_grant(caller, spec, now).await?;
+            let (chain, serial, credential) =
+                self.sign_x509(&csr, &spiffe_id, &grant, expires_at, now)?;
+            self.add_credential(&grant, &credential).await?;
+            return Ok(X509Issued {
+                chain,
+                serial,
+                spiffe_id,
+                grant,
+            });
+        }
+        let decided = self.decide(caller, spec, None, now).await?;
         let csr = VerifiedCsr::from_der(csr_der)?;
+        let spiffe_id = decided.spiffe_id.clone();
         let ((chain, serial), grant) = self
-            .mint_and_record(&decided, |grant| {
-                let (credential_id, serial) = CredentialId::new_x509(grant.id);
-                let signed = self.authority.sign_x509_svid(
-                    &csr,
-                    LeafRequest {
-                        spiffe_id: &spiffe_id,
-                        expires_at: grant.expires_at,
-                        dns_names: &[],
-                        ip_addresses: &[],
-                    },
-                    &GrantExtension {
-                        grant_id: grant.id.to_string(),
-                        task_id: grant.task_id.to_string(),
-                        entitlement: grant.entitlement.clone(),
-                        actions: grant
-                            .actions
-                            .iter()
-                            .map(|a| a.as_str().to_owned())
-                            .collect(),
-                        epoch: grant.epoch.to_string(),
-                    },
-                    &serial,
-                    now,
-                )?;
+            .issue_new(&decided, |grant| {
+                let (chain, serial, credential) =
+                    self.sign_x509(&csr, &spiffe_id, &grant, grant.expires_at, now)?;
                 // The signing CA may expire before the grant; the grant
                 // never outlives its credential's issuer.
                 let grant = Grant {
-                    expires_at: signed.not_after,
+                    expires_at: credential.expires_at,
                     ..grant
                 };
-                let credential = Credential {
-                    id: credential_id,
-                    grant_id: grant.id,
-                    expires_at: signed.not_after,
-                    revoked: false,
-                };
-                Ok(((signed.chain, signed.serial), grant, credential))
+                Ok(((chain, serial), grant, credential))
             })
             .await?;
         Ok(X509Issued {
             chain,
             serial,
-            spiffe_id,
+            spiffe_id: decided.spiffe_id,
             grant,
         })
     }
 
-    /// Issues a JWT-SVID for `caller` with the given audiences.
+    /// Issues a JWT-SVID for `caller` with the given audiences: under a new
+    /// grant decided now, or under the approved grant `spec.grant_id` names.
     pub async fn issue_jwt(
         &self,
         caller: &Caller,
@@ -381,44 +412,538 @@ impl Issuer {
     ) -> Result<JwtIssued, IssueError> {
         let now = self.clock.now();
         let audiences = validate_audiences(audiences)?;
-        let (mut decided, spiffe_id) = self.decide(caller, spec, Some(&audiences), now).await?;
-        decided.expires_at = decided.expires_at.min(self.authority.signing_not_after());
+        if !spec.grant_id.is_empty() {
+            let (grant, spiffe_id, expires_at) = self.approved_grant(caller, spec, now).await?;
+            let catalogue = self.catalogue();
+            if let Some(allowed) = catalogue
+                .entitlement(&grant.entitlement)
+                .and_then(|entitlement| entitlement.audiences.as_ref())
+                && let Some(audience) = audiences.iter().find(|a| !allowed.contains(a))
+            {
+                return Err(Denial::AudienceNotAllowed {
+                    entitlement: grant.entitlement.clone(),
+                    audience: audience.clone(),
+                }
+                .into());
+            }
+            let expires_at = expires_at.min(self.authority.signing_not_after());
+            let (token, jti, credential) =
+                self.sign_jwt(&spiffe_id, &audiences, &grant, expires_at, now)?;
+            self.add_credential(&grant, &credential).await?;
+            return Ok(JwtIssued {
+                token,
+                jti,
+                spiffe_id,
+                grant,
+            });
+        }
+        let mut decided = self.decide(caller, spec, Some(&audiences), now).await?;
+        decided.grant.expires_at = decided
+            .grant
+            .expires_at
+            .min(self.authority.signing_not_after());
+        let spiffe_id = decided.spiffe_id.clone();
         let ((token, jti), grant) = self
-            .mint_and_record(&decided, |grant| {
-                let credential_id = CredentialId::new_jwt(grant.id);
-                let claims = JwtSvidClaims {
-                    sub: spiffe_id.to_string(),
-                    aud: audiences.clone(),
-                    exp: unix_seconds(grant.expires_at),
-                    iat: unix_seconds(now - BACKDATE),
-                    jti: credential_id.value().to_owned(),
-                    scope: grant
-                        .actions
-                        .iter()
-                        .map(Action::as_str)
-                        .collect::<Vec<_>>()
-                        .join(" "),
-                    jitid_grant: grant.id.to_string(),
-                    jitid_task: grant.task_id.to_string(),
-                    jitid_entitlement: grant.entitlement.clone(),
-                    jitid_epoch: grant.epoch.to_string(),
-                };
-                let token = self.authority.sign_jwt_svid(&claims)?;
-                let credential = Credential {
-                    id: credential_id,
-                    grant_id: grant.id,
-                    expires_at: grant.expires_at,
-                    revoked: false,
-                };
-                Ok(((token, claims.jti), grant, credential))
+            .issue_new(&decided, |grant| {
+                let (token, jti, credential) =
+                    self.sign_jwt(&spiffe_id, &audiences, &grant, grant.expires_at, now)?;
+                Ok(((token, jti), grant, credential))
             })
             .await?;
         Ok(JwtIssued {
             token,
             jti,
-            spiffe_id,
+            spiffe_id: decided.spiffe_id,
             grant,
         })
+    }
+
+    /// Creates a grant without minting anything: a request that waits for
+    /// approval, or (for an auto-approved or break-glass request) an active
+    /// grant that credentials are minted under later with
+    /// [`GrantSpec::grant_id`].
+    pub async fn request_grant(
+        &self,
+        caller: &Caller,
+        spec: &GrantSpec,
+    ) -> Result<Grant, IssueError> {
+        if !spec.grant_id.is_empty() {
+            return Err(invalid(
+                "grant_id",
+                "must be empty: a request creates a new grant".to_owned(),
+            ));
+        }
+        let now = self.clock.now();
+        let decided = self.decide(caller, spec, None, now).await?;
+        let break_glass = decided.grant.break_glass;
+        if break_glass {
+            self.open_review(&decided.grant).await?;
+        }
+        let mut epoch = self.store.epoch().await?;
+        for attempt in 0..2 {
+            let grant = Grant {
+                epoch: epoch.clone(),
+                ..decided.grant.clone()
+            };
+            match self.store.record_grant(&grant).await {
+                Ok(()) => return Ok(grant),
+                Err(StoreError::EpochChanged(current)) if attempt == 0 => epoch = current,
+                Err(error) => {
+                    if break_glass {
+                        self.drop_review(grant.id).await;
+                    }
+                    return Err(error.into());
+                }
+            }
+        }
+        if break_glass {
+            self.drop_review(decided.grant.id).await;
+        }
+        Err(StoreError::Unavailable("store epoch keeps changing".into()).into())
+    }
+
+    /// Approves a pending grant. The approver must be one of the
+    /// entitlement's approvers and not its requester, and may approve once;
+    /// the grant turns active (its lifetime starting now) with the last
+    /// approval needed.
+    pub async fn approve(
+        &self,
+        caller: &Caller,
+        grant_id: &str,
+        comment: &str,
+    ) -> Result<Grant, IssueError> {
+        let id = parse_grant_id(grant_id)?;
+        check_comment("comment", comment)?;
+        for _ in 0..4 {
+            let (current, entitlement) = self.pending_for_approver(caller, id).await?;
+            if current
+                .approvals
+                .iter()
+                .any(|approval| approval.approver == caller.spiffe_id)
+            {
+                return Err(IssueError::FailedPrecondition(format!(
+                    "{} has already approved grant {id}",
+                    caller.spiffe_id
+                )));
+            }
+            let now = self.clock.now();
+            let mut next = current.clone();
+            next.approvals.push(ApprovalRecord {
+                approver: caller.spiffe_id.clone(),
+                at: now,
+            });
+            let needed = match &entitlement.approval {
+                policy::ApprovalRule::Approvers { min_approvals, .. } => *min_approvals,
+                policy::ApprovalRule::Auto => 1,
+            };
+            if next.approvals.len() >= needed as usize {
+                next.state = GrantState::Active;
+                next.expires_at = whole_seconds(now + next.ttl);
+            }
+            if self.store.update_pending(&current, &next).await? {
+                self.changes.notify_waiters();
+                return Ok(next);
+            }
+        }
+        Err(IssueError::FailedPrecondition(format!(
+            "grant {id} keeps changing; try again"
+        )))
+    }
+
+    /// Denies a pending grant, with the same rules as [`Issuer::approve`].
+    pub async fn deny(
+        &self,
+        caller: &Caller,
+        grant_id: &str,
+        reason: &str,
+    ) -> Result<Grant, IssueError> {
+        let id = parse_grant_id(grant_id)?;
+        check_comment("reason", reason)?;
+        for _ in 0..4 {
+            let (current, _) = self.pending_for_approver(caller, id).await?;
+            let mut next = current.clone();
+            next.state = GrantState::Denied;
+            next.end_reason = Some(if reason.is_empty() {
+                format!("denied by {}", caller.spiffe_id)
+            } else {
+                format!("denied by {}: {reason}", caller.spiffe_id)
+            });
+            if self.store.update_pending(&current, &next).await? {
+                self.changes.notify_waiters();
+                return Ok(next);
+            }
+        }
+        Err(IssueError::FailedPrecondition(format!(
+            "grant {id} keeps changing; try again"
+        )))
+    }
+
+    /// The pending grant `id` and its entitlement, if `caller` may decide
+    /// on it.
+    async fn pending_for_approver(
+        &self,
+        caller: &Caller,
+        id: GrantId,
+    ) -> Result<(Grant, Entitlement), IssueError> {
+        let grant = self
+            .store
+            .grant(id)
+            .await?
+            .ok_or_else(|| IssueError::NotFound(format!("no live grant {id}")))?;
+        let catalogue = self.catalogue();
+        let entitlement = catalogue.entitlement(&grant.entitlement).ok_or_else(|| {
+            IssueError::FailedPrecondition(format!(
+                "entitlement {:?} is no longer in the catalogue",
+                grant.entitlement
+            ))
+        })?;
+        if !entitlement.approver(&caller.spiffe_id) {
+            return Err(IssueError::Forbidden(format!(
+                "{} is not an approver of entitlement {:?}",
+                caller.spiffe_id, grant.entitlement
+            )));
+        }
+        if grant.subject == caller.spiffe_id {
+            return Err(IssueError::Forbidden(format!(
+                "{} requested grant {id} and may not approve or deny it (separation of duties)",
+                caller.spiffe_id
+            )));
+        }
+        if grant.state != GrantState::Pending {
+            return Err(IssueError::FailedPrecondition(format!(
+                "grant {id} is {}, not pending",
+                grant.state.as_str()
+            )));
+        }
+        Ok((grant, entitlement.clone()))
+    }
+
+    /// The grant `id` as `caller` may watch it: its requester, its
+    /// entitlement's approvers and admins may. `None` once it expired.
+    pub async fn watched_grant(
+        &self,
+        caller: &Caller,
+        id: GrantId,
+    ) -> Result<Option<Grant>, IssueError> {
+        let Some(grant) = self.store.grant(id).await? else {
+            return Ok(None);
+        };
+        if !self.may_read(caller, &grant) {
+            return Err(IssueError::Forbidden(format!(
+                "{} may not watch grant {id}",
+                caller.spiffe_id
+            )));
+        }
+        Ok(Some(grant))
+    }
+
+    fn may_read(&self, caller: &Caller, grant: &Grant) -> bool {
+        grant.subject == caller.spiffe_id
+            || self.is_admin(caller)
+            || self
+                .catalogue()
+                .entitlement(&grant.entitlement)
+                .is_some_and(|entitlement| entitlement.approver(&caller.spiffe_id))
+    }
+
+    /// Break-glass reviews `caller` may see: those of entitlements it
+    /// reviews (all, for admins). Open ones only, unless `all`.
+    pub async fn reviews(&self, caller: &Caller, all: bool) -> Result<Vec<Review>, IssueError> {
+        let admin = self.is_admin(caller);
+        let catalogue = self.catalogue();
+        let mut reviews = self.store.reviews().await?;
+        reviews.retain(|review| {
+            (all || review.ack.is_none())
+                && (admin
+                    || catalogue
+                        .entitlement(&review.entitlement)
+                        .is_some_and(|entitlement| entitlement.reviewer(&caller.spiffe_id)))
+        });
+        Ok(reviews)
+    }
+
+    /// Closes the review of a break-glass grant with a comment. Only the
+    /// entitlement's reviewers may, and never the one who used it.
+    pub async fn ack_review(
+        &self,
+        caller: &Caller,
+        grant_id: &str,
+        comment: &str,
+    ) -> Result<Review, IssueError> {
+        let id = parse_grant_id(grant_id)?;
+        check_comment("comment", comment)?;
+        if comment.trim().is_empty() {
+            return Err(invalid(
+                "comment",
+                "is required: say what the review found".to_owned(),
+            ));
+        }
+        let review = self
+            .store
+            .reviews()
+            .await?
+            .into_iter()
+            .find(|review| review.grant_id == id)
+            .ok_or_else(|| IssueError::NotFound(format!("no review of grant {id}")))?;
+        let reviewer = self
+            .catalogue()
+            .entitlement(&review.entitlement)
+            .is_some_and(|entitlement| entitlement.reviewer(&caller.spiffe_id));
+        if !reviewer {
+            return Err(IssueError::Forbidden(format!(
+                "{} does not review break-glass uses of entitlement {:?}",
+                caller.spiffe_id, review.entitlement
+            )));
+        }
+        if review.subject == caller.spiffe_id {
+            return Err(IssueError::Forbidden(format!(
+                "{} used break-glass on grant {id} and may not review it",
+                caller.spiffe_id
+            )));
+        }
+        let ack = ReviewAck {
+            by: caller.spiffe_id.clone(),
+            at: self.clock.now(),
+            comment: comment.to_owned(),
+        };
+        match self.store.ack_review(id, &ack).await? {
+            AckOutcome::Acked(review) => Ok(review),
+            AckOutcome::AlreadyAcked(review) => Err(IssueError::FailedPrecondition(format!(
+                "review of grant {id} was already acknowledged by {}",
+                review.ack.map(|ack| ack.by.to_string()).unwrap_or_default()
+            ))),
+            AckOutcome::NotFound => Err(IssueError::NotFound(format!("no review of grant {id}"))),
+        }
+    }
+
+    async fn open_review(&self, grant: &Grant) -> Result<(), IssueError> {
+        tracing::warn!(
+            grant = %grant.id,
+            subject = %grant.subject,
+            entitlement = %grant.entitlement,
+            "break-glass grant issued; a review is open"
+        );
+        self.store
+            .open_review(&Review {
+                grant_id: grant.id,
+                subject: grant.subject.clone(),
+                entitlement: grant.entitlement.clone(),
+                actions: grant.actions.clone(),
+                task_id: grant.task_id.clone(),
+                justification: grant.justification.clone(),
+                ticket: grant.ticket.clone(),
+                opened_at: grant.created_at,
+                expires_at: grant.expires_at,
+                ack: None,
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Best effort: a review of an issuance that failed is noise, not harm.
+    async fn drop_review(&self, id: GrantId) {
+        if let Err(error) = self.store.drop_review(id).await {
+            tracing::warn!(%error, grant = %id, "could not drop the review of a failed break-glass issuance");
+        }
+    }
+
+    /// Records a new grant with its first credential; a break-glass grant
+    /// opens its review first, so no break-glass credential exists without
+    /// one.
+    async fn issue_new<T>(
+        &self,
+        decided: &Decided,
+        mint: impl FnMut(Grant) -> Result<(T, Grant, Credential), IssueError>,
+    ) -> Result<(T, Grant), IssueError> {
+        match decided.approval {
+            Approval::Auto => self.mint_and_record(&decided.grant, mint).await,
+            Approval::BreakGlass => {
+                self.open_review(&decided.grant).await?;
+                let issued = self.mint_and_record(&decided.grant, mint).await;
+                if issued.is_err() {
+                    self.drop_review(decided.grant.id).await;
+                }
+                issued
+            }
+            Approval::Required { min_approvals, .. } => {
+                Err(IssueError::FailedPrecondition(format!(
+                    "entitlement {:?} needs {min_approvals} approval(s): request a grant \
+                     (RequestGrant, or `jitid fetch --wait`), then issue under it once approved",
+                    decided.grant.entitlement
+                )))
+            }
+        }
+    }
+
+    /// The active grant `spec.grant_id` names, owned by `caller`, with the
+    /// SPIFFE ID its credentials carry and when the next one expires.
+    async fn approved_grant(
+        &self,
+        caller: &Caller,
+        spec: &GrantSpec,
+        now: SystemTime,
+    ) -> Result<(Grant, SpiffeId, SystemTime), IssueError> {
+        if !spec.entitlement.is_empty()
+            || !spec.actions.is_empty()
+            || !spec.task_id.is_empty()
+            || !spec.justification.is_empty()
+            || !spec.ticket.is_empty()
+            || spec.break_glass
+            || !spec.labels.is_empty()
+        {
+            return Err(invalid(
+                "grant_id",
+                "names an existing grant: leave entitlement, actions, task_id, justification, \
+                 ticket, labels and break_glass unset"
+                    .to_owned(),
+            ));
+        }
+        let id = parse_grant_id(&spec.grant_id)?;
+        let grant = self.owned_grant(caller, id).await?;
+        match grant.state {
+            GrantState::Active => {}
+            GrantState::Pending => {
+                return Err(IssueError::FailedPrecondition(format!(
+                    "grant {id} is pending approval ({} approval(s) so far)",
+                    grant.approvals.len()
+                )));
+            }
+            GrantState::Denied | GrantState::Completed | GrantState::Revoked => {
+                return Err(IssueError::FailedPrecondition(format!(
+                    "grant {id} is {}: {}",
+                    grant.state.as_str(),
+                    grant.end_reason.clone().unwrap_or_default()
+                )));
+            }
+        }
+        let catalogue = self.catalogue();
+        let entitlement = catalogue
+            .entitlement(&grant.entitlement)
+            .ok_or_else(|| Denial::UnknownEntitlement(grant.entitlement.clone()))?;
+        if !entitlement.admits(&caller.spiffe_id) {
+            return Err(Denial::NotARequester {
+                caller: caller.spiffe_id.clone(),
+                entitlement: grant.entitlement.clone(),
+            }
+            .into());
+        }
+        let expires_at = match spec.ttl.filter(|ttl| !ttl.is_zero()) {
+            None => grant.expires_at,
+            Some(ttl) if ttl < policy::MIN_TTL => return Err(Denial::TtlTooShort.into()),
+            Some(ttl) if whole_seconds(now + ttl) > grant.expires_at => {
+                return Err(invalid(
+                    "ttl",
+                    format!(
+                        "{} exceeds what is left of grant {id} ({})",
+                        humantime::format_duration(ttl),
+                        humantime::format_duration(
+                            grant.expires_at.duration_since(now).unwrap_or_default()
+                        )
+                    ),
+                ));
+            }
+            Some(ttl) => whole_seconds(now + ttl),
+        };
+        let spiffe_id = credential_id(&caller.spiffe_id, &grant.task_id, grant.per_task)?;
+        Ok((grant, spiffe_id, expires_at))
+    }
+
+    async fn add_credential(
+        &self,
+        grant: &Grant,
+        credential: &Credential,
+    ) -> Result<(), IssueError> {
+        match self.store.add_credential(grant, credential).await? {
+            AddOutcome::Added => Ok(()),
+            AddOutcome::NotActive => Err(IssueError::FailedPrecondition(format!(
+                "grant {} ended while the credential was minted; nothing was issued",
+                grant.id
+            ))),
+            AddOutcome::NotFound => {
+                Err(IssueError::NotFound(format!("no live grant {}", grant.id)))
+            }
+        }
+    }
+
+    /// Signs an X.509-SVID under `grant`, expiring at `expires_at` (or
+    /// when the signing CA does, if sooner).
+    fn sign_x509(
+        &self,
+        csr: &VerifiedCsr,
+        spiffe_id: &SpiffeId,
+        grant: &Grant,
+        expires_at: SystemTime,
+        now: SystemTime,
+    ) -> Result<(Vec<CertificateDer<'static>>, String, Credential), IssueError> {
+        let (credential_id, serial) = CredentialId::new_x509(grant.id);
+        let signed = self.authority.sign_x509_svid(
+            csr,
+            LeafRequest {
+                spiffe_id,
+                expires_at,
+                dns_names: &[],
+                ip_addresses: &[],
+            },
+            &GrantExtension {
+                grant_id: grant.id.to_string(),
+                task_id: grant.task_id.to_string(),
+                entitlement: grant.entitlement.clone(),
+                actions: grant
+                    .actions
+                    .iter()
+                    .map(|a| a.as_str().to_owned())
+                    .collect(),
+                epoch: grant.epoch.to_string(),
+                break_glass: grant.break_glass,
+            },
+            &serial,
+            now,
+        )?;
+        let credential = Credential {
+            id: credential_id,
+            grant_id: grant.id,
+            expires_at: signed.not_after,
+            revoked: false,
+        };
+        Ok((signed.chain, signed.serial, credential))
+    }
+
+    /// Signs a JWT-SVID under `grant`, expiring at `expires_at`.
+    fn sign_jwt(
+        &self,
+        spiffe_id: &SpiffeId,
+        audiences: &[String],
+        grant: &Grant,
+        expires_at: SystemTime,
+        now: SystemTime,
+    ) -> Result<(String, String, Credential), IssueError> {
+        let credential_id = CredentialId::new_jwt(grant.id);
+        let claims = JwtSvidClaims {
+            sub: spiffe_id.to_string(),
+            aud: audiences.to_vec(),
+            exp: unix_seconds(expires_at),
+            iat: unix_seconds(now - BACKDATE),
+            jti: credential_id.value().to_owned(),
+            scope: grant
+                .actions
+                .iter()
+                .map(Action::as_str)
+                .collect::<Vec<_>>()
+                .join(" "),
+            jitid_grant: grant.id.to_string(),
+            jitid_task: grant.task_id.to_string(),
+            jitid_entitlement: grant.entitlement.clone(),
+            jitid_epoch: grant.epoch.to_string(),
+            jitid_break_glass: grant.break_glass,
+        };
+        let token = self.authority.sign_jwt_svid(&claims)?;
+        let credential = Credential {
+            id: credential_id,
+            grant_id: grant.id,
+            expires_at,
+            revoked: false,
+        };
+        Ok((token, claims.jti, credential))
     }
 
     /// Mints a credential under the store's epoch and records it with its
@@ -560,6 +1085,7 @@ impl Issuer {
                 }
             }
         }
+        self.changes.notify_waiters();
         self.announce(&event).await?;
         Ok(outcome)
     }
@@ -641,6 +1167,7 @@ impl Issuer {
                 )
             }
         };
+        self.changes.notify_waiters();
         // As with revocations, a retry announces everything ended again.
         self.announce(&RevocationEvent {
             epoch: self.store.epoch().await?,
@@ -775,14 +1302,16 @@ impl Issuer {
         grant_id: &str,
     ) -> Result<(Grant, Vec<Credential>), IssueError> {
         let grant_id = parse_grant_id(grant_id)?;
-        let grant = if self.is_admin(caller) {
-            self.store
-                .grant(grant_id)
-                .await?
-                .ok_or_else(|| IssueError::NotFound(format!("no live grant {grant_id}")))?
-        } else {
-            self.owned_grant(caller, grant_id).await?
-        };
+        let grant = self
+            .store
+            .grant(grant_id)
+            .await?
+            .ok_or_else(|| IssueError::NotFound(format!("no live grant {grant_id}")))?;
+        if !self.may_read(caller, &grant) {
+            return Err(IssueError::Forbidden(format!(
+                "grant {grant_id} belongs to another subject"
+            )));
+        }
         let credentials = self.store.credentials(grant_id).await?;
         Ok((grant, credentials))
     }
@@ -799,15 +1328,15 @@ impl Issuer {
     }
 
     /// Validates the request and asks policy; returns the grant to create
-    /// and the SPIFFE ID its credentials carry. `audiences` is set for a
-    /// JWT-SVID.
+    /// (pending when it needs approval), the SPIFFE ID its credentials
+    /// carry, and how it proceeds. `audiences` is set for a JWT-SVID.
     async fn decide(
         &self,
         caller: &Caller,
         spec: &GrantSpec,
         audiences: Option<&[String]>,
         now: SystemTime,
-    ) -> Result<(Grant, SpiffeId), IssueError> {
+    ) -> Result<Decided, IssueError> {
         let entitlement = match spec.entitlement.as_str() {
             "" => None,
             name if name.len() > MAX_ENTITLEMENT_BYTES => {
@@ -845,8 +1374,14 @@ impl Issuer {
                 format!("must be at most {MAX_TICKET_BYTES} bytes of printable text"),
             ));
         }
+        validate_labels(&spec.labels)?;
 
         let catalogue = self.catalogue();
+        let context = RequestContext {
+            environment: self.environment.clone(),
+            labels: spec.labels.clone(),
+            source: caller.source,
+        };
         let mut request = AccessRequest {
             entitlement,
             actions: &actions,
@@ -854,26 +1389,40 @@ impl Issuer {
             justification: &spec.justification,
             ticket: &spec.ticket,
             audiences,
+            break_glass: spec.break_glass,
             live_grants: &[],
         };
-        let mut decision = policy::evaluate(&catalogue, &caller.spiffe_id, &request)?;
+        let mut evaluation =
+            policy::evaluate(&catalogue, &caller.spiffe_id, &request, &context, now);
         // Only an entitlement with max_active needs the caller's live
         // grants: that read is the only extra store round trip.
         let live;
-        if decision.max_active.is_some() {
+        if evaluation
+            .result
+            .as_ref()
+            .is_ok_and(|decision| decision.max_active.is_some())
+        {
             live = self.store.grants_of(&caller.spiffe_id).await?;
             request.live_grants = &live;
-            decision = policy::evaluate(&catalogue, &caller.spiffe_id, &request)?;
+            evaluation = policy::evaluate(&catalogue, &caller.spiffe_id, &request, &context, now);
         }
-        let credential_id = match decision.identity {
-            IdentityMode::Workload => caller.spiffe_id.clone(),
-            IdentityMode::PerTask => SpiffeId::new(&format!("{}/task/{task_id}", caller.spiffe_id))
-                .map_err(|error| {
-                    invalid(
-                        "task_id",
-                        format!("makes an invalid per-task SPIFFE ID: {error}"),
-                    )
-                })?,
+        let decision = match evaluation.result {
+            Ok(decision) => decision,
+            Err(denial) => {
+                tracing::info!(outcome = %evaluation.explanation.outcome, matched = ?evaluation.explanation.matched, "request denied");
+                return Err(denial.into());
+            }
+        };
+        let per_task = decision.identity == IdentityMode::PerTask;
+        let spiffe_id = credential_id(&caller.spiffe_id, &task_id, per_task)?;
+        let (state, expires_at) = match decision.approval {
+            Approval::Required { pending_ttl, .. } => {
+                (GrantState::Pending, whole_seconds(now + pending_ttl))
+            }
+            // Certificates and JWTs carry whole seconds; so does the grant.
+            Approval::Auto | Approval::BreakGlass => {
+                (GrantState::Active, whole_seconds(now + decision.ttl))
+            }
         };
         let grant = Grant {
             id: GrantId::generate(Shard::of(&caller.spiffe_id)),
@@ -885,15 +1434,89 @@ impl Issuer {
             justification: spec.justification.clone(),
             ticket: spec.ticket.clone(),
             created_at: now,
-            // Certificates and JWTs carry whole seconds; so does the grant.
-            expires_at: whole_seconds(now + decision.ttl),
-            state: GrantState::Active,
+            expires_at,
+            state,
             end_reason: None,
             // Set by the caller once the store's epoch is known.
             epoch: Epoch::from_string(String::new()),
+            break_glass: decision.approval == Approval::BreakGlass,
+            per_task,
+            ttl: decision.ttl,
+            approvals: Vec::new(),
+            decision: serde_json::to_string(&evaluation.explanation).unwrap_or_default(),
         };
-        Ok((grant, credential_id))
+        Ok(Decided {
+            grant,
+            spiffe_id,
+            approval: decision.approval,
+        })
     }
+}
+
+/// A request that policy allowed: the grant to create and how.
+struct Decided {
+    grant: Grant,
+    spiffe_id: SpiffeId,
+    approval: Approval,
+}
+
+/// The SPIFFE ID credentials carry: the caller's, or for a per-task
+/// entitlement the caller's with `/task/<task>` appended.
+fn credential_id(caller: &SpiffeId, task: &TaskId, per_task: bool) -> Result<SpiffeId, IssueError> {
+    if !per_task {
+        return Ok(caller.clone());
+    }
+    SpiffeId::new(&format!("{caller}/task/{task}")).map_err(|error| {
+        invalid(
+            "task_id",
+            format!("makes an invalid per-task SPIFFE ID: {error}"),
+        )
+    })
+}
+
+fn validate_labels(labels: &BTreeMap<String, String>) -> Result<(), IssueError> {
+    if labels.len() > policy::MAX_LABELS {
+        return Err(invalid(
+            "labels",
+            format!("more than {} labels", policy::MAX_LABELS),
+        ));
+    }
+    for (key, value) in labels {
+        let key_ok = !key.is_empty()
+            && key.len() <= policy::MAX_LABEL_KEY_BYTES
+            && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            && !key.starts_with(|c: char| c.is_ascii_digit());
+        if !key_ok {
+            let shown: String = key.chars().take(64).collect();
+            return Err(invalid(
+                "labels",
+                format!(
+                    "key {shown:?} must be 1 to {} letters, digits or '_', not starting with a digit",
+                    policy::MAX_LABEL_KEY_BYTES
+                ),
+            ));
+        }
+        if value.len() > policy::MAX_LABEL_VALUE_BYTES || value.chars().any(char::is_control) {
+            return Err(invalid(
+                "labels",
+                format!(
+                    "value of {key:?} must be at most {} bytes of printable text",
+                    policy::MAX_LABEL_VALUE_BYTES
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn check_comment(field: &'static str, text: &str) -> Result<(), IssueError> {
+    if text.len() > MAX_JUSTIFICATION_BYTES || text.chars().any(|c| c.is_control() && c != '\n') {
+        return Err(invalid(
+            field,
+            format!("must be at most {MAX_JUSTIFICATION_BYTES} bytes of printable text"),
+        ));
+    }
+    Ok(())
 }
 
 impl std::fmt::Debug for Issuer {

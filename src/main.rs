@@ -4,7 +4,9 @@
 //! Exit codes: 0 success; 1 error; 2 usage; 3 the server refused the caller
 //! (unauthenticated or permission denied); 4 the server found the request
 //! invalid; 5 the server is unreachable or unavailable; 6 `verify` found the
-//! credential not valid; 7 the named grant or credential does not exist.
+//! credential not valid; 7 the named grant or credential does not exist;
+//! 8 the grant is not in a state that allows it (pending, denied, ended) or
+//! the entitlement needs approval first.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -70,6 +72,52 @@ enum Command {
     /// Work with the entitlement catalogue.
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// Approve a pending grant (approvers only; never your own request).
+    Approve(DecideArgs),
+    /// Deny a pending grant (approvers only).
+    Deny(DecideArgs),
+    /// Break-glass reviews.
+    #[command(subcommand)]
+    Reviews(ReviewsCommand),
+}
+
+#[derive(Args)]
+struct DecideArgs {
+    /// The pending grant.
+    grant: String,
+    /// A note (approve) or the reason (deny), recorded on the grant.
+    #[arg(long, alias = "reason", default_value = "")]
+    comment: String,
+    #[command(flatten)]
+    conn: ConnArgs,
+    /// What to print.
+    #[arg(long, value_enum, default_value = "text")]
+    output: Output,
+}
+
+#[derive(Subcommand)]
+enum ReviewsCommand {
+    /// Break-glass uses waiting for review (of entitlements you review).
+    List {
+        /// Also list acknowledged reviews.
+        #[arg(long)]
+        all: bool,
+        #[command(flatten)]
+        conn: ConnArgs,
+        /// What to print.
+        #[arg(long, value_enum, default_value = "text")]
+        output: Output,
+    },
+    /// Close a review with what you found (reviewers only; not the user).
+    Ack {
+        /// The break-glass grant.
+        grant: String,
+        /// What the review found.
+        #[arg(long)]
+        comment: String,
+        #[command(flatten)]
+        conn: ConnArgs,
+    },
 }
 
 #[derive(Subcommand)]
@@ -79,6 +127,48 @@ enum PolicyCommand {
         /// The config file.
         file: PathBuf,
     },
+    /// Decide a request against a config file's catalogue, and print the
+    /// decision with its inputs and the rules that produced it. Issues
+    /// nothing; exit 0 when allowed (or needing approval), 3 when denied.
+    Explain(ExplainArgs),
+}
+
+#[derive(Args)]
+struct ExplainArgs {
+    /// The config file.
+    #[arg(long, env = "JITID_CONFIG")]
+    config: PathBuf,
+    /// The caller's SPIFFE ID.
+    #[arg(long = "as")]
+    caller: String,
+    /// Entitlement to ask for.
+    #[arg(long)]
+    entitlement: Option<String>,
+    /// Actions (comma-separated or repeated).
+    #[arg(long, value_delimiter = ',')]
+    actions: Vec<String>,
+    /// Requested lifetime.
+    #[arg(long, value_parser = duration)]
+    ttl: Option<Duration>,
+    /// Justification.
+    #[arg(long, default_value = "")]
+    justification: String,
+    /// Ticket reference.
+    #[arg(long, default_value = "")]
+    ticket: String,
+    /// Ask for break-glass.
+    #[arg(long)]
+    break_glass: bool,
+    /// Context as key=value (repeat): `environment` and `source` (an IP)
+    /// set those; any other key is a label.
+    #[arg(long = "context", value_parser = key_value)]
+    context: Vec<(String, String)>,
+    /// Decide as of this time (RFC 3339), instead of now.
+    #[arg(long)]
+    at: Option<String>,
+    /// What to print.
+    #[arg(long, value_enum, default_value = "text")]
+    output: Output,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -153,7 +243,9 @@ enum GrantsCommand {
 
 #[derive(Clone, Copy, ValueEnum)]
 enum StateArg {
+    Pending,
     Active,
+    Denied,
     Completed,
     Revoked,
 }
@@ -316,6 +408,26 @@ struct GrantArgs {
     /// A change or incident ticket reference; recorded on the grant.
     #[arg(long)]
     ticket: Option<String>,
+    /// Emergency path: issued at once, flagged, and reviewed afterwards
+    /// (needs --justification and an entitlement that allows it).
+    #[arg(long)]
+    break_glass: bool,
+    /// A label for the entitlement's conditions, key=value (repeat).
+    #[arg(long = "label", value_parser = key_value)]
+    labels: Vec<(String, String)>,
+    /// Mint under this existing active grant (e.g. an approved one).
+    #[arg(long, conflicts_with_all = ["entitlement", "actions", "task", "justification", "ticket", "break_glass", "labels", "wait"])]
+    grant: Option<String>,
+    /// When the entitlement needs approval: request the grant, wait until
+    /// it is approved (or denied, or expires), then mint under it.
+    #[arg(long)]
+    wait: bool,
+}
+
+fn key_value(text: &str) -> Result<(String, String), String> {
+    text.split_once('=')
+        .map(|(key, value)| (key.to_owned(), value.to_owned()))
+        .ok_or_else(|| format!("{text:?} is not key=value"))
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -417,6 +529,9 @@ fn exit_code(error: &anyhow::Error) -> u8 {
     if error.chain().any(|e| e.is::<NotValid>()) {
         return 6;
     }
+    if error.chain().any(|e| e.is::<Refused>()) {
+        return 3;
+    }
     let client_error = error.chain().find_map(|e| e.downcast_ref::<ClientError>());
     match client_error {
         Some(ClientError::Connect { .. }) => 5,
@@ -425,11 +540,17 @@ fn exit_code(error: &anyhow::Error) -> u8 {
             tonic::Code::InvalidArgument | tonic::Code::OutOfRange => 4,
             tonic::Code::Unavailable | tonic::Code::DeadlineExceeded => 5,
             tonic::Code::NotFound => 7,
+            tonic::Code::FailedPrecondition => 8,
             _ => 1,
         },
         _ => 1,
     }
 }
+
+/// `fetch --wait` or `policy explain` ended in a refusal.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct Refused(String);
 
 async fn run(command: Command) -> anyhow::Result<()> {
     match command {
@@ -442,6 +563,10 @@ async fn run(command: Command) -> anyhow::Result<()> {
             .await
         }
         Command::Policy(PolicyCommand::Check { file }) => policy_check(&file),
+        Command::Policy(PolicyCommand::Explain(args)) => policy_explain(args),
+        Command::Approve(args) => decide_grant(args, true).await,
+        Command::Deny(args) => decide_grant(args, false).await,
+        Command::Reviews(command) => reviews(command).await,
         Command::Ca(command) => ca_command(command),
         Command::Fetch(FetchCommand::X509(args)) => fetch_x509(args).await,
         Command::Fetch(FetchCommand::Jwt(args)) => fetch_jwt(args).await,
@@ -577,7 +702,8 @@ async fn run_server(
     };
     let issuer = Arc::new(
         Issuer::new(Arc::new(authority), config.catalogue.clone(), store, clock)
-            .with_admins(config.admins.clone()),
+            .with_admins(config.admins.clone())
+            .with_environment(config.environment.clone()),
     );
     let listener = TcpListener::bind(config.listen)
         .await
@@ -631,6 +757,172 @@ async fn reload_on_hangup(issuer: Arc<Issuer>, config_path: PathBuf) {
 }
 
 /// `jitid policy check FILE`: loads a config and reports its catalogue.
+fn policy_explain(args: ExplainArgs) -> anyhow::Result<()> {
+    use jitid::policy::{AccessRequest, RequestContext};
+    let config = Config::load(&args.config)?;
+    let caller = SpiffeId::new(&args.caller).context("--as")?;
+    let actions = args
+        .actions
+        .iter()
+        .map(|action| {
+            jitid::grant::Action::new(action).with_context(|| format!("--actions {action:?}"))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let mut context = RequestContext {
+        environment: config.environment.clone(),
+        ..RequestContext::default()
+    };
+    for (key, value) in args.context {
+        match key.as_str() {
+            "environment" => context.environment = value,
+            "source" => {
+                context.source = Some(
+                    value
+                        .parse()
+                        .with_context(|| format!("--context source={value}: not an IP address"))?,
+                );
+            }
+            _ => {
+                context.labels.insert(key, value);
+            }
+        }
+    }
+    let now = match &args.at {
+        Some(text) => humantime::parse_rfc3339_weak(text)
+            .with_context(|| format!("--at {text:?}: not an RFC 3339 time"))?,
+        None => SystemTime::now(),
+    };
+    let request = AccessRequest {
+        entitlement: args.entitlement.as_deref(),
+        actions: &actions,
+        ttl: args.ttl,
+        justification: &args.justification,
+        ticket: &args.ticket,
+        audiences: None,
+        break_glass: args.break_glass,
+        live_grants: &[],
+    };
+    let evaluation = jitid::policy::evaluate(&config.catalogue, &caller, &request, &context, now);
+    let explanation = &evaluation.explanation;
+    match args.output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(explanation)?),
+        Output::Text => {
+            println!("decision     {}", explanation.outcome);
+            for rule in &explanation.matched {
+                println!("  matched    {rule}");
+            }
+            println!("inputs");
+            println!("  caller     {}", explanation.caller);
+            println!("  groups     {}", explanation.groups.join(" "));
+            println!(
+                "  time       {} ({})",
+                humantime::format_rfc3339_seconds(now),
+                jitid::policy::window::weekday(now)
+            );
+            for (window, open) in &explanation.windows {
+                println!(
+                    "  window     {window}: {}",
+                    if *open { "open" } else { "closed" }
+                );
+            }
+            println!("  environment {:?}", explanation.context.environment);
+            for (key, value) in &explanation.context.labels {
+                println!("  label      {key}={value}");
+            }
+            println!("  note       max_active is not counted: explain does not read live grants");
+        }
+    }
+    match evaluation.result {
+        Ok(_) => Ok(()),
+        Err(denial) => Err(Refused(format!("denied: {denial}")).into()),
+    }
+}
+
+async fn decide_grant(args: DecideArgs, approve: bool) -> anyhow::Result<()> {
+    let client = connect(&args.conn, true).await?;
+    let grant = if approve {
+        client.approve(&args.grant, &args.comment).await?
+    } else {
+        client.deny(&args.grant, &args.comment).await?
+    };
+    match args.output {
+        Output::Json => println!("{}", grant_record_json(&grant)),
+        Output::Text => {
+            let summary = grant.summary.clone().unwrap_or_default();
+            println!(
+                "grant {} is {} ({} approval(s))",
+                summary.grant_id,
+                state_name(grant.state),
+                grant.approvals.len()
+            );
+        }
+    }
+    Ok(())
+}
+
+async fn reviews(command: ReviewsCommand) -> anyhow::Result<()> {
+    match command {
+        ReviewsCommand::List { all, conn, output } => {
+            let client = connect(&conn, true).await?;
+            let reviews = client.list_reviews(all).await?;
+            match output {
+                Output::Json => {
+                    let list: Vec<serde_json::Value> = reviews
+                        .iter()
+                        .map(|review| {
+                            json!({
+                                "grant_id": review.grant_id,
+                                "subject": review.subject,
+                                "entitlement": review.entitlement,
+                                "actions": review.actions,
+                                "task_id": review.task_id,
+                                "justification": review.justification,
+                                "ticket": review.ticket,
+                                "opened_at": timestamp_text(review.opened_at.as_ref()),
+                                "acknowledged": review.acknowledged,
+                                "acknowledged_by": review.acknowledged_by,
+                                "comment": review.comment,
+                            })
+                        })
+                        .collect();
+                    println!("{}", serde_json::Value::Array(list));
+                }
+                Output::Text => {
+                    for review in &reviews {
+                        println!(
+                            "{}  {}  {}  {}  {:?}{}",
+                            review.grant_id,
+                            timestamp_text(review.opened_at.as_ref()),
+                            review.entitlement,
+                            review.subject,
+                            review.justification,
+                            if review.acknowledged {
+                                format!("  acked by {}: {}", review.acknowledged_by, review.comment)
+                            } else {
+                                "  OPEN".to_owned()
+                            }
+                        );
+                    }
+                }
+            }
+            Ok(())
+        }
+        ReviewsCommand::Ack {
+            grant,
+            comment,
+            conn,
+        } => {
+            let client = connect(&conn, true).await?;
+            let review = client.ack_review(&grant, &comment).await?;
+            println!(
+                "review of grant {} acknowledged by {}",
+                review.grant_id, review.acknowledged_by
+            );
+            Ok(())
+        }
+    }
+}
+
 fn policy_check(file: &Path) -> anyhow::Result<()> {
     let config = Config::load(file)?;
     let entitlements = config.catalogue.entitlements();
@@ -641,11 +933,32 @@ fn policy_check(file: &Path) -> anyhow::Result<()> {
     );
     for entitlement in entitlements {
         let actions: Vec<&str> = entitlement.actions.iter().map(|a| a.as_str()).collect();
+        let approval = match &entitlement.approval {
+            jitid::policy::ApprovalRule::Auto => "auto".to_owned(),
+            jitid::policy::ApprovalRule::Approvers {
+                names,
+                min_approvals,
+                ..
+            } => format!("{min_approvals} of {}", names.join(",")),
+        };
         println!(
-            "  {:<24} ttl {} (max {})  actions {}",
+            "  {:<24} {:<8} ttl {} (max {})  approval {approval}{}{}  actions {}",
             entitlement.name,
+            entitlement.risk.as_str(),
             humantime::format_duration(entitlement.default_ttl),
             humantime::format_duration(entitlement.max_ttl),
+            if entitlement.break_glass.is_some() {
+                "  break-glass"
+            } else {
+                ""
+            },
+            match &entitlement.conditions {
+                Some(conditions) => format!(
+                    "  conditions {}",
+                    conditions.policy_ids().collect::<Vec<_>>().join(",")
+                ),
+                None => String::new(),
+            },
             actions.join(" ")
         );
     }
@@ -769,12 +1082,58 @@ fn svid_request(args: &GrantArgs) -> SvidRequest {
         ttl: args.ttl,
         justification: args.justification.clone().unwrap_or_default(),
         ticket: args.ticket.clone().unwrap_or_default(),
+        break_glass: args.break_glass,
+        labels: args.labels.iter().cloned().collect(),
+        grant_id: args.grant.clone().unwrap_or_default(),
     }
+}
+
+/// The request to mint with: as given, or with `--wait`, under a grant
+/// requested now and approved while we wait.
+async fn approved_request(client: &Client, args: &GrantArgs) -> anyhow::Result<SvidRequest> {
+    let request = svid_request(args);
+    if !args.wait {
+        return Ok(request);
+    }
+    let ttl = request.ttl;
+    let grant = client.request_grant(&request).await?;
+    let summary = grant.summary.clone().unwrap_or_default();
+    let grant = if grant.state() == pb::GrantState::Pending {
+        eprintln!(
+            "grant {} for {} is pending approval; an approver runs: jitid approve {}",
+            summary.grant_id, summary.entitlement, summary.grant_id
+        );
+        client.wait_for_grant(&summary.grant_id).await?
+    } else {
+        grant
+    };
+    match grant.state() {
+        pb::GrantState::Active => {}
+        state => {
+            return Err(Refused(format!(
+                "grant {} was not approved: {}{}",
+                summary.grant_id,
+                state_name(state.into()),
+                if grant.end_reason.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", grant.end_reason)
+                }
+            ))
+            .into());
+        }
+    }
+    // Credentials last as long as the grant unless asked for less.
+    Ok(SvidRequest {
+        ttl,
+        ..SvidRequest::under_grant(&summary.grant_id)
+    })
 }
 
 async fn fetch_x509(args: FetchX509Args) -> anyhow::Result<()> {
     let client = connect(&args.conn, true).await?;
-    let svid = client.fetch_x509_svid(&svid_request(&args.grant)).await?;
+    let request = approved_request(&client, &args.grant).await?;
+    let svid = client.fetch_x509_svid(&request).await?;
     write_svid_files(&args.out, &svid)?;
     match args.output {
         Output::Json => {
@@ -819,9 +1178,8 @@ fn write_svid_files(out: &Path, svid: &jitid::client::X509Svid) -> anyhow::Resul
 
 async fn fetch_jwt(args: FetchJwtArgs) -> anyhow::Result<()> {
     let client = connect(&args.conn, true).await?;
-    let svid = client
-        .fetch_jwt_svid(&svid_request(&args.grant), &args.audience)
-        .await?;
+    let request = approved_request(&client, &args.grant).await?;
+    let svid = client.fetch_jwt_svid(&request, &args.audience).await?;
     match args.output {
         Output::Json => {
             let mut value = grant_json(&svid.grant);
@@ -886,7 +1244,9 @@ async fn grants(command: GrantsCommand) -> anyhow::Result<()> {
             let client = connect(&conn, true).await?;
             let state = match state {
                 None => pb::GrantState::Unspecified,
+                Some(StateArg::Pending) => pb::GrantState::Pending,
                 Some(StateArg::Active) => pb::GrantState::Active,
+                Some(StateArg::Denied) => pb::GrantState::Denied,
                 Some(StateArg::Completed) => pb::GrantState::Completed,
                 Some(StateArg::Revoked) => pb::GrantState::Revoked,
             };
@@ -947,6 +1307,29 @@ async fn grants(command: GrantsCommand) -> anyhow::Result<()> {
                     );
                     if !grant.justification.is_empty() {
                         println!("why          {}", grant.justification);
+                    }
+                    if !grant.ticket.is_empty() {
+                        println!("ticket       {}", grant.ticket);
+                    }
+                    if grant.break_glass {
+                        println!("break-glass  yes (reviewed after use)");
+                    }
+                    for approval in &grant.approvals {
+                        println!(
+                            "approved by  {} at {}",
+                            approval.approver,
+                            timestamp_text(approval.at.as_ref())
+                        );
+                    }
+                    if let Ok(decision) = serde_json::from_str::<serde_json::Value>(&grant.decision)
+                    {
+                        println!(
+                            "decision     {}",
+                            decision["outcome"].as_str().unwrap_or("")
+                        );
+                        for rule in decision["matched"].as_array().into_iter().flatten() {
+                            println!("  matched    {}", rule.as_str().unwrap_or(""));
+                        }
                     }
                     for credential in &grant.credentials {
                         println!(
@@ -1077,9 +1460,12 @@ async fn verify(args: VerifyArgs) -> anyhow::Result<()> {
 
 fn state_name(state: i32) -> &'static str {
     match pb::GrantState::try_from(state) {
+        Ok(pb::GrantState::Pending) => "pending",
         Ok(pb::GrantState::Active) => "active",
+        Ok(pb::GrantState::Denied) => "denied",
         Ok(pb::GrantState::Completed) => "completed",
         Ok(pb::GrantState::Revoked) => "revoked",
+        Ok(pb::GrantState::Expired) => "expired",
         _ => "unknown",
     }
 }

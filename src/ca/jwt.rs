@@ -35,6 +35,9 @@ pub struct JwtSvidClaims {
     pub jitid_entitlement: String,
     /// The grant store's epoch when the token was minted.
     pub jitid_epoch: String,
+    /// Present and true when the grant was issued on the break-glass path.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub jitid_break_glass: bool,
 }
 
 /// An EC P-256 public key as JWK coordinates.

@@ -98,6 +98,7 @@ fn signed_svid_carries_attested_id_and_grant() {
         entitlement: "e".to_owned(),
         actions: vec!["a".to_owned()],
         epoch: "e".to_owned(),
+        break_glass: false,
     };
     let now = SystemTime::now();
     let signed = authority
@@ -189,6 +190,7 @@ fn jwt_header_has_exactly_alg_kid_typ() {
             jitid_task: "t".to_owned(),
             jitid_entitlement: "e".to_owned(),
             jitid_epoch: "x".to_owned(),
+            jitid_break_glass: false,
         })
         .unwrap();
     use base64::Engine as _;

@@ -177,6 +177,7 @@ impl Authority {
                 entitlement: claims.jitid_entitlement,
                 actions: claims.scope.split(' ').map(str::to_owned).collect(),
                 epoch: claims.jitid_epoch,
+                break_glass: claims.jitid_break_glass,
             },
             expires_at: SystemTime::UNIX_EPOCH + Duration::from_secs(claims.exp),
         };

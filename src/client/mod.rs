@@ -23,6 +23,7 @@ mod tls;
 
 pub use revocation::{CacheError, CredentialClaims, DEFAULT_MAX_STALENESS, RevocationCache};
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::Path;
 use std::time::{Duration, SystemTime};
@@ -109,6 +110,12 @@ pub struct SvidRequest {
     pub justification: String,
     /// A change or incident ticket reference.
     pub ticket: String,
+    /// An emergency (break-glass) request.
+    pub break_glass: bool,
+    /// Labels for the entitlement's conditions.
+    pub labels: BTreeMap<String, String>,
+    /// Mint under this existing active grant instead of creating one.
+    pub grant_id: String,
 }
 
 /// The grant a credential was issued under.
@@ -333,6 +340,27 @@ impl SvidRequest {
         self
     }
 
+    /// A credential under an existing active grant of the caller (say, one
+    /// approved after [`Client::request_grant`]).
+    pub fn under_grant(grant_id: &str) -> Self {
+        Self {
+            grant_id: grant_id.to_owned(),
+            ..Self::default()
+        }
+    }
+
+    /// Marks the request as break-glass.
+    pub fn break_glass(mut self) -> Self {
+        self.break_glass = true;
+        self
+    }
+
+    /// Adds a label for the entitlement's conditions.
+    pub fn label(mut self, key: &str, value: &str) -> Self {
+        self.labels.insert(key.to_owned(), value.to_owned());
+        self
+    }
+
     fn to_proto(&self) -> pb::GrantSpec {
         pb::GrantSpec {
             entitlement: self.entitlement.clone(),
@@ -344,6 +372,13 @@ impl SvidRequest {
             }),
             justification: self.justification.clone(),
             ticket: self.ticket.clone(),
+            break_glass: self.break_glass,
+            labels: self
+                .labels
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            grant_id: self.grant_id.clone(),
         }
     }
 }
@@ -639,6 +674,114 @@ impl Client {
             .into_inner()
             .grant
             .ok_or_else(|| ClientError::InvalidResponse("no grant in response".to_owned()))
+    }
+
+    /// Creates a grant without minting: pending when the entitlement needs
+    /// approval, active otherwise.
+    pub async fn request_grant(
+        &self,
+        request: &SvidRequest,
+    ) -> Result<pb::GrantRecord, ClientError> {
+        self.grpc
+            .clone()
+            .request_grant(pb::RequestGrantRequest {
+                grant: Some(request.to_proto()),
+            })
+            .await?
+            .into_inner()
+            .grant
+            .ok_or_else(|| ClientError::InvalidResponse("no grant in response".to_owned()))
+    }
+
+    /// Approves a pending grant.
+    pub async fn approve(
+        &self,
+        grant_id: &str,
+        comment: &str,
+    ) -> Result<pb::GrantRecord, ClientError> {
+        self.grpc
+            .clone()
+            .approve(pb::ApproveRequest {
+                grant_id: grant_id.to_owned(),
+                comment: comment.to_owned(),
+            })
+            .await?
+            .into_inner()
+            .grant
+            .ok_or_else(|| ClientError::InvalidResponse("no grant in response".to_owned()))
+    }
+
+    /// Denies a pending grant.
+    pub async fn deny(&self, grant_id: &str, reason: &str) -> Result<pb::GrantRecord, ClientError> {
+        self.grpc
+            .clone()
+            .deny(pb::DenyRequest {
+                grant_id: grant_id.to_owned(),
+                reason: reason.to_owned(),
+            })
+            .await?
+            .into_inner()
+            .grant
+            .ok_or_else(|| ClientError::InvalidResponse("no grant in response".to_owned()))
+    }
+
+    /// Streams a grant's record now and after each change.
+    pub async fn watch_grant(
+        &self,
+        grant_id: &str,
+    ) -> Result<tonic::Streaming<pb::GrantRecord>, ClientError> {
+        let mut grpc = self.grpc.clone();
+        Ok(grpc
+            .watch_grant(pb::WatchGrantRequest {
+                grant_id: grant_id.to_owned(),
+            })
+            .await?
+            .into_inner())
+    }
+
+    /// Waits until a grant is no longer pending and returns its record
+    /// (active, denied, ended or expired).
+    pub async fn wait_for_grant(&self, grant_id: &str) -> Result<pb::GrantRecord, ClientError> {
+        let mut stream = self.watch_grant(grant_id).await?;
+        while let Some(record) = stream.message().await? {
+            if record.state() != pb::GrantState::Pending {
+                return Ok(record);
+            }
+        }
+        Err(ClientError::InvalidResponse(
+            "grant stream ended while the grant was pending".to_owned(),
+        ))
+    }
+
+    /// Break-glass reviews the caller may see.
+    pub async fn list_reviews(&self, all: bool) -> Result<Vec<pb::Review>, ClientError> {
+        Ok(self
+            .grpc
+            .clone()
+            .list_reviews(pb::ListReviewsRequest {
+                include_acknowledged: all,
+            })
+            .await?
+            .into_inner()
+            .reviews)
+    }
+
+    /// Acknowledges a break-glass review with a comment.
+    pub async fn ack_review(
+        &self,
+        grant_id: &str,
+        comment: &str,
+    ) -> Result<pb::Review, ClientError> {
+        self.grpc
+            .clone()
+            .ack_review(pb::AckReviewRequest {
+                grant_id: grant_id.to_owned(),
+                comment: comment.to_owned(),
+            })
+            .await?
+            .into_inner()
+            .review
+            .ok_or_else(|| ClientError::InvalidResponse("no review in response".to_owned()))
     }
 
     /// Opens the revocation stream after `cursor` (empty: from the oldest

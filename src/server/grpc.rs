@@ -13,7 +13,7 @@ use tracing::Instrument;
 
 use super::tls::PeerInfo;
 use crate::ca::REFRESH_HINT;
-use crate::grant::{Action, Credential, CredentialId, Grant, GrantState};
+use crate::grant::{Action, Credential, CredentialId, Grant, GrantId, GrantState};
 use crate::issuer::{
     Caller, CompleteTarget, GrantFilter, GrantSpec, IssueError, Issuer, Presented, RevokeTarget,
     VerifyStatus,
@@ -23,7 +23,7 @@ use crate::proto::v1::{
     IssueX509SvidRequest, IssueX509SvidResponse, issuer_server::Issuer as IssuerApi,
 };
 use crate::spiffe_id::SpiffeId;
-use crate::store::StoreError;
+use crate::store::{Review, StoreError};
 use rustls::pki_types::CertificateDer;
 
 /// Most revocation streams served at once; each holds a store connection.
@@ -53,9 +53,10 @@ impl IssuerService {
             .get::<PeerInfo>()
             .ok_or_else(|| Status::unauthenticated("no TLS peer information"))?;
         match &peer.attestation {
-            Ok(attested) if attested.not_after > self.issuer.clock().now() => {
-                Ok(attested.caller.clone())
-            }
+            Ok(attested) if attested.not_after > self.issuer.clock().now() => Ok(Caller {
+                source: Some(peer.remote_addr.ip()),
+                ..attested.caller.clone()
+            }),
             Ok(_) => Err(Status::unauthenticated("client certificate has expired")),
             Err(error) => Err(Status::unauthenticated(error.to_string())),
         }
@@ -402,7 +403,13 @@ impl IssuerApi for IssuerService {
                 Ok(pb::GrantState::Active) => Some(GrantState::Active),
                 Ok(pb::GrantState::Completed) => Some(GrantState::Completed),
                 Ok(pb::GrantState::Revoked) => Some(GrantState::Revoked),
-                Err(_) => return Err(Status::invalid_argument("state: unknown grant state")),
+                Ok(pb::GrantState::Pending) => Some(GrantState::Pending),
+                Ok(pb::GrantState::Denied) => Some(GrantState::Denied),
+                Ok(pb::GrantState::Expired) | Err(_) => {
+                    return Err(Status::invalid_argument(
+                        "state: unknown grant state (expired grants are not listed)",
+                    ));
+                }
             };
             let filter = GrantFilter {
                 subject: Some(request.subject).filter(|s| !s.is_empty()),
@@ -443,6 +450,202 @@ impl IssuerApi for IssuerService {
         })
         .await
     }
+
+    async fn request_grant(
+        &self,
+        request: Request<pb::RequestGrantRequest>,
+    ) -> Result<Response<pb::RequestGrantResponse>, Status> {
+        let caller = self.authenticate(&request);
+        let request = request.into_inner();
+        let span = rpc_span("RequestGrant", request.grant.as_ref());
+        traced(span, async move {
+            let caller = record_caller(caller?);
+            let spec = grant_spec(request.grant)?;
+            let grant = self
+                .issuer
+                .request_grant(&caller, &spec)
+                .await
+                .map_err(status)?;
+            Ok(Response::new(pb::RequestGrantResponse {
+                grant: Some(grant_record(&grant, &[])),
+            }))
+        })
+        .await
+    }
+
+    async fn approve(
+        &self,
+        request: Request<pb::ApproveRequest>,
+    ) -> Result<Response<pb::ApproveResponse>, Status> {
+        let caller = self.authenticate(&request);
+        let request = request.into_inner();
+        traced(rpc_span("Approve", None), async move {
+            let caller = record_caller(caller?);
+            let grant = self
+                .issuer
+                .approve(&caller, &request.grant_id, &request.comment)
+                .await
+                .map_err(status)?;
+            Ok(Response::new(pb::ApproveResponse {
+                grant: Some(grant_record(&grant, &[])),
+            }))
+        })
+        .await
+    }
+
+    async fn deny(
+        &self,
+        request: Request<pb::DenyRequest>,
+    ) -> Result<Response<pb::DenyResponse>, Status> {
+        let caller = self.authenticate(&request);
+        let request = request.into_inner();
+        traced(rpc_span("Deny", None), async move {
+            let caller = record_caller(caller?);
+            let grant = self
+                .issuer
+                .deny(&caller, &request.grant_id, &request.reason)
+                .await
+                .map_err(status)?;
+            Ok(Response::new(pb::DenyResponse {
+                grant: Some(grant_record(&grant, &[])),
+            }))
+        })
+        .await
+    }
+
+    type WatchGrantStream = ReceiverStream<Result<pb::GrantRecord, Status>>;
+
+    async fn watch_grant(
+        &self,
+        request: Request<pb::WatchGrantRequest>,
+    ) -> Result<Response<Self::WatchGrantStream>, Status> {
+        let caller = self.authenticate(&request);
+        let request = request.into_inner();
+        let (caller, id, first, permit) = traced(rpc_span("WatchGrant", None), async {
+            let caller = record_caller(caller?);
+            let id = GrantId::parse(&request.grant_id)
+                .ok_or_else(|| Status::invalid_argument("grant_id: is not a grant id (a UUID)"))?;
+            let first = self
+                .issuer
+                .watched_grant(&caller, id)
+                .await
+                .map_err(status)?
+                .ok_or_else(|| Status::not_found(format!("no live grant {id}")))?;
+            let permit =
+                self.watchers.clone().try_acquire_owned().map_err(|_| {
+                    Status::resource_exhausted("too many streams open; retry later")
+                })?;
+            Ok((caller, id, first, permit))
+        })
+        .await?;
+        let mut shutdown = self.shutdown.clone();
+        let (records, receiver) = tokio::sync::mpsc::channel(8);
+        let issuer = self.issuer.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let changes = issuer.changes();
+            let mut last = first;
+            if records.send(Ok(grant_record(&last, &[]))).await.is_err() {
+                return;
+            }
+            loop {
+                if !matches!(last.state, GrantState::Pending | GrantState::Active) {
+                    return;
+                }
+                // Woken at once by changes made through this server; the
+                // poll catches those made through other replicas.
+                let changed = changes.notified();
+                tokio::select! {
+                    () = changed => {}
+                    () = tokio::time::sleep(GRANT_POLL) => {}
+                    () = records.closed() => return,
+                    () = stopping(&mut shutdown) => return,
+                }
+                match issuer.watched_grant(&caller, id).await {
+                    Ok(Some(grant)) if grant == last => {}
+                    Ok(Some(grant)) => {
+                        last = grant;
+                        if records.send(Ok(grant_record(&last, &[]))).await.is_err() {
+                            return;
+                        }
+                    }
+                    Ok(None) => {
+                        let mut expired = grant_record(&last, &[]);
+                        expired.state = pb::GrantState::Expired.into();
+                        let _ = records.send(Ok(expired)).await;
+                        return;
+                    }
+                    Err(error) => {
+                        let _ = records.send(Err(status(error))).await;
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(receiver)))
+    }
+
+    async fn list_reviews(
+        &self,
+        request: Request<pb::ListReviewsRequest>,
+    ) -> Result<Response<pb::ListReviewsResponse>, Status> {
+        let caller = self.authenticate(&request);
+        let request = request.into_inner();
+        traced(rpc_span("ListReviews", None), async move {
+            let caller = record_caller(caller?);
+            let reviews = self
+                .issuer
+                .reviews(&caller, request.include_acknowledged)
+                .await
+                .map_err(status)?;
+            Ok(Response::new(pb::ListReviewsResponse {
+                reviews: reviews.iter().map(review_record).collect(),
+            }))
+        })
+        .await
+    }
+
+    async fn ack_review(
+        &self,
+        request: Request<pb::AckReviewRequest>,
+    ) -> Result<Response<pb::AckReviewResponse>, Status> {
+        let caller = self.authenticate(&request);
+        let request = request.into_inner();
+        traced(rpc_span("AckReview", None), async move {
+            let caller = record_caller(caller?);
+            let review = self
+                .issuer
+                .ack_review(&caller, &request.grant_id, &request.comment)
+                .await
+                .map_err(status)?;
+            Ok(Response::new(pb::AckReviewResponse {
+                review: Some(review_record(&review)),
+            }))
+        })
+        .await
+    }
+}
+
+/// How often a grant stream looks at the store when nothing woke it.
+const GRANT_POLL: Duration = Duration::from_millis(500);
+
+fn review_record(review: &Review) -> pb::Review {
+    let ack = review.ack.as_ref();
+    pb::Review {
+        grant_id: review.grant_id.to_string(),
+        subject: review.subject.to_string(),
+        entitlement: review.entitlement.clone(),
+        actions: review.actions.iter().map(Action::to_string).collect(),
+        task_id: review.task_id.to_string(),
+        justification: review.justification.clone(),
+        ticket: review.ticket.clone(),
+        opened_at: Some(proto_timestamp(review.opened_at)),
+        expires_at: Some(proto_timestamp(review.expires_at)),
+        acknowledged: ack.is_some(),
+        acknowledged_by: ack.map(|ack| ack.by.to_string()).unwrap_or_default(),
+        acknowledged_at: ack.map(|ack| proto_timestamp(ack.at)),
+        comment: ack.map(|ack| ack.comment.clone()).unwrap_or_default(),
+    }
 }
 
 fn record_caller(caller: Caller) -> Caller {
@@ -452,6 +655,8 @@ fn record_caller(caller: Caller) -> Caller {
 
 fn grant_record(grant: &Grant, credentials: &[Credential]) -> pb::GrantRecord {
     let state = match grant.state {
+        GrantState::Pending => pb::GrantState::Pending,
+        GrantState::Denied => pb::GrantState::Denied,
         GrantState::Active => pb::GrantState::Active,
         GrantState::Completed => pb::GrantState::Completed,
         GrantState::Revoked => pb::GrantState::Revoked,
@@ -463,6 +668,18 @@ fn grant_record(grant: &Grant, credentials: &[Credential]) -> pb::GrantRecord {
         created_at: Some(proto_timestamp(grant.created_at)),
         justification: grant.justification.clone(),
         parent_grant_id: grant.parent.map(|p| p.to_string()).unwrap_or_default(),
+        break_glass: grant.break_glass,
+        approvals: grant
+            .approvals
+            .iter()
+            .map(|approval| pb::ApprovalRecord {
+                approver: approval.approver.to_string(),
+                at: Some(proto_timestamp(approval.at)),
+            })
+            .collect(),
+        decision: grant.decision.clone(),
+        ticket: grant.ticket.clone(),
+        ttl: Some(proto_duration(grant.ttl)),
         credentials: credentials
             .iter()
             .map(|credential| pb::CredentialRecord {
@@ -541,6 +758,9 @@ fn grant_spec(grant: Option<pb::GrantSpec>) -> Result<GrantSpec, Status> {
         ttl,
         justification: grant.justification,
         ticket: grant.ticket,
+        break_glass: grant.break_glass,
+        labels: grant.labels.into_iter().collect(),
+        grant_id: grant.grant_id,
     })
 }
 
@@ -563,6 +783,8 @@ fn status(error: IssueError) -> Status {
         Status::permission_denied(error.to_string())
     } else if error.is_not_found() {
         Status::not_found(error.to_string())
+    } else if error.is_failed_precondition() {
+        Status::failed_precondition(error.to_string())
     } else if let IssueError::Store(StoreError::NotReplicated { .. }) = &error {
         // Written on the primary but not yet durable on enough replicas:
         // not acknowledged, so the caller retries (revocations are

@@ -195,7 +195,10 @@ impl Attestor {
             });
         }
         Ok(AttestedCaller {
-            caller: Caller { spiffe_id },
+            caller: Caller {
+                spiffe_id,
+                source: None,
+            },
             not_after: asn1_time(&cert.validity().not_after),
         })
     }

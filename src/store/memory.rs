@@ -12,8 +12,9 @@ use async_trait::async_trait;
 use tokio::sync::Notify;
 
 use super::{
-    CredentialRevocation, EndTarget, Ending, GrantStore, Liveness, LivenessQuery, RevocationEvent,
-    RevocationFeed, StoreError, judge,
+    AckOutcome, AddOutcome, CredentialRevocation, EndTarget, Ending, GrantStore, Liveness,
+    LivenessQuery, REVIEW_RETENTION, Review, ReviewAck, RevocationEvent, RevocationFeed,
+    StoreError, judge,
 };
 use crate::clock::{Clock, SystemClock};
 use crate::grant::{Credential, CredentialId, Epoch, Grant, GrantId, GrantState, TaskId};
@@ -48,6 +49,8 @@ struct State {
     expiries: BinaryHeap<Reverse<(SystemTime, GrantId)>>,
     /// Revoked tasks: reason, when, and until when the entry is kept.
     revoked_tasks: HashMap<TaskId, (String, SystemTime, SystemTime)>,
+    /// Break-glass reviews by grant.
+    reviews: HashMap<GrantId, Review>,
 }
 
 #[derive(Debug)]
@@ -120,6 +123,104 @@ impl GrantStore for MemoryStore {
         Ok(())
     }
 
+    async fn record_grant(&self, grant: &Grant) -> Result<(), StoreError> {
+        if grant.epoch != self.epoch {
+            return Err(StoreError::EpochChanged(self.epoch.clone()));
+        }
+        let now = self.clock.now();
+        let mut state = self.lock();
+        state.prune(now);
+        if state.grants.contains_key(&grant.id) {
+            return Err(StoreError::Conflict(grant.id));
+        }
+        state.expiries.push(Reverse((grant.expires_at, grant.id)));
+        state.grants.insert(
+            grant.id,
+            Entry {
+                grant: grant.clone(),
+                credentials: Vec::new(),
+            },
+        );
+        Ok(())
+    }
+
+    async fn update_pending(&self, current: &Grant, next: &Grant) -> Result<bool, StoreError> {
+        let now = self.clock.now();
+        let mut state = self.lock();
+        let Some(entry) = state.grants.get_mut(&current.id) else {
+            return Ok(false);
+        };
+        if &entry.grant != current
+            || entry.grant.expires_at <= now
+            || current.state != GrantState::Pending
+        {
+            return Ok(false);
+        }
+        entry.grant = next.clone();
+        state.expiries.push(Reverse((next.expires_at, next.id)));
+        Ok(true)
+    }
+
+    async fn add_credential(
+        &self,
+        grant: &Grant,
+        credential: &Credential,
+    ) -> Result<AddOutcome, StoreError> {
+        if grant.epoch != self.epoch {
+            return Err(StoreError::EpochChanged(self.epoch.clone()));
+        }
+        let now = self.clock.now();
+        let mut state = self.lock();
+        let Some(entry) = state
+            .grants
+            .get_mut(&grant.id)
+            .filter(|entry| entry.grant.expires_at > now)
+        else {
+            return Ok(AddOutcome::NotFound);
+        };
+        if entry.grant.state != GrantState::Active {
+            return Ok(AddOutcome::NotActive);
+        }
+        entry.credentials.push(credential.clone());
+        Ok(AddOutcome::Added)
+    }
+
+    async fn open_review(&self, review: &Review) -> Result<(), StoreError> {
+        self.lock().reviews.insert(review.grant_id, review.clone());
+        Ok(())
+    }
+
+    async fn reviews(&self) -> Result<Vec<Review>, StoreError> {
+        let now = self.clock.now();
+        let mut state = self.lock();
+        state.reviews.retain(|_, review| {
+            review
+                .ack
+                .as_ref()
+                .is_none_or(|ack| ack.at + REVIEW_RETENTION > now)
+        });
+        let mut reviews: Vec<Review> = state.reviews.values().cloned().collect();
+        reviews.sort_by_key(|review| (review.opened_at, review.grant_id));
+        Ok(reviews)
+    }
+
+    async fn ack_review(&self, id: GrantId, ack: &ReviewAck) -> Result<AckOutcome, StoreError> {
+        let mut state = self.lock();
+        Ok(match state.reviews.get_mut(&id) {
+            None => AckOutcome::NotFound,
+            Some(review) if review.ack.is_some() => AckOutcome::AlreadyAcked(review.clone()),
+            Some(review) => {
+                review.ack = Some(ack.clone());
+                AckOutcome::Acked(review.clone())
+            }
+        })
+    }
+
+    async fn drop_review(&self, id: GrantId) -> Result<(), StoreError> {
+        self.lock().reviews.remove(&id);
+        Ok(())
+    }
+
     async fn grant(&self, id: GrantId) -> Result<Option<Grant>, StoreError> {
         let now = self.clock.now();
         Ok(self
@@ -177,7 +278,10 @@ impl GrantStore for MemoryStore {
                 }
                 EndTarget::Subject(subject) => &grant.subject == subject,
             };
-            if selected && grant.state == GrantState::Active && grant.expires_at > now {
+            if selected
+                && matches!(grant.state, GrantState::Active | GrantState::Pending)
+                && grant.expires_at > now
+            {
                 grant.state = ending.state;
                 grant.end_reason = Some(ending.reason.clone());
                 ended.push(grant.id);
@@ -341,7 +445,13 @@ impl State {
             if *expires_at > now {
                 break;
             }
-            if let Some(Reverse((_, id))) = self.expiries.pop() {
+            // A grant whose expiry moved (approval) has a later entry too.
+            if let Some(Reverse((_, id))) = self.expiries.pop()
+                && self
+                    .grants
+                    .get(&id)
+                    .is_some_and(|entry| entry.grant.expires_at <= now)
+            {
                 self.grants.remove(&id);
             }
         }

@@ -26,8 +26,11 @@ use async_trait::async_trait;
 pub use self::redis::{RedisStore, RedisStoreConfig};
 pub use memory::MemoryStore;
 
-use crate::grant::{Credential, CredentialId, Epoch, Grant, GrantId, GrantState, TaskId};
+use crate::grant::{Action, Credential, CredentialId, Epoch, Grant, GrantId, GrantState, TaskId};
 use crate::spiffe_id::SpiffeId;
+
+/// How long an acknowledged review is kept.
+pub const REVIEW_RETENTION: Duration = Duration::from_secs(30 * 24 * 60 * 60);
 
 /// How deep a delegation chain may be followed.
 pub const MAX_DELEGATION_DEPTH: usize = 8;
@@ -164,6 +167,66 @@ pub trait RevocationFeed: Send {
     ) -> Result<Vec<(String, RevocationEvent)>, StoreError>;
 }
 
+/// A break-glass use waiting for (or closed by) a reviewer. Open reviews
+/// are kept until acknowledged, however long that takes; acknowledged ones
+/// for [`REVIEW_RETENTION`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Review {
+    /// The break-glass grant.
+    pub grant_id: GrantId,
+    /// Who used break-glass.
+    pub subject: SpiffeId,
+    /// The entitlement.
+    pub entitlement: String,
+    /// The actions granted.
+    pub actions: Vec<Action>,
+    /// The task.
+    pub task_id: TaskId,
+    /// Why, as the requester said.
+    pub justification: String,
+    /// The ticket given, if any.
+    pub ticket: String,
+    /// When the grant was issued.
+    pub opened_at: SystemTime,
+    /// When the grant expires (or expired).
+    pub expires_at: SystemTime,
+    /// The acknowledgement, once given.
+    pub ack: Option<ReviewAck>,
+}
+
+/// A reviewer's acknowledgement of a break-glass use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReviewAck {
+    /// The attested reviewer.
+    pub by: SpiffeId,
+    /// When.
+    pub at: SystemTime,
+    /// What the reviewer found.
+    pub comment: String,
+}
+
+/// What acknowledging a review found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AckOutcome {
+    /// Acknowledged now.
+    Acked(Review),
+    /// It was acknowledged before; nothing changed.
+    AlreadyAcked(Review),
+    /// No such review.
+    NotFound,
+}
+
+/// What adding a credential under an existing grant found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AddOutcome {
+    /// Recorded.
+    Added,
+    /// The grant is not active (pending, denied or ended); nothing written.
+    NotActive,
+    /// No unexpired record of the grant.
+    NotFound,
+}
+
 /// The system of record for live grants.
 #[async_trait]
 pub trait GrantStore: Send + Sync + std::fmt::Debug + 'static {
@@ -182,6 +245,37 @@ pub trait GrantStore: Send + Sync + std::fmt::Debug + 'static {
         grant: &Grant,
         credential: &Credential,
     ) -> Result<(), StoreError>;
+
+    /// Records a grant with no credential yet: a request waiting for
+    /// approval, or an approved grant credentials are minted under later.
+    /// Refused like [`GrantStore::record_issuance`] on a stale epoch or an
+    /// existing id.
+    async fn record_grant(&self, grant: &Grant) -> Result<(), StoreError>;
+
+    /// Replaces a pending grant (which has no credentials) by `next` if it
+    /// is still exactly `current`; returns false when it changed meanwhile
+    /// (another approval, a denial, a revocation), so the caller re-reads
+    /// and decides again. Its expiry becomes `next`'s.
+    async fn update_pending(&self, current: &Grant, next: &Grant) -> Result<bool, StoreError>;
+
+    /// Adds a credential under an active grant, under the grant's epoch.
+    async fn add_credential(
+        &self,
+        grant: &Grant,
+        credential: &Credential,
+    ) -> Result<AddOutcome, StoreError>;
+
+    /// Opens a review of a break-glass use.
+    async fn open_review(&self, review: &Review) -> Result<(), StoreError>;
+
+    /// Open reviews, and acknowledged ones still kept, oldest first.
+    async fn reviews(&self) -> Result<Vec<Review>, StoreError>;
+
+    /// Acknowledges the review of grant `id`.
+    async fn ack_review(&self, id: GrantId, ack: &ReviewAck) -> Result<AckOutcome, StoreError>;
+
+    /// Removes the review of grant `id` (its issuance failed).
+    async fn drop_review(&self, id: GrantId) -> Result<(), StoreError>;
 
     /// The grant with `id`, unless unknown or expired.
     async fn grant(&self, id: GrantId) -> Result<Option<Grant>, StoreError>;

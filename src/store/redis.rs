@@ -12,6 +12,7 @@
 //! | `jitid:{s}:s:<subject>` | sorted set | the subject's grant ids (hex) by expiry | with its last grant |
 //! | `jitid:{t:<task>}:revoked` | string | when (ms) and why the task was revoked: it ends grants created before | after the longest TTL |
 //! | `jitid:revocations` | stream | revocation events; the entry id is the cursor | trimmed to the longest TTL |
+//! | `jitid:reviews` | hash | break-glass reviews by grant id, JSON | acknowledged ones after 30 days |
 //!
 //! Every write is one Lua script on one slot, so it is atomic and takes one
 //! round trip. A shard whose epoch copy is missing (new, or its data was
@@ -29,11 +30,13 @@ use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, Pipeline, RedisError, RedisFuture, Script, Value};
 
 use super::{
-    CredentialRevocation, EndTarget, Ending, GrantStore, Liveness, LivenessQuery, RevocationEvent,
-    RevocationFeed, StoreError, judge,
+    AckOutcome, AddOutcome, CredentialRevocation, EndTarget, Ending, GrantStore, Liveness,
+    LivenessQuery, REVIEW_RETENTION, Review, ReviewAck, RevocationEvent, RevocationFeed,
+    StoreError, judge,
 };
 use crate::grant::{
-    Action, Credential, CredentialId, Epoch, Grant, GrantId, GrantState, Shard, TaskId,
+    Action, ApprovalRecord, Credential, CredentialId, Epoch, Grant, GrantId, GrantState, Shard,
+    TaskId,
 };
 use crate::keyfile;
 use crate::spiffe_id::SpiffeId;
@@ -86,6 +89,9 @@ struct Scripts {
     end_subject: Script,
     revoke_credential: Script,
     liveness: Script,
+    update_pending: Script,
+    add_credential: Script,
+    swap_field: Script,
 }
 
 // A grant is one string: its state character, then fields separated by
@@ -107,9 +113,11 @@ end
 return 'ok'
 ";
 
+// Active and pending grants can be ended.
 const END_GRANT: &str = r"
 local record = redis.call('GET', KEYS[1])
-if record and string.sub(record, 1, 1) == 'a' then
+local state = record and string.sub(record, 1, 1)
+if state == 'a' or state == 'p' then
   redis.call('SET', KEYS[1], ARGV[1] .. string.sub(record, 2) .. '\30e' .. ARGV[2], 'KEEPTTL')
   return 1
 end
@@ -124,8 +132,9 @@ local ended = {}
 for _, id in ipairs(ids) do
   local key = ARGV[1] .. id
   local record = redis.call('GET', key)
-  if record and string.sub(record, 1, 1) == 'a' then
-    local task = string.match(record, '^a\31([^\31]*)\31')
+  local state = record and string.sub(record, 1, 1)
+  if state == 'a' or state == 'p' then
+    local task = string.match(record, '^[ap]\31([^\31]*)\31')
     if ARGV[5] == '' or task == ARGV[5] then
       redis.call('SET', key, ARGV[3] .. string.sub(record, 2) .. '\30e' .. ARGV[4], 'KEEPTTL')
       ended[#ended + 1] = id
@@ -145,6 +154,34 @@ if not expiry or tonumber(expiry) <= tonumber(ARGV[2]) then return 0 end
 if flag == ':r' then return 2 end
 local at = last + string.len(expiry)
 redis.call('SET', KEYS[1], string.sub(record, 1, at) .. ':r' .. string.sub(record, at + 1), 'KEEPTTL')
+return 1
+";
+
+// A pending grant changes only if nothing else changed it meanwhile.
+const UPDATE_PENDING: &str = r"
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[2], 'PXAT', ARGV[3])
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[4])
+if redis.call('PEXPIREAT', KEYS[2], ARGV[3], 'GT') == 0 and redis.call('PTTL', KEYS[2]) == -1 then
+  redis.call('PEXPIREAT', KEYS[2], ARGV[3])
+end
+return 1
+";
+
+const ADD_CREDENTIAL: &str = r"
+local marker = redis.call('GET', KEYS[1])
+if marker ~= ARGV[1] then return 'epoch:' .. (marker or '') end
+local record = redis.call('GET', KEYS[2])
+if not record then return 'missing' end
+if string.sub(record, 1, 1) ~= 'a' then return 'inactive' end
+redis.call('SET', KEYS[2], record .. ARGV[2], 'KEEPTTL')
+return 'ok'
+";
+
+// A hash field changes only if it still holds what the caller read.
+const SWAP_FIELD: &str = r"
+if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
 return 1
 ";
 
@@ -214,6 +251,9 @@ impl RedisStore {
                 end_subject: Script::new(END_SUBJECT),
                 revoke_credential: Script::new(REVOKE_CREDENTIAL),
                 liveness: Script::new(LIVENESS),
+                update_pending: Script::new(UPDATE_PENDING),
+                add_credential: Script::new(ADD_CREDENTIAL),
+                swap_field: Script::new(SWAP_FIELD),
             },
         };
         store.refresh_epoch().await?;
@@ -300,7 +340,7 @@ impl RedisStore {
     async fn run_issue(
         &self,
         grant: &Grant,
-        credential: &Credential,
+        credential: Option<&Credential>,
     ) -> Result<String, StoreError> {
         let shard = grant.id.shard();
         let mut invocation = self.scripts.issue.prepare_invoke();
@@ -312,7 +352,10 @@ impl RedisStore {
             .arg(grant.id.simple())
             .arg(millis(grant.expires_at))
             .arg(millis(grant.created_at))
-            .arg(encode_grant(grant, credential));
+            .arg(encode_grant(
+                grant,
+                credential.map(std::slice::from_ref).unwrap_or(&[]),
+            ));
         let mut connection = self.connection.clone();
         invocation
             .invoke_async(&mut connection)
@@ -369,29 +412,159 @@ impl GrantStore for RedisStore {
         grant: &Grant,
         credential: &Credential,
     ) -> Result<(), StoreError> {
-        let mut outcome = self.run_issue(grant, credential).await?;
-        if outcome == "missing" {
-            let shard_epoch = self.init_shard(grant.id.shard()).await?;
-            if shard_epoch != grant.epoch {
-                self.cache_epoch(&shard_epoch);
-                return Err(StoreError::EpochChanged(shard_epoch));
-            }
-            outcome = self.run_issue(grant, credential).await?;
+        self.create(grant, Some(credential)).await
+    }
+
+    async fn record_grant(&self, grant: &Grant) -> Result<(), StoreError> {
+        self.create(grant, None).await
+    }
+
+    async fn update_pending(&self, current: &Grant, next: &Grant) -> Result<bool, StoreError> {
+        if current.state != GrantState::Pending {
+            return Ok(false);
         }
+        let mut connection = self.connection.clone();
+        let changed: u32 = self
+            .scripts
+            .update_pending
+            .key(self.grant_key(current.id))
+            .key(self.subject_key(&current.subject))
+            .arg(encode_grant(current, &[]))
+            .arg(encode_grant(next, &[]))
+            .arg(millis(next.expires_at))
+            .arg(next.id.simple())
+            .invoke_async(&mut connection)
+            .await
+            .map_err(unavailable)?;
+        Ok(changed == 1)
+    }
+
+    async fn add_credential(
+        &self,
+        grant: &Grant,
+        credential: &Credential,
+    ) -> Result<AddOutcome, StoreError> {
+        let mut connection = self.connection.clone();
+        let outcome: String = self
+            .scripts
+            .add_credential
+            .key(self.marker_key(grant.id.shard()))
+            .key(self.grant_key(grant.id))
+            .arg(grant.epoch.as_str())
+            .arg(format!(
+                "{}{}",
+                credential_section(&credential.id),
+                millis(credential.expires_at)
+            ))
+            .invoke_async(&mut connection)
+            .await
+            .map_err(unavailable)?;
         match outcome.as_str() {
-            "ok" => Ok(()),
-            "conflict" => Err(StoreError::Conflict(grant.id)),
-            other => match other.strip_prefix("epoch:") {
-                Some(current) => {
-                    let epoch = Epoch::from_string(current.to_owned());
+            "ok" => Ok(AddOutcome::Added),
+            "missing" => Ok(AddOutcome::NotFound),
+            "inactive" => Ok(AddOutcome::NotActive),
+            other => {
+                let current = other.strip_prefix("epoch:").unwrap_or_default();
+                let epoch = Epoch::from_string(current.to_owned());
+                if !current.is_empty() {
                     self.cache_epoch(&epoch);
-                    Err(StoreError::EpochChanged(epoch))
                 }
-                None => Err(unavailable_msg(&format!(
-                    "unexpected script answer {other:?}"
-                ))),
-            },
+                Err(StoreError::EpochChanged(epoch))
+            }
         }
+    }
+
+    async fn open_review(&self, review: &Review) -> Result<(), StoreError> {
+        let mut connection = self.connection.clone();
+        let () = redis::cmd("HSET")
+            .arg(self.reviews_key())
+            .arg(review.grant_id.simple())
+            .arg(encode_review(review))
+            .query_async(&mut connection)
+            .await
+            .map_err(unavailable)?;
+        self.replicate().await
+    }
+
+    async fn reviews(&self) -> Result<Vec<Review>, StoreError> {
+        let now = SystemTime::now();
+        let mut connection = self.connection.clone();
+        let all: HashMap<String, String> = redis::cmd("HGETALL")
+            .arg(self.reviews_key())
+            .query_async(&mut connection)
+            .await
+            .map_err(unavailable)?;
+        let mut reviews = Vec::with_capacity(all.len());
+        let mut stale = Vec::new();
+        for (field, value) in all {
+            let review = decode_review(&value).ok_or_else(|| StoreError::Corrupt {
+                key: format!("{} {field}", self.reviews_key()),
+                message: "bad review".to_owned(),
+            })?;
+            match &review.ack {
+                Some(ack) if ack.at + REVIEW_RETENTION <= now => stale.push(field),
+                _ => reviews.push(review),
+            }
+        }
+        if !stale.is_empty() {
+            let () = redis::cmd("HDEL")
+                .arg(self.reviews_key())
+                .arg(stale)
+                .query_async(&mut connection)
+                .await
+                .map_err(unavailable)?;
+        }
+        reviews.sort_by_key(|review| (review.opened_at, review.grant_id));
+        Ok(reviews)
+    }
+
+    async fn ack_review(&self, id: GrantId, ack: &ReviewAck) -> Result<AckOutcome, StoreError> {
+        let mut connection = self.connection.clone();
+        for _ in 0..8 {
+            let current: Option<String> = redis::cmd("HGET")
+                .arg(self.reviews_key())
+                .arg(id.simple())
+                .query_async(&mut connection)
+                .await
+                .map_err(unavailable)?;
+            let Some(current) = current else {
+                return Ok(AckOutcome::NotFound);
+            };
+            let mut review = decode_review(&current).ok_or_else(|| StoreError::Corrupt {
+                key: format!("{} {}", self.reviews_key(), id.simple()),
+                message: "bad review".to_owned(),
+            })?;
+            if review.ack.is_some() {
+                return Ok(AckOutcome::AlreadyAcked(review));
+            }
+            review.ack = Some(ack.clone());
+            let swapped: u32 = self
+                .scripts
+                .swap_field
+                .key(self.reviews_key())
+                .arg(id.simple())
+                .arg(&current)
+                .arg(encode_review(&review))
+                .invoke_async(&mut connection)
+                .await
+                .map_err(unavailable)?;
+            if swapped == 1 {
+                self.replicate().await?;
+                return Ok(AckOutcome::Acked(review));
+            }
+        }
+        Err(unavailable_msg("review keeps changing"))
+    }
+
+    async fn drop_review(&self, id: GrantId) -> Result<(), StoreError> {
+        let mut connection = self.connection.clone();
+        let () = redis::cmd("HDEL")
+            .arg(self.reviews_key())
+            .arg(id.simple())
+            .query_async(&mut connection)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
     }
 
     async fn grant(&self, id: GrantId) -> Result<Option<Grant>, StoreError> {
@@ -682,6 +855,41 @@ impl RedisStore {
         }
     }
 
+    /// Writes a new grant record, with its first credential if any.
+    async fn create(
+        &self,
+        grant: &Grant,
+        credential: Option<&Credential>,
+    ) -> Result<(), StoreError> {
+        let mut outcome = self.run_issue(grant, credential).await?;
+        if outcome == "missing" {
+            let shard_epoch = self.init_shard(grant.id.shard()).await?;
+            if shard_epoch != grant.epoch {
+                self.cache_epoch(&shard_epoch);
+                return Err(StoreError::EpochChanged(shard_epoch));
+            }
+            outcome = self.run_issue(grant, credential).await?;
+        }
+        match outcome.as_str() {
+            "ok" => Ok(()),
+            "conflict" => Err(StoreError::Conflict(grant.id)),
+            other => match other.strip_prefix("epoch:") {
+                Some(current) => {
+                    let epoch = Epoch::from_string(current.to_owned());
+                    self.cache_epoch(&epoch);
+                    Err(StoreError::EpochChanged(epoch))
+                }
+                None => Err(unavailable_msg(&format!(
+                    "unexpected script answer {other:?}"
+                ))),
+            },
+        }
+    }
+
+    fn reviews_key(&self) -> String {
+        format!("{}:reviews", self.prefix())
+    }
+
     fn stream_key(&self) -> String {
         format!("{}:revocations", self.prefix())
     }
@@ -790,14 +998,16 @@ const FIELD: char = '\u{1f}';
 /// Opens a section (a credential, or why the grant ended).
 const SECTION: char = '\u{1e}';
 
-/// A grant and its first credential as one compact string (one key, a few
+/// A grant and its credentials as one compact string (one key, a few
 /// hundred bytes; see BENCHMARKS.md):
 /// `<state> FIELD task FIELD subject FIELD entitlement FIELD actions FIELD
 /// parent FIELD created-ms FIELD expires-ms FIELD epoch FIELD ticket FIELD
-/// justification`
-/// then `SECTION <credential>` per credential and, once ended,
-/// `SECTION e <reason>`. Free text has the two separators replaced.
-fn encode_grant(grant: &Grant, credential: &Credential) -> String {
+/// justification FIELD flags FIELD ttl-ms FIELD decision`
+/// then `SECTION p <approver> <ms>` per approval, `SECTION <credential>`
+/// per credential and, once ended, `SECTION e <reason>`. Free text has the
+/// two separators replaced. The encoding is canonical: decoding and
+/// encoding again gives the same string, which `update_pending` relies on.
+fn encode_grant(grant: &Grant, credentials: &[Credential]) -> String {
     let actions: Vec<&str> = grant.actions.iter().map(Action::as_str).collect();
     let fields = [
         grant.task_id.to_string(),
@@ -810,14 +1020,39 @@ fn encode_grant(grant: &Grant, credential: &Credential) -> String {
         grant.epoch.to_string(),
         free_text(&grant.ticket),
         free_text(&grant.justification),
+        format!(
+            "{}{}",
+            if grant.break_glass { "b" } else { "" },
+            if grant.per_task { "t" } else { "" }
+        ),
+        u64::try_from(grant.ttl.as_millis())
+            .unwrap_or(u64::MAX)
+            .to_string(),
+        free_text(&grant.decision),
     ];
-    format!(
-        "{}{FIELD}{}{}{}",
+    let mut record = format!(
+        "{}{FIELD}{}",
         state_code(grant.state),
-        fields.join(&FIELD.to_string()),
-        credential_section(&credential.id),
-        millis(credential.expires_at)
-    )
+        fields.join(&FIELD.to_string())
+    );
+    for approval in &grant.approvals {
+        record.push_str(&format!(
+            "{SECTION}p{} {}",
+            approval.approver,
+            millis(approval.at)
+        ));
+    }
+    for credential in credentials {
+        record.push_str(&credential_section(&credential.id));
+        record.push_str(&millis(credential.expires_at).to_string());
+        if credential.revoked {
+            record.push_str(":r");
+        }
+    }
+    if let Some(reason) = &grant.end_reason {
+        record.push_str(&format!("{SECTION}e{}", free_text(reason)));
+    }
+    record
 }
 
 fn free_text(text: &str) -> String {
@@ -836,7 +1071,7 @@ fn decode_grant(
     };
     let mut sections = record.split(SECTION);
     let core = sections.next().unwrap_or_default();
-    let parts: Vec<&str> = core.splitn(12, FIELD).collect();
+    let parts: Vec<&str> = core.splitn(15, FIELD).collect();
     let [
         state,
         task,
@@ -849,6 +1084,9 @@ fn decode_grant(
         epoch,
         ticket,
         justification,
+        flags,
+        ttl,
+        decision,
     ] = parts.as_slice()
     else {
         return Err(corrupt("record has the wrong number of fields"));
@@ -862,6 +1100,8 @@ fn decode_grant(
         return Ok(None);
     }
     let state = match *state {
+        "p" => GrantState::Pending,
+        "d" => GrantState::Denied,
         "a" => GrantState::Active,
         "c" => GrantState::Completed,
         "r" => GrantState::Revoked,
@@ -873,9 +1113,19 @@ fn decode_grant(
     };
     let mut end_reason = None;
     let mut credentials = Vec::new();
+    let mut approvals = Vec::new();
     for section in sections {
         match section.split_at_checked(1) {
             Some(("e", reason)) => end_reason = Some(reason.to_owned()),
+            Some(("p", approval)) => {
+                let (approver, at) = approval
+                    .split_once(' ')
+                    .ok_or_else(|| corrupt("bad approval"))?;
+                approvals.push(ApprovalRecord {
+                    approver: SpiffeId::new(approver).map_err(|_| corrupt("bad approver"))?,
+                    at: time(at)?,
+                });
+            }
             Some((kind, rest)) => credentials
                 .push(decode_credential(id, kind, rest).ok_or_else(|| corrupt("bad credential"))?),
             None => return Err(corrupt("empty section")),
@@ -899,6 +1149,11 @@ fn decode_grant(
         state,
         end_reason,
         epoch: Epoch::from_string((*epoch).to_owned()),
+        break_glass: flags.contains('b'),
+        per_task: flags.contains('t'),
+        ttl: Duration::from_millis(ttl.parse().map_err(|_| corrupt("bad ttl"))?),
+        approvals,
+        decision: (*decision).to_owned(),
     };
     Ok(Some((grant, credentials)))
 }
@@ -976,10 +1231,67 @@ fn decode_credential(grant_id: GrantId, kind: &str, rest: &str) -> Option<Creden
 
 fn state_code(state: GrantState) -> &'static str {
     match state {
+        GrantState::Pending => "p",
+        GrantState::Denied => "d",
         GrantState::Active => "a",
         GrantState::Completed => "c",
         GrantState::Revoked => "r",
     }
+}
+
+fn encode_review(review: &Review) -> String {
+    let mut value = serde_json::json!({
+        "grant": review.grant_id.simple(),
+        "subject": review.subject.as_str(),
+        "entitlement": review.entitlement,
+        "actions": review.actions.iter().map(Action::as_str).collect::<Vec<_>>(),
+        "task": review.task_id.as_str(),
+        "justification": review.justification,
+        "ticket": review.ticket,
+        "opened": millis(review.opened_at),
+        "expires": millis(review.expires_at),
+    });
+    if let Some(ack) = &review.ack {
+        value["ack"] = serde_json::json!({
+            "by": ack.by.as_str(),
+            "at": millis(ack.at),
+            "comment": ack.comment,
+        });
+    }
+    value.to_string()
+}
+
+fn decode_review(text: &str) -> Option<Review> {
+    let value: serde_json::Value = serde_json::from_str(text).ok()?;
+    let string = |value: &serde_json::Value, key: &str| value.get(key)?.as_str().map(str::to_owned);
+    let time = |value: &serde_json::Value, key: &str| {
+        Some(SystemTime::UNIX_EPOCH + Duration::from_millis(value.get(key)?.as_u64()?))
+    };
+    let ack = match value.get("ack") {
+        Some(ack) => Some(ReviewAck {
+            by: SpiffeId::new(&string(ack, "by")?).ok()?,
+            at: time(ack, "at")?,
+            comment: string(ack, "comment")?,
+        }),
+        None => None,
+    };
+    Some(Review {
+        grant_id: GrantId::parse(&string(&value, "grant")?)?,
+        subject: SpiffeId::new(&string(&value, "subject")?).ok()?,
+        entitlement: string(&value, "entitlement")?,
+        actions: value
+            .get("actions")?
+            .as_array()?
+            .iter()
+            .map(|action| Action::new(action.as_str()?).ok())
+            .collect::<Option<Vec<_>>>()?,
+        task_id: TaskId::new(&string(&value, "task")?).ok()?,
+        justification: string(&value, "justification")?,
+        ticket: string(&value, "ticket")?,
+        opened_at: time(&value, "opened")?,
+        expires_at: time(&value, "expires")?,
+        ack,
+    })
 }
 
 fn millis(time: SystemTime) -> u64 {

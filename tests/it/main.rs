@@ -8,6 +8,7 @@
 
 mod support;
 
+mod approvals;
 mod attestation;
 mod bench;
 mod cli;

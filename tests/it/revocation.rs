@@ -649,6 +649,7 @@ async fn a_forged_expired_certificate_is_invalid_not_expired() {
         entitlement: "ci-publish".to_owned(),
         actions: vec!["publish:artifacts".to_owned()],
         epoch: "e".to_owned(),
+        break_glass: false,
     };
     params.custom_extensions = vec![rcgen::CustomExtension::from_oid_content(
         jitid::ca::GRANT_EXTENSION_OID,

@@ -55,6 +55,11 @@ async fn issue(
         state: GrantState::Active,
         end_reason: None,
         epoch: store.epoch().await.unwrap(),
+        break_glass: false,
+        per_task: false,
+        ttl,
+        approvals: Vec::new(),
+        decision: r#"{"outcome":"allow ci-publish"}"#.to_owned(),
     };
     let credential = Credential {
         id: CredentialId::new_jwt(grant.id),

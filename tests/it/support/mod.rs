@@ -47,6 +47,23 @@ requesters = ["group:release"]
 require = ["justification", "ticket"]
 max_active = 1
 audiences = ["deploy.example.org"]
+approval = "auto"
+
+[[entitlement]]
+name = "db-migrate"
+risk = "critical"
+actions = ["db:migrate", "db:read"]
+requesters = ["group:release", "group:sre", "group:security"]
+approvers = ["group:sre"]
+min_approvals = 2
+break_glass = { max_ttl = "2m", reviewers = ["group:security"] }
+
+[[entitlement]]
+name = "quick-approval"
+actions = ["cache:flush"]
+requesters = ["group:release"]
+approvers = ["group:sre"]
+pending_ttl = "2s"
 
 [[entitlement]]
 name = "agent-task"
@@ -57,6 +74,11 @@ identity = "per-task"
 "#;
 
 pub const ADMIN: &str = "spiffe://example.org/ops/admin";
+pub const SRE_A: &str = "spiffe://example.org/sre/alice";
+pub const SRE_B: &str = "spiffe://example.org/sre/bob";
+pub const SRE_C: &str = "spiffe://example.org/sre/dave";
+pub const SECURITY_A: &str = "spiffe://example.org/security/carol";
+pub const SECURITY_B: &str = "spiffe://example.org/security/erin";
 
 /// A CA on disk, a server on an ephemeral port, and its store.
 pub struct TestEnv {
@@ -72,15 +94,20 @@ pub struct TestEnv {
 impl TestEnv {
     /// A server on the in-memory store.
     pub async fn start() -> Self {
-        Self::start_inner(None).await
+        Self::start_inner(None, "").await
     }
 
     /// A server on the given store (the memory store stays unused).
     pub async fn start_with(store: Arc<dyn GrantStore>) -> Self {
-        Self::start_inner(Some(store)).await
+        Self::start_inner(Some(store), "").await
     }
 
-    async fn start_inner(store: Option<Arc<dyn GrantStore>>) -> Self {
+    /// A server whose config has `extra` (windows, entitlements) appended.
+    pub async fn start_with_catalogue(extra: &str) -> Self {
+        Self::start_inner(None, extra).await
+    }
+
+    async fn start_inner(store: Option<Arc<dyn GrantStore>>, extra: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let trust_domain = TrustDomain::new(TRUST_DOMAIN).unwrap();
         let now = SystemTime::now();
@@ -97,7 +124,7 @@ impl TestEnv {
         .unwrap();
         let config_path = dir.path().join("jitid.toml");
         let config_text = format!(
-            "trust_domain = \"{TRUST_DOMAIN}\"\nlisten = \"127.0.0.1:0\"\nadmins = [\"spiffe://example.org/ops/*\"]\n[groups]\nrelease = [\"spiffe://example.org/ci/*\"]\n[ca]\ndir = \"ca\"\n[limits]\nmax_request_bytes = 65536\n{ENTITLEMENTS}"
+            "trust_domain = \"{TRUST_DOMAIN}\"\nlisten = \"127.0.0.1:0\"\nadmins = [\"spiffe://example.org/ops/*\"]\nenvironment = \"test\"\n[groups]\nrelease = [\"spiffe://example.org/ci/*\"]\nsre = [\"spiffe://example.org/sre/*\"]\nsecurity = [\"spiffe://example.org/security/*\"]\n[ca]\ndir = \"ca\"\n[limits]\nmax_request_bytes = 65536\n{ENTITLEMENTS}\n{extra}"
         );
         std::fs::write(&config_path, &config_text).unwrap();
         let config = Config::load(&config_path).unwrap();
@@ -128,7 +155,8 @@ impl TestEnv {
                 store,
                 Arc::new(SystemClock),
             )
-            .with_admins(self.config.admins.clone()),
+            .with_admins(self.config.admins.clone())
+            .with_environment(self.config.environment.clone()),
         );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();

@@ -1,14 +1,23 @@
 //! The entitlement catalogue and the request-time decision.
 //!
 //! [`evaluate`] is a pure, total function of the catalogue, the attested
-//! caller and the request: no I/O, no clock, no gRPC. The server maps its
+//! caller, the request, its context and the time: no I/O, no clock, no
+//! gRPC. It returns the decision together with an [`Explanation`]: the
+//! inputs it looked at and the rules that produced it. The server maps a
 //! [`Denial`] to a status in one place.
 
-use std::collections::HashMap;
-use std::time::Duration;
+pub mod conditions;
+pub mod window;
 
-use serde::Deserialize;
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+use std::time::{Duration, SystemTime};
 
+use serde::{Deserialize, Serialize};
+
+pub use self::conditions::Conditions;
+pub use self::window::{ChangeWindow, RawWindow};
+use crate::clock::unix_seconds;
 use crate::grant::{Action, Grant, GrantState};
 use crate::spiffe_id::{SpiffeId, TrustDomain};
 
@@ -20,6 +29,16 @@ pub const DEFAULT_MAX_TTL: Duration = Duration::from_secs(15 * 60);
 pub const DEFAULT_TTL_CEILING: Duration = Duration::from_secs(60 * 60);
 /// Shortest TTL a request may ask for.
 pub const MIN_TTL: Duration = Duration::from_secs(1);
+/// How long a request waiting for approval stays pending, by default.
+pub const DEFAULT_PENDING_TTL: Duration = Duration::from_secs(15 * 60);
+/// Longest a request may wait for approval.
+pub const MAX_PENDING_TTL: Duration = Duration::from_secs(24 * 60 * 60);
+/// Most labels one request may carry.
+pub const MAX_LABELS: usize = 16;
+/// Longest label key, in bytes.
+pub const MAX_LABEL_KEY_BYTES: usize = 64;
+/// Longest label value, in bytes.
+pub const MAX_LABEL_VALUE_BYTES: usize = 256;
 
 const MINUTE: Duration = Duration::from_secs(60);
 
@@ -31,7 +50,11 @@ const MINUTE: Duration = Duration::from_secs(60);
 /// | medium (the default) | 5m | 15m | 30m |
 /// | high | 5m | 10m | 15m |
 /// | critical | 2m | 5m | 5m |
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize)]
+///
+/// It also sets the approval path: low and medium entitlements are
+/// auto-approved unless they name `approvers`; high and critical ones need
+/// approval unless they say `approval = "auto"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Risk {
     /// Read-only or easily undone.
@@ -93,6 +116,16 @@ pub enum CatalogueError {
     /// Two entries share a name.
     #[error("entitlement {0:?} is defined twice")]
     Duplicate(String),
+    /// A change window is invalid.
+    #[error("window {window:?}: `{field}`: {message}")]
+    Window {
+        /// The window's name.
+        window: String,
+        /// The field.
+        field: &'static str,
+        /// What is wrong.
+        message: String,
+    },
 }
 
 /// Why a request was refused.
@@ -156,6 +189,38 @@ pub enum Denial {
         /// The audience.
         audience: String,
     },
+    /// The entitlement has no break-glass path.
+    #[error("entitlement {0:?} does not allow break-glass")]
+    BreakGlassNotAllowed(String),
+    /// A break-glass request must say why.
+    #[error("break-glass on entitlement {0:?} requires a justification")]
+    BreakGlassNeedsJustification(String),
+    /// A `forbid` condition matched.
+    #[error("conditions of entitlement {entitlement:?} forbid it: {}", .reasons.join("; "))]
+    Forbidden {
+        /// The entitlement.
+        entitlement: String,
+        /// The forbids that matched, with their `@reason`.
+        reasons: Vec<String>,
+    },
+    /// No `permit` condition matched.
+    #[error("conditions of entitlement {entitlement:?} do not permit {action:?} now: needs {}", .requires.join(" or "))]
+    NotPermitted {
+        /// The entitlement.
+        entitlement: String,
+        /// The action no permit covered.
+        action: String,
+        /// What the permits require, with their `@reason`.
+        requires: Vec<String>,
+    },
+    /// A condition could not be evaluated; conditions fail closed.
+    #[error("conditions of entitlement {entitlement:?} could not be evaluated: {message}")]
+    ConditionError {
+        /// The entitlement.
+        entitlement: String,
+        /// What went wrong.
+        message: String,
+    },
     /// The caller already holds the most active grants allowed.
     #[error(
         "{caller} already holds {max} active grants of entitlement {entitlement:?} (max_active)"
@@ -212,12 +277,127 @@ pub struct Entitlement {
     pub max_active: Option<u32>,
     /// Which SPIFFE ID the credentials carry.
     pub identity: IdentityMode,
+    /// Who must approve a grant before credentials are minted under it.
+    pub approval: ApprovalRule,
+    /// The emergency path, if allowed.
+    pub break_glass: Option<BreakGlassRule>,
+    /// Cedar policies every request must satisfy, if any.
+    pub conditions: Option<Conditions>,
 }
 
-/// The validated list of entitlements, in file order.
+/// How grants of an entitlement are approved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ApprovalRule {
+    /// Granted at once when policy allows.
+    Auto,
+    /// Pending until `min_approvals` distinct approvers, none of them the
+    /// requester, approve.
+    Approvers {
+        /// Who may approve (group members and patterns).
+        approvers: Vec<IdPattern>,
+        /// As written in the catalogue, for display.
+        names: Vec<String>,
+        /// How many distinct approvals are needed.
+        min_approvals: u32,
+        /// How long a request waits before it expires.
+        pending_ttl: Duration,
+    },
+}
+
+/// The break-glass path of an entitlement.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BreakGlassRule {
+    /// Longest (and default) TTL of a break-glass grant.
+    pub max_ttl: Duration,
+    /// Who reviews each use (never the requester).
+    pub reviewers: Vec<IdPattern>,
+    /// As written in the catalogue, for display.
+    pub names: Vec<String>,
+}
+
+/// The validated catalogue: entitlements in file order, the groups they
+/// name and the change windows their conditions see.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Catalogue {
     entitlements: Vec<Entitlement>,
+    groups: Vec<(String, Vec<IdPattern>)>,
+    windows: Vec<ChangeWindow>,
+}
+
+/// Where and under what circumstances a request is made: what conditions
+/// see besides the caller and the entitlement.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct RequestContext {
+    /// The deployment's environment (`environment` in the config).
+    pub environment: String,
+    /// Labels the caller sent with the request.
+    pub labels: BTreeMap<String, String>,
+    /// The caller's network address, when known.
+    pub source: Option<IpAddr>,
+}
+
+/// How a granted request proceeds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Approval {
+    /// Active at once.
+    Auto,
+    /// Pending until approved.
+    Required {
+        /// Distinct approvals needed.
+        min_approvals: u32,
+        /// How long the request waits.
+        pending_ttl: Duration,
+    },
+    /// Active at once on the emergency path, and opens a review.
+    BreakGlass,
+}
+
+/// What a decision looked at and which rules produced it. Recorded on the
+/// grant and in the audit trail; `jitid policy explain` prints it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Explanation {
+    /// The attested caller.
+    pub caller: String,
+    /// Catalogue groups the caller is in.
+    pub groups: Vec<String>,
+    /// The entitlement named, or the one found for the actions.
+    pub entitlement: Option<String>,
+    /// The actions asked for.
+    pub actions: Vec<String>,
+    /// The TTL asked for, in seconds.
+    pub ttl_requested: Option<u64>,
+    /// Whether a justification was given.
+    pub justification_given: bool,
+    /// The ticket given.
+    pub ticket: String,
+    /// Whether break-glass was asked for.
+    pub break_glass: bool,
+    /// The request's context.
+    pub context: RequestContext,
+    /// When (Unix seconds).
+    pub time: u64,
+    /// Whether each change window was open.
+    pub windows: BTreeMap<String, bool>,
+    /// The entitlement's risk tier.
+    pub risk: Option<&'static str>,
+    /// The caller's active and pending grants of the entitlement, when
+    /// `max_active` counted them.
+    pub active_grants: Option<usize>,
+    /// The rules that produced the decision, in the order applied, e.g.
+    /// `requesters: spiffe://example.org/ci/*`, `conditions: deploy.1`,
+    /// `approval: approvers group:sre (1 of)`.
+    pub matched: Vec<String>,
+    /// The outcome in words.
+    pub outcome: String,
+}
+
+/// A decision with its explanation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Evaluation {
+    /// What the caller gets, or why not.
+    pub result: Result<Decision, Denial>,
+    /// What it looked at and which rules decided.
+    pub explanation: Explanation,
 }
 
 /// What a caller asks for, with what the decision may look at.
@@ -235,6 +415,8 @@ pub struct AccessRequest<'a> {
     pub ticket: &'a str,
     /// The JWT audiences asked for; `None` for an X.509-SVID.
     pub audiences: Option<&'a [String]>,
+    /// Whether this is an emergency (break-glass) request.
+    pub break_glass: bool,
     /// The caller's live grants, for `max_active`.
     pub live_grants: &'a [Grant],
 }
@@ -253,6 +435,8 @@ pub struct Decision {
     /// The entitlement's `max_active`: when set, the decision counted
     /// `live_grants`, so the caller must have passed them.
     pub max_active: Option<u32>,
+    /// Whether the grant is active at once, pending, or break-glass.
+    pub approval: Approval,
 }
 
 /// An entitlement as written in the config file.
@@ -272,13 +456,126 @@ pub struct RawEntitlement {
     audiences: Option<Vec<String>>,
     max_active: Option<u32>,
     identity: Option<IdentityMode>,
+    approval: Option<ApprovalMode>,
+    #[serde(default)]
+    approvers: Vec<String>,
+    min_approvals: Option<u32>,
+    pending_ttl: Option<String>,
+    break_glass: Option<RawBreakGlass>,
+    conditions: Option<String>,
+}
+
+/// `approval` as written: whether grants wait for approvers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum ApprovalMode {
+    Auto,
+    Required,
+}
+
+/// `break_glass` as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBreakGlass {
+    allowed: Option<bool>,
+    max_ttl: Option<String>,
+    #[serde(default)]
+    reviewers: Vec<String>,
 }
 
 /// Decides a request. Pure: the same inputs always give the same answer.
+///
+/// Rules apply in this order, and the first that refuses decides: the
+/// entitlement (named, or the first covering the actions) and its
+/// requesters; the actions; break-glass; the TTL; required justification
+/// and ticket; audiences; `max_active`; the Cedar conditions; then the
+/// approval path.
 pub fn evaluate(
     catalogue: &Catalogue,
     caller: &SpiffeId,
     request: &AccessRequest<'_>,
+    context: &RequestContext,
+    now: SystemTime,
+) -> Evaluation {
+    let windows: Vec<(String, bool)> = catalogue
+        .windows
+        .iter()
+        .map(|window| (window.name().to_owned(), window.contains(now)))
+        .collect();
+    let groups = catalogue.groups_of(caller);
+    let mut explanation = Explanation {
+        caller: caller.to_string(),
+        groups: groups.iter().map(|g| (*g).to_owned()).collect(),
+        entitlement: None,
+        actions: request
+            .actions
+            .iter()
+            .map(|a| a.as_str().to_owned())
+            .collect(),
+        ttl_requested: request.ttl.map(|ttl| ttl.as_secs()),
+        justification_given: !request.justification.trim().is_empty(),
+        ticket: request.ticket.to_owned(),
+        break_glass: request.break_glass,
+        context: context.clone(),
+        time: unix_seconds(now),
+        windows: windows.iter().cloned().collect(),
+        risk: None,
+        active_grants: None,
+        matched: Vec::new(),
+        outcome: String::new(),
+    };
+    let result = decide(
+        catalogue,
+        caller,
+        request,
+        &Situation {
+            context,
+            now,
+            windows: &windows,
+            groups: &groups,
+        },
+        &mut explanation,
+    );
+    explanation.outcome = match &result {
+        Ok(decision) => match &decision.approval {
+            Approval::Auto => format!(
+                "allow {} for {}",
+                decision.entitlement,
+                humantime::format_duration(decision.ttl)
+            ),
+            Approval::Required { min_approvals, .. } => format!(
+                "needs {min_approvals} approval(s) for {} for {}",
+                decision.entitlement,
+                humantime::format_duration(decision.ttl)
+            ),
+            Approval::BreakGlass => format!(
+                "allow {} for {} on break-glass (opens a review)",
+                decision.entitlement,
+                humantime::format_duration(decision.ttl)
+            ),
+        },
+        Err(denial) => format!("deny: {denial}"),
+    };
+    Evaluation {
+        result,
+        explanation,
+    }
+}
+
+/// What the decision sees besides the request.
+struct Situation<'a> {
+    context: &'a RequestContext,
+    now: SystemTime,
+    windows: &'a [(String, bool)],
+    groups: &'a [&'a str],
+}
+
+fn decide(
+    catalogue: &Catalogue,
+    caller: &SpiffeId,
+    request: &AccessRequest<'_>,
+    situation: &Situation<'_>,
+    explanation: &mut Explanation,
 ) -> Result<Decision, Denial> {
     let requested = dedup(request.actions);
     let entitlement = match request.entitlement {
@@ -320,20 +617,43 @@ pub fn evaluate(
                 actions: requested.iter().map(|a| a.as_str().to_owned()).collect(),
             })?,
     };
+    explanation.entitlement = Some(entitlement.name.clone());
+    explanation.risk = Some(entitlement.risk.as_str());
+    if let Some(pattern) = entitlement
+        .requesters
+        .iter()
+        .find(|pattern| pattern.matches(caller))
+    {
+        explanation.matched.push(format!("requesters: {pattern}"));
+    }
 
+    let break_glass = match (&entitlement.break_glass, request.break_glass) {
+        (_, false) => None,
+        (None, true) => return Err(Denial::BreakGlassNotAllowed(entitlement.name.clone())),
+        (Some(rule), true) => Some(rule),
+    };
+    let (default_ttl, max_ttl) = match break_glass {
+        Some(rule) => (rule.max_ttl, rule.max_ttl),
+        None => (entitlement.default_ttl, entitlement.max_ttl),
+    };
     let ttl = match request.ttl {
-        None => entitlement.default_ttl,
-        Some(ttl) if ttl.is_zero() => entitlement.default_ttl,
+        None => default_ttl,
+        Some(ttl) if ttl.is_zero() => default_ttl,
         Some(ttl) if ttl < MIN_TTL => return Err(Denial::TtlTooShort),
-        Some(ttl) if ttl > entitlement.max_ttl => {
+        Some(ttl) if ttl > max_ttl => {
             return Err(Denial::TtlAboveMaximum {
                 entitlement: entitlement.name.clone(),
                 requested: ttl,
-                max: entitlement.max_ttl,
+                max: max_ttl,
             });
         }
         Some(ttl) => ttl,
     };
+    if break_glass.is_some() && request.justification.trim().is_empty() {
+        return Err(Denial::BreakGlassNeedsJustification(
+            entitlement.name.clone(),
+        ));
+    }
     for requirement in &entitlement.require {
         match requirement {
             Requirement::Justification if request.justification.trim().is_empty() => {
@@ -359,10 +679,11 @@ pub fn evaluate(
             .iter()
             .filter(|grant| {
                 grant.entitlement == entitlement.name
-                    && grant.state == GrantState::Active
+                    && matches!(grant.state, GrantState::Active | GrantState::Pending)
                     && &grant.subject == caller
             })
             .count();
+        explanation.active_grants = Some(active);
         if active >= max as usize {
             return Err(Denial::MaxActive {
                 caller: caller.clone(),
@@ -376,12 +697,97 @@ pub fn evaluate(
     } else {
         requested
     };
+
+    if let Some(conditions) = &entitlement.conditions {
+        let outcome = conditions.evaluate(
+            entitlement,
+            &conditions::ConditionInput {
+                caller,
+                groups: situation.groups,
+                actions: &actions,
+                context: situation.context,
+                windows: situation.windows,
+                ttl_seconds: ttl.as_secs(),
+                ticket: request.ticket,
+                justification: request.justification,
+                break_glass: break_glass.is_some(),
+                now: situation.now,
+            },
+        );
+        match outcome {
+            conditions::Outcome::Permit { matched } => explanation
+                .matched
+                .extend(matched.into_iter().map(|id| format!("conditions: {id}"))),
+            conditions::Outcome::Forbid { matched, reasons } => {
+                explanation
+                    .matched
+                    .extend(matched.into_iter().map(|id| format!("conditions: {id}")));
+                return Err(Denial::Forbidden {
+                    entitlement: entitlement.name.clone(),
+                    reasons,
+                });
+            }
+            // Break-glass needs no permit: only a forbid stops it.
+            conditions::Outcome::NoPermit { .. } if break_glass.is_some() => explanation
+                .matched
+                .push("conditions: no permit matched; break-glass skips permits".to_owned()),
+            conditions::Outcome::NoPermit { action, reasons } => {
+                return Err(Denial::NotPermitted {
+                    entitlement: entitlement.name.clone(),
+                    action,
+                    requires: reasons,
+                });
+            }
+            conditions::Outcome::Error { message } => {
+                return Err(Denial::ConditionError {
+                    entitlement: entitlement.name.clone(),
+                    message,
+                });
+            }
+        }
+    }
+
+    let approval = match (break_glass, &entitlement.approval) {
+        (Some(rule), _) => {
+            explanation.matched.push(format!(
+                "break_glass: max_ttl {}, reviewers {}",
+                humantime::format_duration(rule.max_ttl),
+                rule.names.join(", ")
+            ));
+            Approval::BreakGlass
+        }
+        (None, ApprovalRule::Auto) => {
+            explanation.matched.push(format!(
+                "approval: auto ({} risk)",
+                entitlement.risk.as_str()
+            ));
+            Approval::Auto
+        }
+        (
+            None,
+            ApprovalRule::Approvers {
+                names,
+                min_approvals,
+                pending_ttl,
+                ..
+            },
+        ) => {
+            explanation
+                .matched
+                .push(format!("approval: {min_approvals} of {}", names.join(", ")));
+            Approval::Required {
+                min_approvals: *min_approvals,
+                pending_ttl: *pending_ttl,
+            }
+        }
+    };
     Ok(Decision {
         entitlement: entitlement.name.clone(),
         actions,
         ttl,
         identity: entitlement.identity,
         max_active: entitlement.max_active,
+        approval,
     })
 }
 
@@ -398,15 +804,35 @@ fn dedup(actions: &[Action]) -> Vec<Action> {
 // === impl Catalogue ===
 
 impl Catalogue {
-    /// Validates raw entries. Every requester pattern must lie in
-    /// `trust_domain` (`group:<name>` names a list in `groups`) and every
-    /// maximum TTL at or below its ceiling.
+    /// Validates raw entries and windows. Every requester, approver and
+    /// reviewer pattern must lie in `trust_domain` (`group:<name>` names a
+    /// list in `groups`) and every maximum TTL at or below its ceiling.
     pub fn from_raw(
         raw: Vec<RawEntitlement>,
         groups: &HashMap<String, Vec<String>>,
+        windows: BTreeMap<String, RawWindow>,
         trust_domain: &TrustDomain,
         limits: &TtlLimits,
     ) -> Result<Self, CatalogueError> {
+        let windows = windows
+            .into_iter()
+            .map(|(name, raw)| ChangeWindow::from_raw(&name, raw))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut parsed_groups = Vec::with_capacity(groups.len());
+        for (name, members) in groups {
+            let patterns = members
+                .iter()
+                .map(|member| {
+                    IdPattern::parse(member).map_err(|message| CatalogueError::Invalid {
+                        entry: format!("group {name:?}"),
+                        field: "groups",
+                        message,
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            parsed_groups.push((name.clone(), patterns));
+        }
+        parsed_groups.sort_by(|a, b| a.0.cmp(&b.0));
         let mut entitlements: Vec<Entitlement> = Vec::with_capacity(raw.len());
         for (index, entry) in raw.into_iter().enumerate() {
             let entitlement = Entitlement::from_raw(entry, index, groups, trust_domain, limits)?;
@@ -415,7 +841,25 @@ impl Catalogue {
             }
             entitlements.push(entitlement);
         }
-        Ok(Self { entitlements })
+        Ok(Self {
+            entitlements,
+            groups: parsed_groups,
+            windows,
+        })
+    }
+
+    /// Names of the groups `id` belongs to, sorted.
+    pub fn groups_of(&self, id: &SpiffeId) -> Vec<&str> {
+        self.groups
+            .iter()
+            .filter(|(_, patterns)| patterns.iter().any(|pattern| pattern.matches(id)))
+            .map(|(name, _)| name.as_str())
+            .collect()
+    }
+
+    /// The change windows.
+    pub fn windows(&self) -> &[ChangeWindow] {
+        &self.windows
     }
 
     /// The entitlement called `name`.
@@ -447,6 +891,23 @@ impl Entitlement {
         self.requesters
             .iter()
             .any(|pattern| pattern.matches(caller))
+    }
+
+    /// Whether `caller` is one of the entitlement's approvers.
+    pub fn approver(&self, caller: &SpiffeId) -> bool {
+        match &self.approval {
+            ApprovalRule::Auto => false,
+            ApprovalRule::Approvers { approvers, .. } => {
+                approvers.iter().any(|pattern| pattern.matches(caller))
+            }
+        }
+    }
+
+    /// Whether `caller` reviews the entitlement's break-glass uses.
+    pub fn reviewer(&self, caller: &SpiffeId) -> bool {
+        self.break_glass
+            .as_ref()
+            .is_some_and(|rule| rule.reviewers.iter().any(|pattern| pattern.matches(caller)))
     }
 
     fn from_raw(
@@ -497,25 +958,29 @@ impl Entitlement {
                 "needs at least one SPIFFE ID or pattern".to_owned(),
             ));
         }
-        let mut requesters = Vec::new();
-        for text in &raw.requesters {
-            let members = match text.strip_prefix("group:") {
-                Some(group) => groups.get(group).ok_or_else(|| {
-                    invalid("requesters", format!("{text:?} names no group in [groups]"))
-                })?,
-                None => std::slice::from_ref(text),
-            };
-            for member in members {
-                let pattern = IdPattern::parse(member).map_err(|m| invalid("requesters", m))?;
-                if !pattern.is_in(trust_domain) {
-                    return Err(invalid(
-                        "requesters",
-                        format!("{member:?} is not in trust domain {trust_domain}"),
-                    ));
+        let patterns = |field: &'static str, list: &[String]| {
+            let mut patterns = Vec::new();
+            for text in list {
+                let members = match text.strip_prefix("group:") {
+                    Some(group) => groups.get(group).ok_or_else(|| {
+                        invalid(field, format!("{text:?} names no group in [groups]"))
+                    })?,
+                    None => std::slice::from_ref(text),
+                };
+                for member in members {
+                    let pattern = IdPattern::parse(member).map_err(|m| invalid(field, m))?;
+                    if !pattern.is_in(trust_domain) {
+                        return Err(invalid(
+                            field,
+                            format!("{member:?} is not in trust domain {trust_domain}"),
+                        ));
+                    }
+                    patterns.push(pattern);
                 }
-                requesters.push(pattern);
             }
-        }
+            Ok(patterns)
+        };
+        let requesters = patterns("requesters", &raw.requesters)?;
 
         let parse_ttl = |field: &'static str, text: Option<String>, default: Duration| match text {
             None => Ok(default),
@@ -566,7 +1031,111 @@ impl Entitlement {
             ));
         }
 
+        let approval = match raw.approval {
+            Some(ApprovalMode::Auto) => {
+                if !raw.approvers.is_empty() || raw.min_approvals.is_some() {
+                    return Err(invalid(
+                        "approvers",
+                        "is set, but approval = \"auto\" needs no approvers".to_owned(),
+                    ));
+                }
+                ApprovalRule::Auto
+            }
+            None if raw.approvers.is_empty() && risk < Risk::High => ApprovalRule::Auto,
+            Some(ApprovalMode::Required) | None => {
+                if raw.approvers.is_empty() {
+                    return Err(invalid(
+                        "approvers",
+                        format!(
+                            "{} needs approvers (a {} risk entitlement needs approval unless it says approval = \"auto\")",
+                            if raw.approval.is_some() {
+                                "approval = \"required\""
+                            } else {
+                                "approval"
+                            },
+                            risk.as_str()
+                        ),
+                    ));
+                }
+                let min_approvals = raw.min_approvals.unwrap_or(1);
+                if !(1..=10).contains(&min_approvals) {
+                    return Err(invalid(
+                        "min_approvals",
+                        "must be between 1 and 10".to_owned(),
+                    ));
+                }
+                let pending_ttl =
+                    parse_ttl("pending_ttl", raw.pending_ttl.clone(), DEFAULT_PENDING_TTL)?;
+                if pending_ttl < MIN_TTL || pending_ttl > MAX_PENDING_TTL {
+                    return Err(invalid(
+                        "pending_ttl",
+                        format!(
+                            "must be between 1s and {}",
+                            humantime::format_duration(MAX_PENDING_TTL)
+                        ),
+                    ));
+                }
+                ApprovalRule::Approvers {
+                    approvers: patterns("approvers", &raw.approvers)?,
+                    names: raw.approvers.clone(),
+                    min_approvals,
+                    pending_ttl,
+                }
+            }
+        };
+        if matches!(approval, ApprovalRule::Auto) && raw.pending_ttl.is_some() {
+            return Err(invalid(
+                "pending_ttl",
+                "is set, but grants of this entitlement need no approval".to_owned(),
+            ));
+        }
+
+        let break_glass = match raw.break_glass {
+            Some(RawBreakGlass {
+                allowed: None | Some(true),
+                max_ttl: break_glass_ttl,
+                reviewers,
+            }) => {
+                let ttl = parse_ttl("break_glass.max_ttl", break_glass_ttl, default_ttl)?;
+                if ttl < MIN_TTL || ttl > max_ttl {
+                    return Err(invalid(
+                        "break_glass.max_ttl",
+                        format!(
+                            "must be between 1s and max_ttl ({})",
+                            humantime::format_duration(max_ttl)
+                        ),
+                    ));
+                }
+                if reviewers.is_empty() {
+                    return Err(invalid(
+                        "break_glass.reviewers",
+                        "needs at least one reviewer: someone must review every use".to_owned(),
+                    ));
+                }
+                Some(BreakGlassRule {
+                    max_ttl: ttl,
+                    reviewers: patterns("break_glass.reviewers", &reviewers)?,
+                    names: reviewers,
+                })
+            }
+            Some(RawBreakGlass {
+                allowed: Some(false),
+                ..
+            })
+            | None => None,
+        };
+
+        let conditions = raw
+            .conditions
+            .as_deref()
+            .map(|source| Conditions::parse(&raw.name, source))
+            .transpose()
+            .map_err(|message| invalid("conditions", message))?;
+
         Ok(Self {
+            approval,
+            break_glass,
+            conditions,
             name: raw.name,
             owner: raw.owner,
             purpose: raw.purpose,
@@ -619,6 +1188,18 @@ impl Default for TtlLimits {
 }
 
 // === impl IdPattern ===
+
+impl std::fmt::Display for IdPattern {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Exact(id) => write!(f, "{id}"),
+            Self::Prefix {
+                trust_domain,
+                path_prefix,
+            } => write!(f, "spiffe://{trust_domain}{path_prefix}*"),
+        }
+    }
+}
 
 impl IdPattern {
     /// Parses `spiffe://td/exact/path` or `spiffe://td/prefix/*`.
@@ -701,7 +1282,7 @@ max_ttl = "5m"
                 "spiffe://example.org/svc/deployer".to_owned(),
             ],
         )]);
-        Catalogue::from_raw(raw, &groups, &td, &TtlLimits::default())
+        Catalogue::from_raw(raw, &groups, BTreeMap::new(), &td, &TtlLimits::default())
     }
 
     fn entry(text: &str) -> RawEntitlement {
@@ -733,9 +1314,18 @@ max_ttl = "5m"
             justification: "",
             ticket: "",
             audiences: None,
+            break_glass: false,
             live_grants: &[],
         };
-        let got = match evaluate(&catalogue(), &caller, &request) {
+        let got = match evaluate(
+            &catalogue(),
+            &caller,
+            &request,
+            &RequestContext::default(),
+            SystemTime::UNIX_EPOCH,
+        )
+        .result
+        {
             Ok(decision) => format!(
                 "allow {} [{}] {}s",
                 decision.entitlement,
@@ -910,7 +1500,10 @@ max_ttl = "5m"
             ("high", 300, 600),
             ("critical", 120, 300),
         ] {
-            let catalogue = load(vec![entry(&format!("risk = \"{risk}\""))]).unwrap();
+            let catalogue = load(vec![entry(&format!(
+                "risk = \"{risk}\"\napproval = \"auto\""
+            ))])
+            .unwrap();
             let entitlement = catalogue.entitlement("e1").unwrap();
             assert_eq!(entitlement.default_ttl.as_secs(), default_ttl, "{risk}");
             assert_eq!(entitlement.max_ttl.as_secs(), max_ttl, "{risk}");
@@ -931,10 +1524,18 @@ max_ttl = "5m"
             justification: "",
             ticket: "",
             audiences: None,
+            break_glass: false,
             live_grants: &[],
         };
         request(&mut access);
-        evaluate(&catalogue, &caller, &access)
+        evaluate(
+            &catalogue,
+            &caller,
+            &access,
+            &RequestContext::default(),
+            SystemTime::UNIX_EPOCH,
+        )
+        .result
     }
 
     #[test]
@@ -996,6 +1597,11 @@ max_ttl = "5m"
             state,
             end_reason: None,
             epoch: crate::grant::Epoch::from_string(String::new()),
+            break_glass: false,
+            per_task: false,
+            ttl: Duration::from_secs(60),
+            approvals: Vec::new(),
+            decision: String::new(),
         };
         let live = [
             grant("e1", GrantState::Active),
