@@ -1247,6 +1247,9 @@ impl IdPattern {
 }
 
 #[cfg(test)]
+mod properties;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
@@ -1474,6 +1477,30 @@ max_ttl = "5m"
         assert_eq!(
             error("audiences = []"),
             "entitlement \"e1\": `audiences`: needs at least one non-empty audience"
+        );
+        assert_eq!(
+            error("risk = \"critical\""),
+            "entitlement \"e1\": `approvers`: approval needs approvers (a critical risk entitlement needs approval unless it says approval = \"auto\")"
+        );
+        assert_eq!(
+            error("approvers = [\"group:release\"]\nmin_approvals = 0"),
+            "entitlement \"e1\": `min_approvals`: must be between 1 and 10"
+        );
+        assert_eq!(
+            error("approval = \"auto\"\napprovers = [\"group:release\"]"),
+            "entitlement \"e1\": `approvers`: is set, but approval = \"auto\" needs no approvers"
+        );
+        assert_eq!(
+            error("break_glass = { max_ttl = \"1m\" }"),
+            "entitlement \"e1\": `break_glass.reviewers`: needs at least one reviewer: someone must review every use"
+        );
+        assert_eq!(
+            error("break_glass = { max_ttl = \"1h\", reviewers = [\"group:release\"] }"),
+            "entitlement \"e1\": `break_glass.max_ttl`: must be between 1s and max_ttl (15m)"
+        );
+        assert!(
+            error("conditions = \"permit (principal, action, resource) when { context.x \"")
+                .starts_with("entitlement \"e1\": `conditions`: not valid Cedar: "),
         );
         let raw: RawEntitlement = toml::from_str(
             "name = \"e1\"\nactions = [\"a b\"]\nrequesters = [\"spiffe://other.org/x\"]",
