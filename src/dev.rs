@@ -215,13 +215,15 @@ requesters = ["spiffe://example.org/ci/*"]
 default_ttl = "10m"
 max_ttl = "30m"
 
-# An AI agent works on one research task, calling tools on the way.
+# An AI agent works on one research task, calling tools on the way. Each
+# task gets its own identity: spiffe://example.org/agents/planner/task/<id>.
 [[entitlement]]
 name = "agent-research"
 owner = "ml-platform"
 purpose = "An agent task reads the knowledge base and calls search and summarise tools"
 actions = ["kb:read", "tool:search", "tool:summarize"]
 requesters = ["spiffe://example.org/agents/*"]
+identity = "per-task"
 default_ttl = "5m"
 max_ttl = "15m"
 

@@ -124,6 +124,8 @@ pub struct ApprovalRecord {
     pub approver: SpiffeId,
     /// When.
     pub at: SystemTime,
+    /// What the approver said (may be empty).
+    pub comment: String,
 }
 
 /// How a credential is identified. Both forms embed the grant id, so a

@@ -375,7 +375,11 @@ impl Issuer {
                 chain,
                 serial,
                 spiffe_id,
-                grant,
+                // What the caller learns is when this credential expires.
+                grant: Grant {
+                    expires_at: credential.expires_at,
+                    ..grant
+                },
             });
         }
         let decided = self.decide(caller, spec, None, now).await?;
@@ -434,7 +438,10 @@ impl Issuer {
                 token,
                 jti,
                 spiffe_id,
-                grant,
+                grant: Grant {
+                    expires_at: credential.expires_at,
+                    ..grant
+                },
             });
         }
         let mut decided = self.decide(caller, spec, Some(&audiences), now).await?;
@@ -489,7 +496,7 @@ impl Issuer {
                 Ok(()) => return Ok(grant),
                 Err(StoreError::EpochChanged(current)) if attempt == 0 => epoch = current,
                 Err(error) => {
-                    if break_glass {
+                    if break_glass && error.nothing_written() {
                         self.drop_review(grant.id).await;
                     }
                     return Err(error.into());
@@ -531,7 +538,11 @@ impl Issuer {
             next.approvals.push(ApprovalRecord {
                 approver: caller.spiffe_id.clone(),
                 at: now,
+                comment: comment.to_owned(),
             });
+            // A catalogue reload since the request may have lowered the
+            // maximum: the grant never gets more than the entitlement allows now.
+            next.ttl = next.ttl.min(entitlement.max_ttl);
             let needed = match &entitlement.approval {
                 policy::ApprovalRule::Approvers { min_approvals, .. } => *min_approvals,
                 policy::ApprovalRule::Auto => 1,
@@ -685,10 +696,12 @@ impl Issuer {
             .into_iter()
             .find(|review| review.grant_id == id)
             .ok_or_else(|| IssueError::NotFound(format!("no review of grant {id}")))?;
-        let reviewer = self
-            .catalogue()
-            .entitlement(&review.entitlement)
-            .is_some_and(|entitlement| entitlement.reviewer(&caller.spiffe_id));
+        // Reviews of an entitlement since removed from the catalogue fall
+        // to the admins.
+        let reviewer = match self.catalogue().entitlement(&review.entitlement) {
+            Some(entitlement) => entitlement.reviewer(&caller.spiffe_id),
+            None => self.is_admin(caller),
+        };
         if !reviewer {
             return Err(IssueError::Forbidden(format!(
                 "{} does not review break-glass uses of entitlement {:?}",
@@ -723,7 +736,8 @@ impl Issuer {
             entitlement = %grant.entitlement,
             "break-glass grant issued; a review is open"
         );
-        self.store
+        let opened = self
+            .store
             .open_review(&Review {
                 grant_id: grant.id,
                 subject: grant.subject.clone(),
@@ -736,7 +750,15 @@ impl Issuer {
                 expires_at: grant.expires_at,
                 ack: None,
             })
-            .await?;
+            .await;
+        if let Err(error) = opened {
+            // Written but not replicated in time: nothing is issued, so
+            // take it back rather than leave a review of nothing.
+            if matches!(error, StoreError::NotReplicated { .. }) {
+                self.drop_review(grant.id).await;
+            }
+            return Err(error.into());
+        }
         Ok(())
     }
 
@@ -760,7 +782,12 @@ impl Issuer {
             Approval::BreakGlass => {
                 self.open_review(&decided.grant).await?;
                 let issued = self.mint_and_record(&decided.grant, mint).await;
-                if issued.is_err() {
+                // Only when the grant was certainly not written: a timeout
+                // may hide a write, and a break-glass grant must never be
+                // without its review.
+                if let Err(IssueError::Store(error)) = &issued
+                    && error.nothing_written()
+                {
                     self.drop_review(decided.grant.id).await;
                 }
                 issued
@@ -827,22 +854,21 @@ impl Issuer {
             }
             .into());
         }
+        let left = grant.expires_at.duration_since(now).unwrap_or_default();
         let expires_at = match spec.ttl.filter(|ttl| !ttl.is_zero()) {
             None => grant.expires_at,
             Some(ttl) if ttl < policy::MIN_TTL => return Err(Denial::TtlTooShort.into()),
-            Some(ttl) if whole_seconds(now + ttl) > grant.expires_at => {
+            Some(ttl) if ttl > left => {
                 return Err(invalid(
                     "ttl",
                     format!(
                         "{} exceeds what is left of grant {id} ({})",
                         humantime::format_duration(ttl),
-                        humantime::format_duration(
-                            grant.expires_at.duration_since(now).unwrap_or_default()
-                        )
+                        humantime::format_duration(Duration::from_secs(left.as_secs()))
                     ),
                 ));
             }
-            Some(ttl) => whole_seconds(now + ttl),
+            Some(ttl) => whole_seconds(now + ttl).min(grant.expires_at),
         };
         let spiffe_id = credential_id(&caller.spiffe_id, &grant.task_id, grant.per_task)?;
         Ok((grant, spiffe_id, expires_at))
@@ -862,6 +888,11 @@ impl Issuer {
             AddOutcome::NotFound => {
                 Err(IssueError::NotFound(format!("no live grant {}", grant.id)))
             }
+            AddOutcome::Full => Err(IssueError::FailedPrecondition(format!(
+                "grant {} already has {} credentials; request a new grant",
+                grant.id,
+                crate::store::MAX_CREDENTIALS_PER_GRANT
+            ))),
         }
     }
 
@@ -1028,7 +1059,13 @@ impl Issuer {
                 let task = TaskId::new(text).map_err(|error| name_error("task_id", text, error))?;
                 if admin {
                     self.store
-                        .revoke_task(&task, &ending, self.catalogue().longest_ttl() + BACKDATE)
+                        // Kept until every grant requested before it has
+                        // expired, pending ones included.
+                        .revoke_task(
+                            &task,
+                            &ending,
+                            self.catalogue().longest_grant_life() + BACKDATE,
+                        )
                         .await?;
                     outcome.task_revoked = true;
                 }
@@ -1362,10 +1399,12 @@ impl Issuer {
             "" => TaskId::generate(),
             task => TaskId::new(task).map_err(|error| name_error("task_id", task, error))?,
         };
-        if spec.justification.len() > MAX_JUSTIFICATION_BYTES {
+        if spec.justification.len() > MAX_JUSTIFICATION_BYTES
+            || spec.justification.chars().any(char::is_control)
+        {
             return Err(invalid(
                 "justification",
-                format!("is longer than {MAX_JUSTIFICATION_BYTES} bytes"),
+                format!("must be at most {MAX_JUSTIFICATION_BYTES} bytes of printable text"),
             ));
         }
         if spec.ticket.len() > MAX_TICKET_BYTES || spec.ticket.chars().any(char::is_control) {

@@ -756,7 +756,8 @@ async fn reload_on_hangup(issuer: Arc<Issuer>, config_path: PathBuf) {
     }
 }
 
-/// `jitid policy check FILE`: loads a config and reports its catalogue.
+/// `jitid policy explain`: decides a request against a config's catalogue
+/// locally and prints the decision, its inputs and the rules that matched.
 fn policy_explain(args: ExplainArgs) -> anyhow::Result<()> {
     use jitid::policy::{AccessRequest, RequestContext};
     let config = Config::load(&args.config)?;
@@ -802,7 +803,10 @@ fn policy_explain(args: ExplainArgs) -> anyhow::Result<()> {
         break_glass: args.break_glass,
         live_grants: &[],
     };
-    let evaluation = jitid::policy::evaluate(&config.catalogue, &caller, &request, &context, now);
+    let mut evaluation =
+        jitid::policy::evaluate(&config.catalogue, &caller, &request, &context, now);
+    // Explain reads no live grants, so it counted none.
+    evaluation.explanation.active_grants = None;
     let explanation = &evaluation.explanation;
     match args.output {
         Output::Json => println!("{}", serde_json::to_string_pretty(explanation)?),
@@ -923,6 +927,7 @@ async fn reviews(command: ReviewsCommand) -> anyhow::Result<()> {
     }
 }
 
+/// `jitid policy check FILE`: loads a config and reports its catalogue.
 fn policy_check(file: &Path) -> anyhow::Result<()> {
     let config = Config::load(file)?;
     let entitlements = config.catalogue.entitlements();
@@ -1095,7 +1100,6 @@ async fn approved_request(client: &Client, args: &GrantArgs) -> anyhow::Result<S
     if !args.wait {
         return Ok(request);
     }
-    let ttl = request.ttl;
     let grant = client.request_grant(&request).await?;
     let summary = grant.summary.clone().unwrap_or_default();
     let grant = if grant.state() == pb::GrantState::Pending {
@@ -1123,11 +1127,8 @@ async fn approved_request(client: &Client, args: &GrantArgs) -> anyhow::Result<S
             .into());
         }
     }
-    // Credentials last as long as the grant unless asked for less.
-    Ok(SvidRequest {
-        ttl,
-        ..SvidRequest::under_grant(&summary.grant_id)
-    })
+    // The TTL went into the grant; the credential lasts as long as it.
+    Ok(SvidRequest::under_grant(&summary.grant_id))
 }
 
 async fn fetch_x509(args: FetchX509Args) -> anyhow::Result<()> {
@@ -1493,6 +1494,14 @@ fn grant_record_json(grant: &pb::GrantRecord) -> serde_json::Value {
         "created_at": timestamp_text(grant.created_at.as_ref()),
         "expires_at": timestamp_text(summary.expires_at.as_ref()),
         "justification": grant.justification,
+        "ticket": grant.ticket,
+        "break_glass": grant.break_glass,
+        "approvals": grant.approvals.iter().map(|a| json!({
+            "approver": a.approver,
+            "at": timestamp_text(a.at.as_ref()),
+            "comment": a.comment,
+        })).collect::<Vec<_>>(),
+        "decision": serde_json::from_str::<serde_json::Value>(&grant.decision).unwrap_or_default(),
         "credentials": grant.credentials.iter().map(|c| json!({
             "id": c.id,
             "kind": c.kind,

@@ -225,6 +225,8 @@ fn code_name(code: tonic::Code) -> &'static str {
         tonic::Code::DeadlineExceeded => "deadline exceeded",
         tonic::Code::Internal => "internal error",
         tonic::Code::NotFound => "not found",
+        tonic::Code::FailedPrecondition => "failed precondition",
+        tonic::Code::Aborted => "aborted",
         _ => "error",
     }
 }

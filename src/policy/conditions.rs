@@ -126,8 +126,15 @@ impl Conditions {
                 .map_err(|error| format!("policy {id:?}: {error}"))?;
             policies.push((id, effect, reason));
         }
-        if policies.is_empty() {
-            return Err("contains no policy".to_owned());
+        if !policies
+            .iter()
+            .any(|(_, effect, _)| *effect == Effect::Permit)
+        {
+            return Err(
+                "has no permit policy, so it would deny every request; add one, e.g. \
+                 `permit (principal, action, resource);` next to the forbids"
+                    .to_owned(),
+            );
         }
         Ok(Self {
             source: source.to_owned(),
@@ -135,6 +142,30 @@ impl Conditions {
             policies,
             types: Types::new()?,
         })
+    }
+
+    /// The change windows the policies read as `context.windows.<name>`
+    /// (or `context.windows["<name>"]`).
+    pub fn window_names(&self) -> Vec<String> {
+        let mut names = Vec::new();
+        let mut rest = self.source.as_str();
+        while let Some(at) = rest.find("context.windows") {
+            rest = &rest[at + "context.windows".len()..];
+            let name: String = if let Some(after) = rest.strip_prefix('.') {
+                after
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect()
+            } else if let Some(after) = rest.trim_start().strip_prefix("[\"") {
+                after.chars().take_while(|c| *c != '"').collect()
+            } else {
+                continue;
+            };
+            if !name.is_empty() && !names.contains(&name) {
+                names.push(name);
+            }
+        }
+        names
     }
 
     /// Ids of the policies, in file order.

@@ -353,7 +353,7 @@ pub enum Approval {
 }
 
 /// What a decision looked at and which rules produced it. Recorded on the
-/// grant and in the audit trail; `jitid policy explain` prints it.
+/// grant (as JSON); `jitid policy explain` prints it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Explanation {
     /// The attested caller.
@@ -839,6 +839,18 @@ impl Catalogue {
             if entitlements.iter().any(|e| e.name == entitlement.name) {
                 return Err(CatalogueError::Duplicate(entitlement.name));
             }
+            if let Some(conditions) = &entitlement.conditions
+                && let Some(missing) = conditions
+                    .window_names()
+                    .into_iter()
+                    .find(|name| !windows.iter().any(|window| window.name() == name))
+            {
+                return Err(CatalogueError::Invalid {
+                    entry: format!("{:?}", entitlement.name),
+                    field: "conditions",
+                    message: format!("names window {missing:?}, which is not in [windows]"),
+                });
+            }
             entitlements.push(entitlement);
         }
         Ok(Self {
@@ -880,6 +892,21 @@ impl Catalogue {
             .map(|entitlement| entitlement.max_ttl)
             .max()
             .unwrap_or(DEFAULT_MAX_TTL)
+    }
+
+    /// How long after its request a grant can still be live at most: the
+    /// longest pending time plus the longest TTL.
+    pub fn longest_grant_life(&self) -> Duration {
+        let pending = self
+            .entitlements
+            .iter()
+            .filter_map(|entitlement| match entitlement.approval {
+                ApprovalRule::Approvers { pending_ttl, .. } => Some(pending_ttl),
+                ApprovalRule::Auto => None,
+            })
+            .max()
+            .unwrap_or_default();
+        pending + self.longest_ttl()
     }
 }
 
@@ -1041,7 +1068,16 @@ impl Entitlement {
                 }
                 ApprovalRule::Auto
             }
-            None if raw.approvers.is_empty() && risk < Risk::High => ApprovalRule::Auto,
+            None if raw.approvers.is_empty() && risk < Risk::High => {
+                if raw.min_approvals.is_some() {
+                    return Err(invalid(
+                        "min_approvals",
+                        "is set, but grants of this entitlement need no approval (name approvers)"
+                            .to_owned(),
+                    ));
+                }
+                ApprovalRule::Auto
+            }
             Some(ApprovalMode::Required) | None => {
                 if raw.approvers.is_empty() {
                     return Err(invalid(
@@ -1501,6 +1537,20 @@ max_ttl = "5m"
         assert!(
             error("conditions = \"permit (principal, action, resource) when { context.x \"")
                 .starts_with("entitlement \"e1\": `conditions`: not valid Cedar: "),
+        );
+        assert!(
+            error("conditions = \"forbid (principal, action, resource) when { context.risk == \\\"low\\\" };\"")
+                .starts_with("entitlement \"e1\": `conditions`: has no permit policy"),
+        );
+        assert_eq!(
+            error(
+                "conditions = \"permit (principal, action, resource) when { context.windows.nightly };\""
+            ),
+            "entitlement \"e1\": `conditions`: names window \"nightly\", which is not in [windows]"
+        );
+        assert_eq!(
+            error("min_approvals = 2"),
+            "entitlement \"e1\": `min_approvals`: is set, but grants of this entitlement need no approval (name approvers)"
         );
         let raw: RawEntitlement = toml::from_str(
             "name = \"e1\"\nactions = [\"a b\"]\nrequesters = [\"spiffe://other.org/x\"]",

@@ -28,6 +28,9 @@ use rustls::pki_types::CertificateDer;
 
 /// Most revocation streams served at once; each holds a store connection.
 const MAX_WATCHERS: usize = 256;
+/// Most grant streams served at once (separate, so waiting requesters
+/// cannot starve relying parties of revocation streams).
+const MAX_GRANT_WATCHERS: usize = 256;
 
 /// The gRPC face of an [`Issuer`].
 #[derive(Debug)]
@@ -36,6 +39,7 @@ pub(crate) struct IssuerService {
     /// Turns true when the server shuts down, so long streams end.
     shutdown: watch::Receiver<bool>,
     watchers: Arc<Semaphore>,
+    grant_watchers: Arc<Semaphore>,
 }
 
 impl IssuerService {
@@ -44,6 +48,7 @@ impl IssuerService {
             issuer,
             shutdown,
             watchers: Arc::new(Semaphore::new(MAX_WATCHERS)),
+            grant_watchers: Arc::new(Semaphore::new(MAX_GRANT_WATCHERS)),
         }
     }
 
@@ -54,7 +59,9 @@ impl IssuerService {
             .ok_or_else(|| Status::unauthenticated("no TLS peer information"))?;
         match &peer.attestation {
             Ok(attested) if attested.not_after > self.issuer.clock().now() => Ok(Caller {
-                source: Some(peer.remote_addr.ip()),
+                // An IPv4 client of a dual-stack listener shows as
+                // ::ffff:a.b.c.d; conditions see a.b.c.d.
+                source: Some(peer.remote_addr.ip().to_canonical()),
                 ..attested.caller.clone()
             }),
             Ok(_) => Err(Status::unauthenticated("client certificate has expired")),
@@ -531,9 +538,12 @@ impl IssuerApi for IssuerService {
                 .await
                 .map_err(status)?
                 .ok_or_else(|| Status::not_found(format!("no live grant {id}")))?;
-            let permit =
-                self.watchers.clone().try_acquire_owned().map_err(|_| {
-                    Status::resource_exhausted("too many streams open; retry later")
+            let permit = self
+                .grant_watchers
+                .clone()
+                .try_acquire_owned()
+                .map_err(|_| {
+                    Status::resource_exhausted("too many grant streams open; retry later")
                 })?;
             Ok((caller, id, first, permit))
         })
@@ -675,6 +685,7 @@ fn grant_record(grant: &Grant, credentials: &[Credential]) -> pb::GrantRecord {
             .map(|approval| pb::ApprovalRecord {
                 approver: approval.approver.to_string(),
                 at: Some(proto_timestamp(approval.at)),
+                comment: approval.comment.clone(),
             })
             .collect(),
         decision: grant.decision.clone(),

@@ -181,6 +181,9 @@ impl GrantStore for MemoryStore {
         if entry.grant.state != GrantState::Active {
             return Ok(AddOutcome::NotActive);
         }
+        if entry.credentials.len() >= super::MAX_CREDENTIALS_PER_GRANT {
+            return Ok(AddOutcome::Full);
+        }
         entry.credentials.push(credential.clone());
         Ok(AddOutcome::Added)
     }

@@ -29,6 +29,9 @@ pub use memory::MemoryStore;
 use crate::grant::{Action, Credential, CredentialId, Epoch, Grant, GrantId, GrantState, TaskId};
 use crate::spiffe_id::SpiffeId;
 
+/// Most credentials one grant may carry.
+pub const MAX_CREDENTIALS_PER_GRANT: usize = 64;
+
 /// How long an acknowledged review is kept.
 pub const REVIEW_RETENTION: Duration = Duration::from_secs(30 * 24 * 60 * 60);
 
@@ -66,6 +69,14 @@ pub enum StoreError {
         /// Replicas required.
         wanted: u64,
     },
+}
+
+impl StoreError {
+    /// Whether the store certainly wrote nothing (as opposed to, say, a
+    /// timeout after which the write may have happened).
+    pub fn nothing_written(&self) -> bool {
+        matches!(self, Self::Conflict(_) | Self::EpochChanged(_))
+    }
 }
 
 /// How and why grants end.
@@ -223,6 +234,8 @@ pub enum AddOutcome {
     Added,
     /// The grant is not active (pending, denied or ended); nothing written.
     NotActive,
+    /// The grant has [`MAX_CREDENTIALS_PER_GRANT`] credentials already.
+    Full,
     /// No unexpired record of the grant.
     NotFound,
 }

@@ -174,6 +174,8 @@ if marker ~= ARGV[1] then return 'epoch:' .. (marker or '') end
 local record = redis.call('GET', KEYS[2])
 if not record then return 'missing' end
 if string.sub(record, 1, 1) ~= 'a' then return 'inactive' end
+local _, count = string.gsub(record, '\30[xj]', '')
+if count >= tonumber(ARGV[3]) then return 'full' end
 redis.call('SET', KEYS[2], record .. ARGV[2], 'KEEPTTL')
 return 'ok'
 ";
@@ -456,11 +458,13 @@ impl GrantStore for RedisStore {
                 credential_section(&credential.id),
                 millis(credential.expires_at)
             ))
+            .arg(super::MAX_CREDENTIALS_PER_GRANT)
             .invoke_async(&mut connection)
             .await
             .map_err(unavailable)?;
         match outcome.as_str() {
             "ok" => Ok(AddOutcome::Added),
+            "full" => Ok(AddOutcome::Full),
             "missing" => Ok(AddOutcome::NotFound),
             "inactive" => Ok(AddOutcome::NotActive),
             other => {
@@ -497,10 +501,10 @@ impl GrantStore for RedisStore {
         let mut reviews = Vec::with_capacity(all.len());
         let mut stale = Vec::new();
         for (field, value) in all {
-            let review = decode_review(&value).ok_or_else(|| StoreError::Corrupt {
-                key: format!("{} {field}", self.reviews_key()),
-                message: "bad review".to_owned(),
-            })?;
+            let Some(review) = decode_review(&value) else {
+                tracing::error!(key = %self.reviews_key(), %field, "skipping an unreadable review");
+                continue;
+            };
             match &review.ack {
                 Some(ack) if ack.at + REVIEW_RETENTION <= now => stale.push(field),
                 _ => reviews.push(review),
@@ -599,8 +603,14 @@ impl GrantStore for RedisStore {
             let Some(id) = GrantId::parse(&id) else {
                 continue;
             };
-            if let Some(grant) = self.grant(id).await? {
-                grants.push(grant);
+            // One unreadable record must not hide the subject's others.
+            match self.grant(id).await {
+                Ok(Some(grant)) => grants.push(grant),
+                Ok(None) => {}
+                Err(error @ StoreError::Corrupt { .. }) => {
+                    tracing::error!(%error, "skipping an unreadable grant record");
+                }
+                Err(error) => return Err(error),
             }
         }
         grants.sort_by_key(|grant| grant.created_at);
@@ -1037,9 +1047,10 @@ fn encode_grant(grant: &Grant, credentials: &[Credential]) -> String {
     );
     for approval in &grant.approvals {
         record.push_str(&format!(
-            "{SECTION}p{} {}",
+            "{SECTION}p{} {} {}",
             approval.approver,
-            millis(approval.at)
+            millis(approval.at),
+            free_text(&approval.comment)
         ));
     }
     for credential in credentials {
@@ -1071,7 +1082,20 @@ fn decode_grant(
     };
     let mut sections = record.split(SECTION);
     let core = sections.next().unwrap_or_default();
-    let parts: Vec<&str> = core.splitn(15, FIELD).collect();
+    let mut parts: Vec<&str> = core.splitn(15, FIELD).collect();
+    // Records written before approvals (11 fields) read as active grants
+    // with no flags, no decision, and their whole life as their TTL.
+    let legacy_ttl;
+    if parts.len() == 11 {
+        let created: u64 = parts[6]
+            .parse()
+            .map_err(|_| corrupt("time is not a number"))?;
+        let expires: u64 = parts[7]
+            .parse()
+            .map_err(|_| corrupt("time is not a number"))?;
+        legacy_ttl = expires.saturating_sub(created).to_string();
+        parts.extend(["", legacy_ttl.as_str(), ""]);
+    }
     let [
         state,
         task,
@@ -1118,12 +1142,16 @@ fn decode_grant(
         match section.split_at_checked(1) {
             Some(("e", reason)) => end_reason = Some(reason.to_owned()),
             Some(("p", approval)) => {
-                let (approver, at) = approval
-                    .split_once(' ')
-                    .ok_or_else(|| corrupt("bad approval"))?;
+                let mut parts = approval.splitn(3, ' ');
+                let (Some(approver), Some(at), Some(comment)) =
+                    (parts.next(), parts.next(), parts.next())
+                else {
+                    return Err(corrupt("bad approval"));
+                };
                 approvals.push(ApprovalRecord {
                     approver: SpiffeId::new(approver).map_err(|_| corrupt("bad approver"))?,
                     at: time(at)?,
+                    comment: comment.to_owned(),
                 });
             }
             Some((kind, rest)) => credentials

@@ -174,7 +174,7 @@ async fn malformed_fields_name_the_field() {
     assert_status(
         &error,
         tonic::Code::InvalidArgument,
-        "justification: is longer than 1024 bytes",
+        "justification: must be at most 1024 bytes of printable text",
     );
     let mut grpc = client.grpc();
     let error: ClientError = grpc

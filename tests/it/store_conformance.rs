@@ -500,6 +500,11 @@ async fn approvals_conformance(store: &dyn GrantStore) {
     let approver = |n: u64| ApprovalRecord {
         approver: SpiffeId::new(&format!("spiffe://example.org/sre/{n}")).unwrap(),
         at: now + Duration::from_millis(n),
+        comment: if n == 1 {
+            String::new()
+        } else {
+            format!("ok, {n} checks")
+        },
     };
     let one = Grant {
         approvals: vec![approver(1)],
@@ -533,6 +538,21 @@ async fn approvals_conformance(store: &dyn GrantStore) {
         liveness(store, &active, &credential).await,
         Liveness::Live(_)
     ));
+    // At most MAX_CREDENTIALS_PER_GRANT credentials under one grant.
+    for _ in 1..jitid::store::MAX_CREDENTIALS_PER_GRANT {
+        let more = Credential {
+            id: CredentialId::new_jwt(active.id),
+            ..credential.clone()
+        };
+        assert_eq!(
+            store.add_credential(&active, &more).await.unwrap(),
+            AddOutcome::Added
+        );
+    }
+    assert_eq!(
+        store.add_credential(&active, &credential).await.unwrap(),
+        AddOutcome::Full
+    );
     // It outlives the pending expiry.
     tokio::time::sleep(Duration::from_millis(1700)).await;
     let kept = store.grant(pending.id).await.unwrap().unwrap();
@@ -675,6 +695,33 @@ async fn redis_cluster_store_conforms() {
         .filter(|port| crate::support::redis::tcp_command(**port, &["DBSIZE"]) != "0")
         .count();
     assert_eq!(with_keys, 3, "every master holds grants");
+}
+
+/// A grant record written before approvals existed (11 fields) still
+/// reads, as an active grant whose whole life is its TTL.
+#[tokio::test]
+async fn redis_reads_records_written_before_approvals() {
+    let redis = RedisServer::start();
+    let store = RedisStore::connect(redis_config(vec![redis.url()], false))
+        .await
+        .unwrap();
+    let (grant, credential) = issue(&store, ALICE, "old", Duration::from_secs(60), None).await;
+    let key = format!("jitid:{{{}}}:g:{}", grant.id.shard(), grant.id.simple());
+    let record = redis.command(&["GET", &key]);
+    // Drop the three fields added since: flags, ttl, decision.
+    let (core, sections) = record.split_once('\u{1e}').unwrap();
+    let old_core: Vec<&str> = core.split('\u{1f}').take(11).collect();
+    let old = format!("{}\u{1e}{sections}", old_core.join("\u{1f}"));
+    redis.command(&["SET", &key, &old, "KEEPTTL"]);
+    let read = store.grant(grant.id).await.unwrap().unwrap();
+    assert_eq!(read.state, GrantState::Active);
+    assert_eq!(read.ttl, Duration::from_secs(60));
+    assert!(read.decision.is_empty() && !read.break_glass && !read.per_task);
+    assert!(matches!(
+        liveness(&store, &grant, &credential).await,
+        Liveness::Live(_)
+    ));
+    assert_eq!(store.grants_of(&grant.subject).await.unwrap().len(), 1);
 }
 
 #[tokio::test]
