@@ -657,6 +657,24 @@ impl Issuer {
                 .is_some_and(|entitlement| entitlement.approver(&caller.spiffe_id))
     }
 
+    /// Pending grants `caller` may approve: of entitlements it approves,
+    /// requested by someone else.
+    pub async fn awaiting_approval(&self, caller: &Caller) -> Result<Vec<Grant>, IssueError> {
+        let catalogue = self.catalogue();
+        let mut pending = self.store.pending_grants().await?;
+        pending.retain(|grant| {
+            grant.subject != caller.spiffe_id
+                && !grant
+                    .approvals
+                    .iter()
+                    .any(|approval| approval.approver == caller.spiffe_id)
+                && catalogue
+                    .entitlement(&grant.entitlement)
+                    .is_some_and(|entitlement| entitlement.approver(&caller.spiffe_id))
+        });
+        Ok(pending)
+    }
+
     /// Break-glass reviews `caller` may see: those of entitlements it
     /// reviews (all, for admins). Open ones only, unless `all`.
     pub async fn reviews(&self, caller: &Caller, all: bool) -> Result<Vec<Review>, IssueError> {

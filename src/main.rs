@@ -225,6 +225,9 @@ enum GrantsCommand {
         /// Only this state.
         #[arg(long, value_enum)]
         state: Option<StateArg>,
+        /// Instead: pending requests, of anyone, that you may approve now.
+        #[arg(long, conflicts_with_all = ["subject", "task", "state"])]
+        awaiting_approval: bool,
         /// What to print.
         #[arg(long, value_enum, default_value = "text")]
         output: Output,
@@ -1240,6 +1243,7 @@ async fn grants(command: GrantsCommand) -> anyhow::Result<()> {
             subject,
             task,
             state,
+            awaiting_approval,
             output,
         } => {
             let client = connect(&conn, true).await?;
@@ -1256,6 +1260,7 @@ async fn grants(command: GrantsCommand) -> anyhow::Result<()> {
                     subject: subject.unwrap_or_default(),
                     task_id: task.unwrap_or_default(),
                     state: state.into(),
+                    awaiting_my_approval: awaiting_approval,
                 })
                 .await?;
             match output {

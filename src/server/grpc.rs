@@ -405,6 +405,25 @@ impl IssuerApi for IssuerService {
         let request = request.into_inner();
         traced(rpc_span("ListGrants", None), async move {
             let caller = record_caller(caller?);
+            if request.awaiting_my_approval {
+                if !request.subject.is_empty() || !request.task_id.is_empty() || request.state != 0
+                {
+                    return Err(Status::invalid_argument(
+                        "awaiting_my_approval: leave subject, task_id and state unset",
+                    ));
+                }
+                let grants = self
+                    .issuer
+                    .awaiting_approval(&caller)
+                    .await
+                    .map_err(status)?;
+                return Ok(Response::new(pb::ListGrantsResponse {
+                    grants: grants
+                        .iter()
+                        .map(|grant| grant_record(grant, &[]))
+                        .collect(),
+                }));
+            }
             let state = match pb::GrantState::try_from(request.state) {
                 Ok(pb::GrantState::Unspecified) => None,
                 Ok(pb::GrantState::Active) => Some(GrantState::Active),

@@ -188,6 +188,21 @@ impl GrantStore for MemoryStore {
         Ok(AddOutcome::Added)
     }
 
+    async fn pending_grants(&self) -> Result<Vec<Grant>, StoreError> {
+        let now = self.clock.now();
+        let mut pending: Vec<Grant> = self
+            .lock()
+            .grants
+            .values()
+            .filter(|entry| {
+                entry.grant.state == GrantState::Pending && entry.grant.expires_at > now
+            })
+            .map(|entry| entry.grant.clone())
+            .collect();
+        pending.sort_by_key(|grant| (grant.created_at, grant.id));
+        Ok(pending)
+    }
+
     async fn open_review(&self, review: &Review) -> Result<(), StoreError> {
         self.lock().reviews.insert(review.grant_id, review.clone());
         Ok(())

@@ -278,6 +278,10 @@ pub trait GrantStore: Send + Sync + std::fmt::Debug + 'static {
         credential: &Credential,
     ) -> Result<AddOutcome, StoreError>;
 
+    /// Every unexpired grant that is still pending, any subject's, oldest
+    /// first: what approvers work through.
+    async fn pending_grants(&self) -> Result<Vec<Grant>, StoreError>;
+
     /// Opens a review of a break-glass use.
     async fn open_review(&self, review: &Review) -> Result<(), StoreError>;
 

@@ -13,6 +13,7 @@
 //! | `jitid:{t:<task>}:revoked` | string | when (ms) and why the task was revoked: it ends grants created before | after the longest TTL |
 //! | `jitid:revocations` | stream | revocation events; the entry id is the cursor | trimmed to the longest TTL |
 //! | `jitid:reviews` | hash | break-glass reviews by grant id, JSON | acknowledged ones after 30 days |
+//! | `jitid:pending` | sorted set | ids (hex) of grants waiting for approval, by request expiry | members when read after their expiry or approval |
 //!
 //! Every write is one Lua script on one slot, so it is atomic and takes one
 //! round trip. A shard whose epoch copy is missing (new, or its data was
@@ -418,7 +419,68 @@ impl GrantStore for RedisStore {
     }
 
     async fn record_grant(&self, grant: &Grant) -> Result<(), StoreError> {
-        self.create(grant, None).await
+        self.create(grant, None).await?;
+        if grant.state == GrantState::Pending {
+            // The index of pending grants spans every shard, so it is a
+            // separate write: if it fails the grant still stands, and
+            // approvers can still name it by id.
+            let mut connection = self.connection.clone();
+            let indexed: Result<(), RedisError> = redis::cmd("ZADD")
+                .arg(self.pending_key())
+                .arg(millis(grant.expires_at))
+                .arg(grant.id.simple())
+                .query_async(&mut connection)
+                .await;
+            if let Err(error) = indexed {
+                tracing::warn!(%error, grant = %grant.id, "pending grant not indexed for approvers");
+            }
+        }
+        Ok(())
+    }
+
+    async fn pending_grants(&self) -> Result<Vec<Grant>, StoreError> {
+        let now = SystemTime::now();
+        let mut connection = self.connection.clone();
+        let (): () = redis::cmd("ZREMRANGEBYSCORE")
+            .arg(self.pending_key())
+            .arg("-inf")
+            .arg(millis(now))
+            .query_async(&mut connection)
+            .await
+            .map_err(unavailable)?;
+        let ids: Vec<String> = redis::cmd("ZRANGE")
+            .arg(self.pending_key())
+            .arg(0)
+            .arg(-1)
+            .query_async(&mut connection)
+            .await
+            .map_err(unavailable)?;
+        let mut pending = Vec::new();
+        let mut settled = Vec::new();
+        for text in ids {
+            let Some(id) = GrantId::parse(&text) else {
+                settled.push(text);
+                continue;
+            };
+            match self.grant(id).await {
+                Ok(Some(grant)) if grant.state == GrantState::Pending => pending.push(grant),
+                Ok(_) => settled.push(text),
+                Err(error @ StoreError::Corrupt { .. }) => {
+                    tracing::error!(%error, "skipping an unreadable grant record");
+                }
+                Err(error) => return Err(error),
+            }
+        }
+        if !settled.is_empty() {
+            let (): () = redis::cmd("ZREM")
+                .arg(self.pending_key())
+                .arg(settled)
+                .query_async(&mut connection)
+                .await
+                .map_err(unavailable)?;
+        }
+        pending.sort_by_key(|grant| (grant.created_at, grant.id));
+        Ok(pending)
     }
 
     async fn update_pending(&self, current: &Grant, next: &Grant) -> Result<bool, StoreError> {
@@ -894,6 +956,10 @@ impl RedisStore {
                 ))),
             },
         }
+    }
+
+    fn pending_key(&self) -> String {
+        format!("{}:pending", self.prefix())
     }
 
     fn reviews_key(&self) -> String {

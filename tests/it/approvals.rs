@@ -63,6 +63,26 @@ async fn n_of_m_approval_with_separation_of_duties() {
         "is pending approval",
     );
 
+    // Approvers find it in their queue; the requester and outsiders do not.
+    let queue = |client: jitid::client::Client| async move {
+        client
+            .list_grants(pb::ListGrantsRequest {
+                awaiting_my_approval: true,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|grant| grant.summary.unwrap().grant_id)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        queue(env.client_for(SRE_B).await).await,
+        std::slice::from_ref(&grant_id)
+    );
+    assert!(queue(env.client_for(SRE_A).await).await.is_empty());
+    assert!(queue(env.client_for(SECURITY_A).await).await.is_empty());
+
     // The requester waits on the grant stream.
     let waiter = {
         let client = env.client_for(SRE_A).await;
@@ -103,6 +123,14 @@ async fn n_of_m_approval_with_separation_of_duties() {
         "has already approved",
     );
     assert!(!waiter.is_finished(), "one approval of two is not enough");
+    assert!(
+        queue(env.client_for(SRE_B).await).await.is_empty(),
+        "approved once"
+    );
+    assert_eq!(
+        queue(env.client_for(SRE_C).await).await,
+        std::slice::from_ref(&grant_id)
+    );
 
     let active = env
         .client_for(SRE_C)

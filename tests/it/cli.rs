@@ -756,6 +756,17 @@ fn approvals_break_glass_and_reviews_from_the_cli() {
         .to_owned();
     assert!(line.contains("is pending approval"), "{line}");
 
+    // It is in the SRE's queue.
+    let queue = stdout(&run(as_identity("ops").args([
+        "grants",
+        "list",
+        "--awaiting-approval",
+    ])));
+    assert!(
+        queue.contains(&grant) && queue.contains("pending"),
+        "{queue}"
+    );
+
     // The requester may not approve its own request; an SRE may.
     let own = run(server.command().args(["approve", &grant]));
     assert_eq!(own.status.code(), Some(3));

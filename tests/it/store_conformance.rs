@@ -483,6 +483,15 @@ async fn approvals_conformance(store: &dyn GrantStore) {
     assert_eq!(stored.decision, pending.decision);
     assert!(store.credentials(pending.id).await.unwrap().is_empty());
 
+    let queued: Vec<GrantId> = store
+        .pending_grants()
+        .await
+        .unwrap()
+        .iter()
+        .map(|g| g.id)
+        .collect();
+    assert_eq!(queued, [pending.id]);
+
     // Nothing is minted under a pending grant.
     let credential = Credential {
         id: CredentialId::new_jwt(pending.id),
@@ -522,6 +531,10 @@ async fn approvals_conformance(store: &dyn GrantStore) {
         ..one.clone()
     };
     assert!(store.update_pending(&one, &active).await.unwrap());
+    assert!(
+        store.pending_grants().await.unwrap().is_empty(),
+        "no longer pending"
+    );
     assert!(
         !store.update_pending(&active, &active).await.unwrap(),
         "only pending grants change this way"
