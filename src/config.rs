@@ -88,6 +88,27 @@ pub struct Config {
     pub admins: Vec<IdPattern>,
     /// Where grants are recorded.
     pub store: StoreConfig,
+    /// The audit trail's sinks and failure mode.
+    pub audit: AuditConfig,
+}
+
+/// `[audit]`: the central trail lives in the grant store (memory or
+/// Redis); a JSON-lines copy can go to a file or stdout for a SIEM.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditConfig {
+    /// Where the JSON-lines copy goes, if anywhere.
+    pub jsonl: Option<AuditSinkConfig>,
+    /// What a failed audit write does to the operation.
+    pub mode: crate::audit::AuditMode,
+}
+
+/// The JSON-lines sink's destination.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuditSinkConfig {
+    /// Standard output.
+    Stdout,
+    /// A file, appended to.
+    File(PathBuf),
 }
 
 /// Which grant store to use.
@@ -148,6 +169,15 @@ struct RawConfig {
     environment: Option<String>,
     store: Option<String>,
     redis: Option<RawRedis>,
+    #[serde(default)]
+    audit: RawAudit,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawAudit {
+    jsonl: Option<String>,
+    mode: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -359,6 +389,24 @@ impl Config {
             }
         };
 
+        let audit = AuditConfig {
+            jsonl: match raw.audit.jsonl.as_deref() {
+                None | Some("") => None,
+                Some("-" | "stdout") => Some(AuditSinkConfig::Stdout),
+                Some(path) => Some(AuditSinkConfig::File(base.join(path))),
+            },
+            mode: match raw.audit.mode.as_deref() {
+                None | Some("fail-closed") => crate::audit::AuditMode::FailClosed,
+                Some("degraded") => crate::audit::AuditMode::Degraded,
+                Some(other) => {
+                    return Err(invalid(
+                        "audit.mode",
+                        format!("{other:?} is not \"fail-closed\" or \"degraded\""),
+                    ));
+                }
+            },
+        };
+
         Ok(Self {
             trust_domain,
             listen,
@@ -370,6 +418,7 @@ impl Config {
             environment,
             admins,
             store,
+            audit,
         })
     }
 }

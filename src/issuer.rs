@@ -9,6 +9,7 @@ use std::time::{Duration, SystemTime};
 
 use rustls::pki_types::CertificateDer;
 
+use crate::audit::{AuditError, Auditor, EventKind, Record};
 use crate::ca::{
     Authority, BACKDATE, CaError, CsrError, GrantExtension, JwtSvidClaims, LeafRequest,
     PresentedCredential, PresentedError, TrustBundle, VerifiedCsr,
@@ -135,6 +136,10 @@ pub enum IssueError {
     /// ended), or the entitlement needs approval first.
     #[error("{0}")]
     FailedPrecondition(String),
+    /// The audit trail could not be written; the operation did not
+    /// complete (fail closed).
+    #[error(transparent)]
+    Audit(#[from] AuditError),
 }
 
 /// What to revoke, as named by the caller.
@@ -230,6 +235,7 @@ pub struct Issuer {
     clock: Arc<dyn Clock>,
     admins: Vec<IdPattern>,
     environment: String,
+    auditor: Option<Auditor>,
     /// Woken whenever this issuer changes a grant's state, so watchers
     /// look again at once (they also poll, for changes made by replicas).
     changes: Arc<tokio::sync::Notify>,
@@ -276,7 +282,7 @@ impl IssueError {
                 StoreError::Unavailable(_)
                     | StoreError::NotReplicated { .. }
                     | StoreError::EpochChanged(_)
-            )
+            ) | Self::Audit(_)
         )
     }
 }
@@ -298,6 +304,7 @@ impl Issuer {
             clock,
             admins: Vec::new(),
             environment: String::new(),
+            auditor: None,
             changes: Arc::new(tokio::sync::Notify::new()),
         }
     }
@@ -306,6 +313,22 @@ impl Issuer {
     pub fn with_environment(mut self, environment: String) -> Self {
         self.environment = environment;
         self
+    }
+
+    /// Records every request, decision, approval, issuance, revocation
+    /// and review in `auditor`'s trail; operations fail when it cannot
+    /// be written (unless it runs degraded).
+    pub fn with_auditor(mut self, auditor: Auditor) -> Self {
+        self.auditor = Some(auditor);
+        self
+    }
+
+    /// Appends events to the audit trail, if one is configured.
+    pub async fn audit(&self, records: Vec<Record>) -> Result<(), IssueError> {
+        match &self.auditor {
+            Some(auditor) => Ok(auditor.record(records).await?),
+            None => Ok(()),
+        }
     }
 
     /// Notified whenever this issuer changes a grant's state.
@@ -371,6 +394,11 @@ impl Issuer {
             let (chain, serial, credential) =
                 self.sign_x509(&csr, &spiffe_id, &grant, expires_at, now)?;
             self.add_credential(&grant, &credential).await?;
+            self.audit(vec![
+                received(caller, spec, "IssueX509Svid", now),
+                issued(caller, &grant, &credential, &spiffe_id, now),
+            ])
+            .await?;
             return Ok(X509Issued {
                 chain,
                 serial,
@@ -382,10 +410,12 @@ impl Issuer {
                 },
             });
         }
-        let decided = self.decide(caller, spec, None, now).await?;
+        let decided = self
+            .decide(caller, spec, "IssueX509Svid", None, now)
+            .await?;
         let csr = VerifiedCsr::from_der(csr_der)?;
         let spiffe_id = decided.spiffe_id.clone();
-        let ((chain, serial), grant) = self
+        let ((chain, serial, credential), grant) = self
             .issue_new(&decided, |grant| {
                 let (chain, serial, credential) =
                     self.sign_x509(&csr, &spiffe_id, &grant, grant.expires_at, now)?;
@@ -395,8 +425,10 @@ impl Issuer {
                     expires_at: credential.expires_at,
                     ..grant
                 };
-                Ok(((chain, serial), grant, credential))
+                Ok(((chain, serial, credential.clone()), grant, credential))
             })
+            .await?;
+        self.audit(decided.records(caller, &grant, Some((&credential, &decided.spiffe_id)), now))
             .await?;
         Ok(X509Issued {
             chain,
@@ -434,6 +466,11 @@ impl Issuer {
             let (token, jti, credential) =
                 self.sign_jwt(&spiffe_id, &audiences, &grant, expires_at, now)?;
             self.add_credential(&grant, &credential).await?;
+            self.audit(vec![
+                received(caller, spec, "IssueJwtSvid", now),
+                issued(caller, &grant, &credential, &spiffe_id, now),
+            ])
+            .await?;
             return Ok(JwtIssued {
                 token,
                 jti,
@@ -444,18 +481,22 @@ impl Issuer {
                 },
             });
         }
-        let mut decided = self.decide(caller, spec, Some(&audiences), now).await?;
+        let mut decided = self
+            .decide(caller, spec, "IssueJwtSvid", Some(&audiences), now)
+            .await?;
         decided.grant.expires_at = decided
             .grant
             .expires_at
             .min(self.authority.signing_not_after());
         let spiffe_id = decided.spiffe_id.clone();
-        let ((token, jti), grant) = self
+        let ((token, jti, credential), grant) = self
             .issue_new(&decided, |grant| {
                 let (token, jti, credential) =
                     self.sign_jwt(&spiffe_id, &audiences, &grant, grant.expires_at, now)?;
-                Ok(((token, jti), grant, credential))
+                Ok(((token, jti, credential.clone()), grant, credential))
             })
+            .await?;
+        self.audit(decided.records(caller, &grant, Some((&credential, &decided.spiffe_id)), now))
             .await?;
         Ok(JwtIssued {
             token,
@@ -481,7 +522,7 @@ impl Issuer {
             ));
         }
         let now = self.clock.now();
-        let decided = self.decide(caller, spec, None, now).await?;
+        let decided = self.decide(caller, spec, "RequestGrant", None, now).await?;
         let break_glass = decided.grant.break_glass;
         if break_glass {
             self.open_review(&decided.grant).await?;
@@ -493,7 +534,11 @@ impl Issuer {
                 ..decided.grant.clone()
             };
             match self.store.record_grant(&grant).await {
-                Ok(()) => return Ok(grant),
+                Ok(()) => {
+                    self.audit(decided.records(caller, &grant, None, now))
+                        .await?;
+                    return Ok(grant);
+                }
                 Err(StoreError::EpochChanged(current)) if attempt == 0 => epoch = current,
                 Err(error) => {
                     if break_glass && error.nothing_written() {
@@ -553,6 +598,19 @@ impl Issuer {
             }
             if self.store.update_pending(&current, &next).await? {
                 self.changes.notify_waiters();
+                self.audit(vec![grant_event(
+                    EventKind::Approval,
+                    caller,
+                    &next,
+                    now,
+                    serde_json::json!({
+                        "comment": comment,
+                        "approvals": next.approvals.len(),
+                        "needed": needed,
+                        "state": next.state.as_str(),
+                    }),
+                )])
+                .await?;
                 return Ok(next);
             }
         }
@@ -581,6 +639,14 @@ impl Issuer {
             });
             if self.store.update_pending(&current, &next).await? {
                 self.changes.notify_waiters();
+                self.audit(vec![grant_event(
+                    EventKind::ApprovalDenied,
+                    caller,
+                    &next,
+                    self.clock.now(),
+                    serde_json::json!({ "reason": reason }),
+                )])
+                .await?;
                 return Ok(next);
             }
         }
@@ -738,7 +804,22 @@ impl Issuer {
             comment: comment.to_owned(),
         };
         match self.store.ack_review(id, &ack).await? {
-            AckOutcome::Acked(review) => Ok(review),
+            AckOutcome::Acked(review) => {
+                self.audit(vec![Record {
+                    kind: EventKind::ReviewAcknowledged,
+                    at: ack.at,
+                    actor: caller.spiffe_id.to_string(),
+                    subject: Some(review.subject.to_string()),
+                    grant: Some(review.grant_id.to_string()),
+                    task: Some(review.task_id.to_string()),
+                    details: serde_json::json!({
+                        "entitlement": review.entitlement,
+                        "comment": ack.comment,
+                    }),
+                }])
+                .await?;
+                Ok(review)
+            }
             AckOutcome::AlreadyAcked(review) => Err(IssueError::FailedPrecondition(format!(
                 "review of grant {id} was already acknowledged by {}",
                 review.ack.map(|ack| ack.by.to_string()).unwrap_or_default()
@@ -1142,6 +1223,29 @@ impl Issuer {
         }
         self.changes.notify_waiters();
         self.announce(&event).await?;
+        let (kind, value) = match target {
+            RevokeTarget::Credential(value) => ("credential", value),
+            RevokeTarget::Grant(value) => ("grant", value),
+            RevokeTarget::Task(value) => ("task", value),
+            RevokeTarget::Subject(value) => ("subject", value),
+        };
+        self.audit(vec![Record {
+            kind: EventKind::Revocation,
+            at: ending.at,
+            actor: caller.spiffe_id.to_string(),
+            subject: None,
+            grant: None,
+            task: None,
+            details: serde_json::json!({
+                "target": kind,
+                "value": value,
+                "reason": reason,
+                "grants_ended": outcome.grants.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                "credential_revoked": outcome.credential_revoked,
+                "task_revoked": outcome.task_revoked,
+            }),
+        }])
+        .await?;
         Ok(outcome)
     }
 
@@ -1232,6 +1336,24 @@ impl Issuer {
             task: None,
             reason: ending.reason.clone(),
         })
+        .await?;
+        let (kind, value) = match target {
+            CompleteTarget::Grant(value) => ("grant", value),
+            CompleteTarget::Task(value) => ("task", value),
+        };
+        self.audit(vec![Record {
+            kind: EventKind::TaskCompleted,
+            at: ending.at,
+            actor: caller.spiffe_id.to_string(),
+            subject: Some(caller.spiffe_id.to_string()),
+            grant: None,
+            task: None,
+            details: serde_json::json!({
+                "target": kind,
+                "value": value,
+                "grants_ended": ended.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            }),
+        }])
         .await?;
         Ok(ended)
     }
@@ -1389,8 +1511,50 @@ impl Issuer {
         &self,
         caller: &Caller,
         spec: &GrantSpec,
+        rpc: &'static str,
         audiences: Option<&[String]>,
         now: SystemTime,
+    ) -> Result<Decided, IssueError> {
+        let received = received(caller, spec, rpc, now);
+        let mut explanation = None;
+        match self
+            .decide_inner(caller, spec, audiences, now, &mut explanation)
+            .await
+        {
+            Ok(decided) => Ok(Decided {
+                received: Some(received),
+                ..decided
+            }),
+            Err(error) => {
+                // A refusal is recorded too; if the trail cannot take it the
+                // caller still hears why it was refused.
+                let refused = Record {
+                    kind: EventKind::Decision,
+                    at: now,
+                    actor: caller.spiffe_id.to_string(),
+                    subject: Some(caller.spiffe_id.to_string()),
+                    grant: None,
+                    task: Some(spec.task_id.clone()).filter(|task| !task.is_empty()),
+                    details: serde_json::json!({
+                        "outcome": format!("refused: {error}"),
+                        "explanation": explanation,
+                    }),
+                };
+                if let Err(audit) = self.audit(vec![received, refused]).await {
+                    tracing::error!(%audit, "refusal not recorded in the audit trail");
+                }
+                Err(error)
+            }
+        }
+    }
+
+    async fn decide_inner(
+        &self,
+        caller: &Caller,
+        spec: &GrantSpec,
+        audiences: Option<&[String]>,
+        now: SystemTime,
+        explained: &mut Option<serde_json::Value>,
     ) -> Result<Decided, IssueError> {
         let entitlement = match spec.entitlement.as_str() {
             "" => None,
@@ -1463,6 +1627,7 @@ impl Issuer {
             request.live_grants = &live;
             evaluation = policy::evaluate(&catalogue, &caller.spiffe_id, &request, &context, now);
         }
+        *explained = serde_json::to_value(&evaluation.explanation).ok();
         let decision = match evaluation.result {
             Ok(decision) => decision,
             Err(denial) => {
@@ -1506,6 +1671,7 @@ impl Issuer {
             grant,
             spiffe_id,
             approval: decision.approval,
+            received: None,
         })
     }
 }
@@ -1515,6 +1681,127 @@ struct Decided {
     grant: Grant,
     spiffe_id: SpiffeId,
     approval: Approval,
+    /// The request as received, for the audit trail.
+    received: Option<Record>,
+}
+
+impl Decided {
+    /// The audit events of this request once `grant` is recorded (with
+    /// the credential minted under it, if any): the request, the decision,
+    /// a break-glass use, the issuance.
+    fn records(
+        &self,
+        caller: &Caller,
+        grant: &Grant,
+        credential: Option<(&Credential, &SpiffeId)>,
+        now: SystemTime,
+    ) -> Vec<Record> {
+        let mut records: Vec<Record> = self.received.iter().cloned().collect();
+        let decision = serde_json::from_str::<serde_json::Value>(&grant.decision)
+            .unwrap_or(serde_json::Value::Null);
+        records.push(grant_event(
+            EventKind::Decision,
+            caller,
+            grant,
+            now,
+            serde_json::json!({
+                "outcome": decision.get("outcome").cloned().unwrap_or_default(),
+                "state": grant.state.as_str(),
+                "ttl_seconds": grant.ttl.as_secs(),
+                "explanation": decision,
+            }),
+        ));
+        if grant.break_glass {
+            records.push(grant_event(
+                EventKind::BreakGlass,
+                caller,
+                grant,
+                now,
+                serde_json::json!({
+                    "entitlement": grant.entitlement,
+                    "justification": grant.justification,
+                    "ticket": grant.ticket,
+                    "review": "open",
+                }),
+            ));
+        }
+        if let Some((credential, spiffe_id)) = credential {
+            records.push(issued(caller, grant, credential, spiffe_id, now));
+        }
+        records
+    }
+}
+
+/// The audit event of a request as received: what was asked, never a key.
+fn received(caller: &Caller, spec: &GrantSpec, rpc: &'static str, now: SystemTime) -> Record {
+    Record {
+        kind: EventKind::RequestReceived,
+        at: now,
+        actor: caller.spiffe_id.to_string(),
+        subject: Some(caller.spiffe_id.to_string()),
+        grant: Some(spec.grant_id.clone()).filter(|id| !id.is_empty()),
+        task: Some(spec.task_id.clone()).filter(|task| !task.is_empty()),
+        details: serde_json::json!({
+            "rpc": rpc,
+            "entitlement": spec.entitlement,
+            "actions": spec.actions,
+            "ttl_seconds": spec.ttl.map(|ttl| ttl.as_secs()),
+            "justification": spec.justification,
+            "ticket": spec.ticket,
+            "break_glass": spec.break_glass,
+            "labels": spec.labels,
+            "source": caller.source.map(|ip| ip.to_string()),
+        }),
+    }
+}
+
+/// The audit event of a credential minted under `grant`: its id (serial
+/// or jti), kind and expiry; never the credential itself.
+fn issued(
+    caller: &Caller,
+    grant: &Grant,
+    credential: &Credential,
+    spiffe_id: &SpiffeId,
+    now: SystemTime,
+) -> Record {
+    let kind = match credential.id {
+        CredentialId::X509Serial(_) => "x509",
+        CredentialId::JwtId(_) => "jwt",
+    };
+    grant_event(
+        EventKind::CredentialIssued,
+        caller,
+        grant,
+        now,
+        serde_json::json!({
+            "credential": kind,
+            "id": credential.id.value(),
+            "spiffe_id": spiffe_id.as_str(),
+            "expires_at": humantime::format_rfc3339_seconds(credential.expires_at).to_string(),
+            "entitlement": grant.entitlement,
+            "actions": grant.actions.iter().map(Action::as_str).collect::<Vec<_>>(),
+            "break_glass": grant.break_glass,
+        }),
+    )
+}
+
+/// An audit event about `grant`, caused by `caller`.
+fn grant_event(
+    kind: EventKind,
+    caller: &Caller,
+    grant: &Grant,
+    now: SystemTime,
+    details: serde_json::Value,
+) -> Record {
+    Record {
+        kind,
+        at: now,
+        actor: caller.spiffe_id.to_string(),
+        subject: Some(grant.subject.to_string()),
+        grant: Some(grant.id.to_string()),
+        task: Some(grant.task_id.to_string()),
+        details,
+    }
 }
 
 /// The SPIFFE ID credentials carry: the caller's, or for a per-task

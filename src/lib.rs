@@ -11,6 +11,7 @@
 //!   parties.
 //! - [`ca`]: the trust domain's PKI and signing of SVIDs.
 //! - [`store`]: where grants and credentials are recorded.
+//! - [`audit`]: the hash-chained audit trail and its writer.
 //! - [`issuer`]: the use cases, over the above.
 //! - [`config`], [`keyfile`], [`crypto`]: configuration, secret files and
 //!   the shared crypto provider.
@@ -21,6 +22,7 @@
 //! - [`dev`]: the one-command development trust domain.
 //! - [`proto`]: generated protobuf and gRPC code.
 
+pub mod audit;
 pub mod bench;
 pub mod ca;
 pub mod client;

@@ -4,7 +4,7 @@
 //! Exit codes: 0 success; 1 error; 2 usage; 3 the server refused the caller
 //! (unauthenticated or permission denied); 4 the server found the request
 //! invalid; 5 the server is unreachable or unavailable; 6 `verify` found the
-//! credential not valid; 7 the named grant or credential does not exist;
+//! credential not valid (or `audit verify` a broken chain); 7 the named grant or credential does not exist;
 //! 8 the grant is not in a state that allows it (pending, denied, ended) or
 //! the entitlement needs approval first.
 
@@ -19,10 +19,11 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde_json::json;
 use tokio::net::TcpListener;
 
+use jitid::audit::{AuditLog, Auditor, JsonLinesSink, MemoryAuditLog, RedisAuditLog};
 use jitid::ca::{self, Authority, InitOptions, LeafRequest};
 use jitid::client::{Client, ClientConfig, ClientError, GrantInfo, SvidRequest};
 use jitid::clock::{Clock, SystemClock};
-use jitid::config::{Config, StoreConfig, parse_duration};
+use jitid::config::{AuditSinkConfig, Config, StoreConfig, parse_duration};
 use jitid::issuer::Issuer;
 use jitid::keyfile::{self, KEY_MODE, PUBLIC_MODE};
 use jitid::proto::v1 as pb;
@@ -79,6 +80,23 @@ enum Command {
     /// Break-glass reviews.
     #[command(subcommand)]
     Reviews(ReviewsCommand),
+    /// The audit trail.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Walk the hash chain and report the first break (exit 6), from a
+    /// JSON-lines file or from the Redis trail of a config's store.
+    Verify {
+        /// A JSON-lines export or sink file.
+        #[arg(long, conflicts_with = "config")]
+        file: Option<PathBuf>,
+        /// A server config whose store is Redis.
+        #[arg(long, env = "JITID_CONFIG")]
+        config: Option<PathBuf>,
+    },
 }
 
 #[derive(Args)]
@@ -529,7 +547,10 @@ struct NotValid {
 
 /// Maps an error to the documented exit codes.
 fn exit_code(error: &anyhow::Error) -> u8 {
-    if error.chain().any(|e| e.is::<NotValid>()) {
+    if error
+        .chain()
+        .any(|e| e.is::<NotValid>() || e.is::<ChainBroken>())
+    {
         return 6;
     }
     if error.chain().any(|e| e.is::<Refused>()) {
@@ -549,6 +570,11 @@ fn exit_code(error: &anyhow::Error) -> u8 {
         _ => 1,
     }
 }
+
+/// `audit verify` found the chain broken.
+#[derive(Debug, thiserror::Error)]
+#[error("audit trail broken: {0}")]
+struct ChainBroken(String);
 
 /// `fetch --wait` or `policy explain` ended in a refusal.
 #[derive(Debug, thiserror::Error)]
@@ -570,6 +596,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Approve(args) => decide_grant(args, true).await,
         Command::Deny(args) => decide_grant(args, false).await,
         Command::Reviews(command) => reviews(command).await,
+        Command::Audit(AuditCommand::Verify { file, config }) => audit_verify(file, config).await,
         Command::Ca(command) => ca_command(command),
         Command::Fetch(FetchCommand::X509(args)) => fetch_x509(args).await,
         Command::Fetch(FetchCommand::Jwt(args)) => fetch_jwt(args).await,
@@ -692,21 +719,36 @@ async fn run_server(
     for path in &config.attestation_trust_anchors {
         anchors.extend(ca::read_certs(path).context("loading attestation trust anchors")?);
     }
-    let (store, store_kind): (Arc<dyn GrantStore>, &str) = match &config.store {
-        StoreConfig::Memory => (Arc::new(MemoryStore::new(clock.clone())), "memory"),
-        StoreConfig::Redis(redis) => (
-            Arc::new(
-                RedisStore::connect(redis.clone())
-                    .await
-                    .context("cannot connect to Redis (jitid fails closed: it never issues untracked credentials)")?,
+    let (store, audit_log, store_kind): (Arc<dyn GrantStore>, Arc<dyn AuditLog>, &str) =
+        match &config.store {
+            StoreConfig::Memory => (
+                Arc::new(MemoryStore::new(clock.clone())),
+                Arc::new(MemoryAuditLog::new()),
+                "memory",
             ),
-            "redis",
+            StoreConfig::Redis(redis) => {
+                let store = Arc::new(
+                    RedisStore::connect(redis.clone())
+                        .await
+                        .context("cannot connect to Redis (jitid fails closed: it never issues untracked credentials)")?,
+                );
+                (store.clone(), Arc::new(RedisAuditLog::new(store)), "redis")
+            }
+        };
+    let sink = match &config.audit.jsonl {
+        None => None,
+        Some(AuditSinkConfig::Stdout) => Some(JsonLinesSink::stdout()),
+        Some(AuditSinkConfig::File(path)) => Some(
+            JsonLinesSink::file(path)
+                .with_context(|| format!("cannot open the audit file {}", path.display()))?,
         ),
     };
+    let auditor = Auditor::start(audit_log, sink, config.audit.mode);
     let issuer = Arc::new(
         Issuer::new(Arc::new(authority), config.catalogue.clone(), store, clock)
             .with_admins(config.admins.clone())
-            .with_environment(config.environment.clone()),
+            .with_environment(config.environment.clone())
+            .with_auditor(auditor),
     );
     let listener = TcpListener::bind(config.listen)
         .await
@@ -757,6 +799,66 @@ async fn reload_on_hangup(issuer: Arc<Issuer>, config_path: PathBuf) {
             ),
         }
     }
+}
+
+/// `jitid audit verify`: the chain from a file or from Redis.
+async fn audit_verify(file: Option<PathBuf>, config: Option<PathBuf>) -> anyhow::Result<()> {
+    use jitid::audit::{AuditEvent, ChainBreak, Head, verify_chain};
+    let broken = |error: ChainBreak| ChainBroken(error.to_string());
+    let (head, source) = match (file, config) {
+        (Some(path), _) => {
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            let mut events = Vec::new();
+            for (index, line) in text.lines().enumerate() {
+                let event = AuditEvent::from_line(line).map_err(|message| {
+                    broken(ChainBreak::Malformed {
+                        position: index as u64 + 1,
+                        message,
+                    })
+                })?;
+                events.push(event);
+            }
+            let head = verify_chain(&Head::genesis(), &events).map_err(broken)?;
+            (head, path.display().to_string())
+        }
+        (None, Some(path)) => {
+            let config = Config::load(&path)?;
+            let StoreConfig::Redis(redis) = &config.store else {
+                bail!(
+                    "{}: the memory store's trail lives in the server process; verify its JSON-lines file with --file",
+                    path.display()
+                );
+            };
+            let store = Arc::new(RedisStore::connect(redis.clone()).await?);
+            let log = RedisAuditLog::new(store);
+            let stored_head = log.head().await?;
+            let mut head = Head::genesis();
+            loop {
+                let page = log.read(head.seq, 1000).await?;
+                if page.is_empty() {
+                    break;
+                }
+                head = verify_chain(&head, &page).map_err(broken)?;
+            }
+            if head != stored_head {
+                return Err(ChainBroken(format!(
+                    "the chain ends at event {} but the trail's head is event {} (events removed from the end)",
+                    head.seq, stored_head.seq
+                ))
+                .into());
+            }
+            (head, "Redis".to_owned())
+        }
+        (None, None) => {
+            bail!("name the trail: --file FILE, or --config FILE (JITID_CONFIG) for Redis")
+        }
+    };
+    println!(
+        "audit trail ok ({source}): {} events, head {}",
+        head.seq, head.hash
+    );
+    Ok(())
 }
 
 /// `jitid policy explain`: decides a request against a config's catalogue

@@ -821,6 +821,9 @@ fn status(error: IssueError) -> Status {
         // idempotent).
         tracing::warn!(error = %error, "revocation not replicated in time");
         Status::unavailable(format!("{error}; not acknowledged, retry"))
+    } else if let IssueError::Audit(audit) = &error {
+        tracing::error!(error = %audit, "audit trail unavailable; failing closed");
+        Status::unavailable("audit trail unavailable; the operation was not completed")
     } else if error.is_unavailable() {
         tracing::warn!(error = %error_chain(&error), "store unavailable");
         Status::unavailable("grant store unavailable; nothing was changed")

@@ -13,6 +13,8 @@
 //! | `jitid:{t:<task>}:revoked` | string | when (ms) and why the task was revoked: it ends grants created before | after the longest TTL |
 //! | `jitid:revocations` | stream | revocation events; the entry id is the cursor | trimmed to the longest TTL |
 //! | `jitid:reviews` | hash | break-glass reviews by grant id, JSON | acknowledged ones after 30 days |
+//! | `jitid:{audit}:log` | stream | the audit chain, entry id `<seq>-0`, field `e` = the event's JSON line | trimmed by retention |
+//! | `jitid:{audit}:head` | string | `<seq> <hash>` of the chain's last event | never |
 //! | `jitid:pending` | sorted set | ids (hex) of grants waiting for approval, by request expiry | members when read after their expiry or approval |
 //!
 //! Every write is one Lua script on one slot, so it is atomic and takes one
@@ -35,6 +37,7 @@ use super::{
     LivenessQuery, REVIEW_RETENTION, Review, ReviewAck, RevocationEvent, RevocationFeed,
     StoreError, judge,
 };
+use crate::audit::{AppendOutcome, AuditEvent, Head};
 use crate::grant::{
     Action, ApprovalRecord, Credential, CredentialId, Epoch, Grant, GrantId, GrantState, Shard,
     TaskId,
@@ -93,6 +96,7 @@ struct Scripts {
     update_pending: Script,
     add_credential: Script,
     swap_field: Script,
+    audit_append: Script,
 }
 
 // A grant is one string: its state character, then fields separated by
@@ -188,6 +192,19 @@ redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
 return 1
 ";
 
+// Appends audit events only if the chain's head is still the one the
+// writer chained them from: ARGV[1] the empty chain's head, ARGV[2] the
+// expected head, ARGV[3] the new head, then (entry id, event) pairs.
+const AUDIT_APPEND: &str = r"
+local head = redis.call('GET', KEYS[1]) or ARGV[1]
+if head ~= ARGV[2] then return {0, head} end
+for i = 4, #ARGV, 2 do
+  redis.call('XADD', KEYS[2], ARGV[i], 'e', ARGV[i + 1])
+end
+redis.call('SET', KEYS[1], ARGV[3])
+return {1, ARGV[3]}
+";
+
 const LIVENESS: &str = r"
 return {redis.call('GET', KEYS[1]) or '', redis.call('GET', KEYS[2]) or ''}
 ";
@@ -257,6 +274,7 @@ impl RedisStore {
                 update_pending: Script::new(UPDATE_PENDING),
                 add_credential: Script::new(ADD_CREDENTIAL),
                 swap_field: Script::new(SWAP_FIELD),
+                audit_append: Script::new(AUDIT_APPEND),
             },
         };
         store.refresh_epoch().await?;
@@ -956,6 +974,99 @@ impl RedisStore {
                 ))),
             },
         }
+    }
+
+    fn audit_keys(&self) -> (String, String) {
+        (
+            format!("{}:{{audit}}:head", self.prefix()),
+            format!("{}:{{audit}}:log", self.prefix()),
+        )
+    }
+
+    /// The audit chain's head.
+    pub(crate) async fn audit_head(&self) -> Result<Head, StoreError> {
+        let (head_key, _) = self.audit_keys();
+        let mut connection = self.connection.clone();
+        let head: Option<String> = redis::cmd("GET")
+            .arg(&head_key)
+            .query_async(&mut connection)
+            .await
+            .map_err(unavailable)?;
+        match head {
+            None => Ok(Head::genesis()),
+            Some(text) => Head::decode(&text).ok_or_else(|| StoreError::Corrupt {
+                key: head_key,
+                message: "bad audit head".to_owned(),
+            }),
+        }
+    }
+
+    /// Appends audit events if the head is still `expected`.
+    pub(crate) async fn audit_append(
+        &self,
+        expected: &Head,
+        events: &[AuditEvent],
+    ) -> Result<AppendOutcome, StoreError> {
+        let Some(last) = events.last() else {
+            return Ok(AppendOutcome::Appended(expected.clone()));
+        };
+        let (head_key, log_key) = self.audit_keys();
+        let mut invocation = self.scripts.audit_append.prepare_invoke();
+        invocation
+            .key(&head_key)
+            .key(&log_key)
+            .arg(Head::genesis().encode())
+            .arg(expected.encode())
+            .arg(last.head().encode());
+        for event in events {
+            invocation
+                .arg(format!("{}-0", event.seq))
+                .arg(event.to_line());
+        }
+        let mut connection = self.connection.clone();
+        let (appended, head): (u32, String) = invocation
+            .invoke_async(&mut connection)
+            .await
+            .map_err(unavailable)?;
+        let head = Head::decode(&head).ok_or_else(|| StoreError::Corrupt {
+            key: head_key,
+            message: "bad audit head".to_owned(),
+        })?;
+        if appended == 1 {
+            self.replicate().await?;
+            Ok(AppendOutcome::Appended(head))
+        } else {
+            Ok(AppendOutcome::Moved(head))
+        }
+    }
+
+    /// Up to `limit` audit events after sequence number `after`.
+    pub(crate) async fn audit_read(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<AuditEvent>, StoreError> {
+        let (_, log_key) = self.audit_keys();
+        let mut connection = self.connection.clone();
+        let entries: Vec<(String, HashMap<String, String>)> = redis::cmd("XRANGE")
+            .arg(&log_key)
+            .arg(format!("{}-0", after.saturating_add(1)))
+            .arg("+")
+            .arg("COUNT")
+            .arg(limit.max(1))
+            .query_async(&mut connection)
+            .await
+            .map_err(unavailable)?;
+        entries
+            .into_iter()
+            .map(|(id, fields)| {
+                let line = fields.get("e").cloned().unwrap_or_default();
+                AuditEvent::from_line(&line).map_err(|message| StoreError::Corrupt {
+                    key: format!("{log_key} {id}"),
+                    message,
+                })
+            })
+            .collect()
     }
 
     fn pending_key(&self) -> String {

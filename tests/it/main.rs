@@ -10,6 +10,7 @@ mod support;
 
 mod approvals;
 mod attestation;
+mod audit;
 mod bench;
 mod cli;
 mod issue_jwt;

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use jitid::audit::{AuditLog, AuditMode, Auditor, JsonLinesSink, MemoryAuditLog};
 use jitid::ca::{self, Authority, InitOptions, LeafRequest};
 use jitid::client::{Client, ClientConfig, ClientIdentity};
 use jitid::clock::{Clock, SystemClock};
@@ -86,6 +87,8 @@ pub struct TestEnv {
     pub ca: CaPaths,
     pub authority: Arc<Authority>,
     pub store: Arc<MemoryStore>,
+    /// The audit trail of servers started without one of their own.
+    pub audit: Arc<MemoryAuditLog>,
     pub addr: SocketAddr,
     config: Config,
     servers: Vec<oneshot::Sender<()>>,
@@ -137,6 +140,7 @@ impl TestEnv {
             ca,
             authority,
             store: memory.clone(),
+            audit: Arc::new(MemoryAuditLog::new()),
             addr: "127.0.0.1:0".parse().unwrap(),
             config,
             servers: Vec::new(),
@@ -148,6 +152,18 @@ impl TestEnv {
     /// Starts another server with the same CA and config on `store`;
     /// returns its address. It stops when the environment is dropped.
     pub async fn spawn_server(&mut self, store: Arc<dyn GrantStore>) -> SocketAddr {
+        let audit = self.audit.clone();
+        self.spawn_audited(store, audit, None).await
+    }
+
+    /// Starts another server on `store` whose audit trail goes to `audit`
+    /// (and `sink`).
+    pub async fn spawn_audited(
+        &mut self,
+        store: Arc<dyn GrantStore>,
+        audit: Arc<dyn AuditLog>,
+        sink: Option<JsonLinesSink>,
+    ) -> SocketAddr {
         let issuer = Arc::new(
             Issuer::new(
                 self.authority.clone(),
@@ -156,7 +172,8 @@ impl TestEnv {
                 Arc::new(SystemClock),
             )
             .with_admins(self.config.admins.clone())
-            .with_environment(self.config.environment.clone()),
+            .with_environment(self.config.environment.clone())
+            .with_auditor(Auditor::start(audit, sink, AuditMode::FailClosed)),
         );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();

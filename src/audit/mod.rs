@@ -1,0 +1,382 @@
+//! The tamper-evident audit trail: one typed event per step (request,
+//! decision, approval, issuance, revocation, review, ...), each carrying
+//! the SHA-256 of the one before it, so that deleting, reordering or
+//! editing any event breaks the chain.
+//!
+//! This module is the pure core: events, their canonical encoding and
+//! hash, and [`verify_chain`]. [`log`] holds the central trail (memory or
+//! Redis) and [`writer`] the [`Auditor`] that appends to it.
+//!
+//! The canonical encoding of an event is its JSON object without `hash`,
+//! keys in a fixed order (`seq`, `time`, `kind`, `actor`, `subject`,
+//! `grant`, `task`, `details`, `prev`), absent optional ids left out, and
+//! `details` with its keys sorted. `hash` is the lowercase hex SHA-256 of
+//! that text; the first event's `prev` is 64 zeros. A JSON-lines export is
+//! each event's JSON, `hash` last, one a line.
+
+pub mod log;
+pub mod writer;
+
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+
+pub use self::log::{AppendOutcome, AuditLog, MemoryAuditLog, RedisAuditLog};
+pub use self::writer::{AuditError, AuditMode, Auditor, JsonLinesSink};
+
+/// `prev` of the first event.
+pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// The actor of events nobody in particular caused (expiry, reload).
+pub const SYSTEM: &str = "system";
+
+/// What happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    /// A request arrived (what was asked).
+    RequestReceived,
+    /// Policy decided it (inputs, matched rules, TTL or denial reason).
+    Decision,
+    /// An approver approved a pending grant.
+    Approval,
+    /// An approver denied a pending grant.
+    ApprovalDenied,
+    /// A grant was issued on the break-glass path.
+    BreakGlass,
+    /// A credential was minted (serial or jti, expiry, grant).
+    CredentialIssued,
+    /// A credential, grant, task or subject was revoked.
+    Revocation,
+    /// A task or grant was completed by its owner.
+    TaskCompleted,
+    /// A grant expired.
+    GrantExpired,
+    /// A reviewer acknowledged a break-glass use.
+    ReviewAcknowledged,
+    /// The entitlement catalogue was reloaded (or a reload refused).
+    CatalogueReloaded,
+    /// A caller failed attestation.
+    AuthenticationFailure,
+    /// A relying party's liveness check (sampled).
+    LivenessChecked,
+}
+
+/// An event as reported, before it takes its place in the chain.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Record {
+    /// What happened.
+    pub kind: EventKind,
+    /// When.
+    pub at: SystemTime,
+    /// The attested SPIFFE ID that caused it, or [`SYSTEM`].
+    pub actor: String,
+    /// Whose grant it concerns.
+    pub subject: Option<String>,
+    /// The grant.
+    pub grant: Option<String>,
+    /// The task.
+    pub task: Option<String>,
+    /// Everything else, as a JSON object. Never secret material: no keys,
+    /// no whole tokens (a token is named by its `jti`).
+    pub details: serde_json::Value,
+}
+
+/// One event of the chain.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditEvent {
+    /// Position in the chain, from 1.
+    pub seq: u64,
+    /// When, RFC 3339 UTC with milliseconds.
+    pub time: String,
+    /// What happened.
+    pub kind: EventKind,
+    /// Who caused it: an attested SPIFFE ID, or `system`.
+    pub actor: String,
+    /// Whose grant it concerns.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+    /// The grant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grant: Option<String>,
+    /// The task.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task: Option<String>,
+    /// Everything else.
+    pub details: serde_json::Value,
+    /// `hash` of the event before (64 zeros for the first).
+    pub prev: String,
+    /// SHA-256 of this event's canonical encoding, lowercase hex.
+    pub hash: String,
+}
+
+/// Where a chain ends: the last event's sequence number and hash (0 and
+/// [`GENESIS`] for an empty chain).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Head {
+    /// The last sequence number.
+    pub seq: u64,
+    /// The last hash.
+    pub hash: String,
+}
+
+/// The first place a chain does not hold.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ChainBreak {
+    /// The event's content does not match its hash: it was edited.
+    #[error("event {seq}: content does not match its hash (edited)")]
+    Edited {
+        /// The event.
+        seq: u64,
+    },
+    /// The event does not follow the one before it: one was deleted,
+    /// inserted or moved here.
+    #[error("event {seq}: does not follow event {after} (deleted, inserted or reordered)")]
+    Unlinked {
+        /// The event.
+        seq: u64,
+        /// The sequence number of the event before it.
+        after: u64,
+    },
+    /// A line or entry is not an event.
+    #[error("entry {position}: not an audit event: {message}")]
+    Malformed {
+        /// 1-based position in the input.
+        position: u64,
+        /// Why.
+        message: String,
+    },
+}
+
+/// The fields that are hashed, in their canonical order.
+#[derive(Serialize)]
+struct Body<'a> {
+    seq: u64,
+    time: &'a str,
+    kind: EventKind,
+    actor: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    subject: &'a Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    grant: &'a Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    task: &'a Option<String>,
+    details: &'a serde_json::Value,
+    prev: &'a str,
+}
+
+// === impl AuditEvent ===
+
+impl AuditEvent {
+    /// Places `record` in the chain after `prev`.
+    pub fn seal(record: Record, prev: &Head) -> Self {
+        let mut event = Self {
+            seq: prev.seq + 1,
+            time: humantime::format_rfc3339_millis(record.at).to_string(),
+            kind: record.kind,
+            actor: record.actor,
+            subject: record.subject,
+            grant: record.grant,
+            task: record.task,
+            details: sorted(record.details),
+            prev: prev.hash.clone(),
+            hash: String::new(),
+        };
+        event.hash = event.computed_hash();
+        event
+    }
+
+    /// The hash its content should have.
+    pub fn computed_hash(&self) -> String {
+        let body = Body {
+            seq: self.seq,
+            time: &self.time,
+            kind: self.kind,
+            actor: &self.actor,
+            subject: &self.subject,
+            grant: &self.grant,
+            task: &self.task,
+            details: &self.details,
+            prev: &self.prev,
+        };
+        let canonical = serde_json::to_vec(&body).unwrap_or_default();
+        hex(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &canonical).as_ref())
+    }
+
+    /// The event as one line of JSON (no newline).
+    pub fn to_line(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    /// Parses one line of JSON.
+    pub fn from_line(line: &str) -> Result<Self, String> {
+        serde_json::from_str(line).map_err(|error| error.to_string())
+    }
+
+    /// The chain's head after this event.
+    pub fn head(&self) -> Head {
+        Head {
+            seq: self.seq,
+            hash: self.hash.clone(),
+        }
+    }
+}
+
+// === impl Head ===
+
+impl Head {
+    /// The head of an empty chain.
+    pub fn genesis() -> Self {
+        Self {
+            seq: 0,
+            hash: GENESIS.to_owned(),
+        }
+    }
+
+    /// `"<seq> <hash>"`, as stored.
+    pub fn encode(&self) -> String {
+        format!("{} {}", self.seq, self.hash)
+    }
+
+    /// Parses [`Head::encode`]'s form.
+    pub fn decode(text: &str) -> Option<Self> {
+        let (seq, hash) = text.split_once(' ')?;
+        Some(Self {
+            seq: seq.parse().ok()?,
+            hash: hash.to_owned(),
+        })
+    }
+}
+
+/// Checks that `events` continue the chain from `start`: each event's hash
+/// matches its content, its `prev` is the hash before it, and sequence
+/// numbers follow one another. Returns the new head, or the first break.
+pub fn verify_chain<'a>(
+    start: &Head,
+    events: impl IntoIterator<Item = &'a AuditEvent>,
+) -> Result<Head, ChainBreak> {
+    let mut head = start.clone();
+    for event in events {
+        if event.computed_hash() != event.hash {
+            return Err(ChainBreak::Edited { seq: event.seq });
+        }
+        if event.prev != head.hash || event.seq != head.seq + 1 {
+            return Err(ChainBreak::Unlinked {
+                seq: event.seq,
+                after: head.seq,
+            });
+        }
+        head = event.head();
+    }
+    Ok(head)
+}
+
+/// `details` with object keys sorted at every level (serde_json's map is
+/// sorted unless another crate turns on `preserve_order`; this makes sure).
+fn sorted(value: serde_json::Value) -> serde_json::Value {
+    match value {
+        serde_json::Value::Object(map) => {
+            let mut entries: Vec<(String, serde_json::Value)> = map.into_iter().collect();
+            entries.sort_by(|a, b| a.0.cmp(&b.0));
+            serde_json::Value::Object(
+                entries
+                    .into_iter()
+                    .map(|(key, value)| (key, sorted(value)))
+                    .collect(),
+            )
+        }
+        serde_json::Value::Array(items) => {
+            serde_json::Value::Array(items.into_iter().map(sorted).collect())
+        }
+        other => other,
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn record(n: u64) -> Record {
+        Record {
+            kind: EventKind::CredentialIssued,
+            at: SystemTime::UNIX_EPOCH + Duration::from_millis(1_795_392_000_000 + n),
+            actor: "spiffe://example.org/ci/runner".to_owned(),
+            subject: Some("spiffe://example.org/ci/runner".to_owned()),
+            grant: Some(format!("g{n}")),
+            task: None,
+            details: serde_json::json!({"serial": format!("{n:02x}"), "a": {"z": 1, "b": 2}}),
+        }
+    }
+
+    fn chain(n: u64) -> Vec<AuditEvent> {
+        let mut head = Head::genesis();
+        (1..=n)
+            .map(|i| {
+                let event = AuditEvent::seal(record(i), &head);
+                head = event.head();
+                event
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_chain_verifies_and_round_trips_through_json_lines() {
+        let events = chain(3);
+        assert_eq!(events[0].prev, GENESIS);
+        assert_eq!(events[1].prev, events[0].hash);
+        let head = verify_chain(&Head::genesis(), &events).unwrap();
+        assert_eq!(head, events[2].head());
+        let lines: Vec<String> = events.iter().map(AuditEvent::to_line).collect();
+        assert!(lines[0].starts_with("{\"seq\":1,\"time\":\"2026-11-23T00:00:00.001Z\""));
+        assert!(lines[0].contains("\"details\":{\"a\":{\"b\":2,\"z\":1},\"serial\":\"01\"}"));
+        assert!(lines[0].ends_with(&format!("\"hash\":\"{}\"}}", events[0].hash)));
+        let parsed: Vec<AuditEvent> = lines
+            .iter()
+            .map(|line| AuditEvent::from_line(line).unwrap())
+            .collect();
+        assert_eq!(parsed, events);
+        assert_eq!(Head::decode(&head.encode()), Some(head));
+    }
+
+    #[test]
+    fn edits_deletions_and_reordering_break_the_chain() {
+        let events = chain(4);
+        let mut edited = events.clone();
+        edited[1].details["serial"] = serde_json::json!("ff");
+        assert_eq!(
+            verify_chain(&Head::genesis(), &edited),
+            Err(ChainBreak::Edited { seq: 2 })
+        );
+        // Rehashing the edited event does not help: the next link breaks.
+        edited[1].hash = edited[1].computed_hash();
+        assert_eq!(
+            verify_chain(&Head::genesis(), &edited),
+            Err(ChainBreak::Unlinked { seq: 3, after: 2 })
+        );
+        let mut deleted = events.clone();
+        deleted.remove(1);
+        assert_eq!(
+            verify_chain(&Head::genesis(), &deleted),
+            Err(ChainBreak::Unlinked { seq: 3, after: 1 })
+        );
+        let mut reordered = events.clone();
+        reordered.swap(1, 2);
+        assert_eq!(
+            verify_chain(&Head::genesis(), &reordered),
+            Err(ChainBreak::Unlinked { seq: 3, after: 1 })
+        );
+        // A trimmed chain verifies from its checkpoint.
+        assert_eq!(
+            verify_chain(&events[1].head(), &events[2..]),
+            Ok(events[3].head())
+        );
+    }
+}
