@@ -183,6 +183,11 @@ environment = "dev"
 # root.pem, signing.pem + signing.key, jwt.key (keys 0600).
 dir = "."
 
+[audit]
+# A JSON-lines copy of the hash-chained audit trail, one event a line;
+# check it with `jitid audit verify --file audit.jsonl`.
+jsonl = "audit.jsonl"
+
 [server]
 # The server's own X509-SVID is minted at startup and rotated.
 spiffe_id = "spiffe://example.org/jitid"

@@ -723,7 +723,12 @@ async fn run_server(
         match &config.store {
             StoreConfig::Memory => (
                 Arc::new(MemoryStore::new(clock.clone())),
-                Arc::new(MemoryAuditLog::new()),
+                // The memory trail dies with the process; its JSON-lines
+                // file, if any, is the lasting copy, so continue its chain.
+                Arc::new(MemoryAuditLog::starting_at(match &config.audit.jsonl {
+                    Some(AuditSinkConfig::File(path)) => last_audit_head(path)?,
+                    _ => jitid::audit::Head::genesis(),
+                })),
                 "memory",
             ),
             StoreConfig::Redis(redis) => {
@@ -787,17 +792,56 @@ async fn reload_on_hangup(issuer: Arc<Issuer>, config_path: PathBuf) {
         }
     };
     while hangups.recv().await.is_some() {
-        match Config::load(&config_path) {
+        let details = match Config::load(&config_path) {
             Ok(config) => {
                 let count = config.catalogue.entitlements().len();
                 issuer.replace_catalogue(config.catalogue);
                 tracing::info!(entitlements = count, "catalogue reloaded");
+                json!({ "file": config_path, "reloaded": true, "entitlements": count })
             }
-            Err(error) => tracing::error!(
-                error = %format!("{error:#}"),
-                "catalogue reload failed; keeping the catalogue in force"
-            ),
+            Err(error) => {
+                let error = format!("{error:#}");
+                tracing::error!(%error, "catalogue reload failed; keeping the catalogue in force");
+                json!({ "file": config_path, "reloaded": false, "error": error })
+            }
+        };
+        let record = jitid::audit::Record {
+            kind: jitid::audit::EventKind::CatalogueReloaded,
+            at: SystemTime::now(),
+            actor: jitid::audit::SYSTEM.to_owned(),
+            subject: None,
+            grant: None,
+            task: None,
+            details,
+        };
+        if let Err(error) = issuer.audit(vec![record]).await {
+            tracing::error!(%error, "catalogue reload not recorded in the audit trail");
         }
+    }
+}
+
+/// The head of the chain a JSON-lines audit file ends with (the genesis
+/// for a missing or empty file).
+fn last_audit_head(path: &Path) -> anyhow::Result<jitid::audit::Head> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(jitid::audit::Head::genesis());
+        }
+        Err(error) => {
+            return Err(error).with_context(|| format!("cannot read {}", path.display()));
+        }
+    };
+    match text.lines().rev().find(|line| !line.trim().is_empty()) {
+        None => Ok(jitid::audit::Head::genesis()),
+        Some(line) => jitid::audit::AuditEvent::from_line(line)
+            .map(|event| event.head())
+            .map_err(|error| {
+                anyhow::anyhow!(
+                    "{}: the last line is not an audit event ({error}); refusing to continue a chain I cannot read",
+                    path.display()
+                )
+            }),
     }
 }
 

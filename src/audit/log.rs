@@ -38,10 +38,12 @@ pub trait AuditLog: Send + Sync + std::fmt::Debug + 'static {
     async fn read(&self, after: u64, limit: usize) -> Result<Vec<AuditEvent>, StoreError>;
 }
 
-/// The chain in process memory.
-#[derive(Debug, Default)]
+/// The chain in process memory, from a starting head (the genesis, or the
+/// last event of a JSON-lines file a previous process wrote).
+#[derive(Debug)]
 pub struct MemoryAuditLog {
     events: Mutex<Vec<AuditEvent>>,
+    base: Head,
 }
 
 /// The chain in Redis, through a [`RedisStore`]'s connection.
@@ -55,7 +57,15 @@ pub struct RedisAuditLog {
 impl MemoryAuditLog {
     /// An empty chain.
     pub fn new() -> Self {
-        Self::default()
+        Self::starting_at(Head::genesis())
+    }
+
+    /// A chain that continues after `head`.
+    pub fn starting_at(head: Head) -> Self {
+        Self {
+            events: Mutex::default(),
+            base: head,
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<AuditEvent>> {
@@ -72,7 +82,7 @@ impl AuditLog for MemoryAuditLog {
             .lock()
             .last()
             .map(AuditEvent::head)
-            .unwrap_or_else(Head::genesis))
+            .unwrap_or_else(|| self.base.clone()))
     }
 
     async fn append(
@@ -84,7 +94,7 @@ impl AuditLog for MemoryAuditLog {
         let head = chain
             .last()
             .map(AuditEvent::head)
-            .unwrap_or_else(Head::genesis);
+            .unwrap_or_else(|| self.base.clone());
         if &head != expected {
             return Ok(AppendOutcome::Moved(head));
         }
@@ -102,6 +112,12 @@ impl AuditLog for MemoryAuditLog {
             .take(limit)
             .cloned()
             .collect())
+    }
+}
+
+impl Default for MemoryAuditLog {
+    fn default() -> Self {
+        Self::new()
     }
 }
 

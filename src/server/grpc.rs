@@ -12,6 +12,7 @@ use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
 use super::tls::PeerInfo;
+use crate::audit::{EventKind, Record};
 use crate::ca::REFRESH_HINT;
 use crate::grant::{Action, Credential, CredentialId, Grant, GrantId, GrantState};
 use crate::issuer::{
@@ -57,16 +58,42 @@ impl IssuerService {
             .extensions()
             .get::<PeerInfo>()
             .ok_or_else(|| Status::unauthenticated("no TLS peer information"))?;
-        match &peer.attestation {
-            Ok(attested) if attested.not_after > self.issuer.clock().now() => Ok(Caller {
-                // An IPv4 client of a dual-stack listener shows as
-                // ::ffff:a.b.c.d; conditions see a.b.c.d.
-                source: Some(peer.remote_addr.ip().to_canonical()),
-                ..attested.caller.clone()
+        let (actor, reason) = match &peer.attestation {
+            Ok(attested) if attested.not_after > self.issuer.clock().now() => {
+                return Ok(Caller {
+                    // An IPv4 client of a dual-stack listener shows as
+                    // ::ffff:a.b.c.d; conditions see a.b.c.d.
+                    source: Some(peer.remote_addr.ip().to_canonical()),
+                    ..attested.caller.clone()
+                });
+            }
+            Ok(attested) => (
+                attested.caller.spiffe_id.to_string(),
+                "client certificate has expired".to_owned(),
+            ),
+            Err(error) => ("unauthenticated".to_owned(), error.to_string()),
+        };
+        // Recorded without holding up the refusal; a failure to record is
+        // logged (the request is refused either way).
+        let issuer = self.issuer.clone();
+        let record = Record {
+            kind: EventKind::AuthenticationFailure,
+            at: issuer.clock().now(),
+            actor,
+            subject: None,
+            grant: None,
+            task: None,
+            details: serde_json::json!({
+                "remote": peer.remote_addr.ip().to_canonical().to_string(),
+                "reason": reason,
             }),
-            Ok(_) => Err(Status::unauthenticated("client certificate has expired")),
-            Err(error) => Err(Status::unauthenticated(error.to_string())),
-        }
+        };
+        tokio::spawn(async move {
+            if let Err(error) = issuer.audit(vec![record]).await {
+                tracing::warn!(%error, "authentication failure not recorded in the audit trail");
+            }
+        });
+        Err(Status::unauthenticated(reason))
     }
 }
 

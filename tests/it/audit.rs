@@ -144,6 +144,27 @@ async fn every_rpc_path_emits_its_events() {
         .unwrap();
     next(&[TaskCompleted]).await;
 
+    // A caller that fails attestation is recorded, with why.
+    let anonymous = env.client_with(None).await;
+    anonymous.list_grants(Default::default()).await.unwrap_err();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let events = loop {
+        let events = since(&*log, seen).await;
+        if !events.is_empty() || std::time::Instant::now() > deadline {
+            break events;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    assert_eq!(kinds(&events), [AuthenticationFailure]);
+    assert_eq!(events[0].actor, "unauthenticated");
+    assert!(
+        events[0].details["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("no client certificate")
+    );
+    seen += 1;
+
     // One chain, and no secret material anywhere in it.
     let all = since(&*log, 0).await;
     assert_eq!(all.len(), seen);

@@ -632,6 +632,40 @@ fn catalogue_reload_on_sighup_keeps_the_last_good_one() {
         .args(["policy", "check"])
         .arg(&config_path)));
     assert!(good.contains("ok, 4 entitlements"), "{good}");
+
+    // Both reloads are in the audit trail's JSON-lines copy.
+    let audit = dev_dir.join("audit.jsonl");
+    let verify = || {
+        run(Command::new(jitid_bin())
+            .args(["audit", "verify", "--file"])
+            .arg(&audit))
+    };
+    let reloads: Vec<serde_json::Value> = std::fs::read_to_string(&audit)
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap())
+        .filter(|event| event["kind"] == "catalogue_reloaded")
+        .collect();
+    assert_eq!(reloads.len(), 2, "{reloads:?}");
+    assert_eq!(reloads[0]["details"]["reloaded"], true);
+    assert_eq!(reloads[0]["actor"], "system");
+    assert_eq!(reloads[1]["details"]["reloaded"], false);
+    assert!(stdout(&verify()).contains("audit trail ok"));
+
+    // A restarted server continues the file's chain.
+    assert!(server.terminate().success());
+    let server = ServerProcess::dev(&dev_dir);
+    let out = work.path().join("again");
+    assert!(
+        run(server
+            .command()
+            .args(["fetch", "x509", "--entitlement", "ci-publish", "--out"])
+            .arg(&out))
+        .status
+        .success()
+    );
+    let checked = stdout(&verify());
+    assert!(checked.contains("audit trail ok"), "{checked}");
 }
 
 /// The approval and break-glass paths from the command line, on the dev
