@@ -94,12 +94,14 @@ pub struct Config {
 
 /// `[audit]`: the central trail lives in the grant store (memory or
 /// Redis); a JSON-lines copy can go to a file or stdout for a SIEM.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct AuditConfig {
     /// Where the JSON-lines copy goes, if anywhere.
     pub jsonl: Option<AuditSinkConfig>,
     /// What a failed audit write does to the operation.
     pub mode: crate::audit::AuditMode,
+    /// Share of `Verify` answers recorded, 0 to 1 (default 1).
+    pub liveness_sample: f64,
 }
 
 /// The JSON-lines sink's destination.
@@ -178,6 +180,7 @@ struct RawConfig {
 struct RawAudit {
     jsonl: Option<String>,
     mode: Option<String>,
+    liveness_sample: Option<f64>,
 }
 
 #[derive(Deserialize)]
@@ -402,6 +405,16 @@ impl Config {
                     return Err(invalid(
                         "audit.mode",
                         format!("{other:?} is not \"fail-closed\" or \"degraded\""),
+                    ));
+                }
+            },
+            liveness_sample: match raw.audit.liveness_sample {
+                None => 1.0,
+                Some(share) if (0.0..=1.0).contains(&share) => share,
+                Some(share) => {
+                    return Err(invalid(
+                        "audit.liveness_sample",
+                        format!("{share} is not between 0 and 1"),
                     ));
                 }
             },

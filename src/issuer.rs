@@ -204,6 +204,19 @@ pub enum VerifyStatus {
     Invalid,
 }
 
+impl VerifyStatus {
+    /// The verdict's name, as the audit trail records it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Valid => "valid",
+            Self::Revoked => "revoked",
+            Self::Expired => "expired",
+            Self::Unknown => "unknown",
+            Self::Invalid => "invalid",
+        }
+    }
+}
+
 /// A verdict with its reason and what the credential claims.
 #[derive(Debug, Clone)]
 pub struct Verdict {
@@ -236,6 +249,8 @@ pub struct Issuer {
     admins: Vec<IdPattern>,
     environment: String,
     auditor: Option<Auditor>,
+    /// Share of liveness checks recorded in the audit trail, 0 to 1.
+    liveness_sample: f64,
     /// Woken whenever this issuer changes a grant's state, so watchers
     /// look again at once (they also poll, for changes made by replicas).
     changes: Arc<tokio::sync::Notify>,
@@ -305,6 +320,7 @@ impl Issuer {
             admins: Vec::new(),
             environment: String::new(),
             auditor: None,
+            liveness_sample: 1.0,
             changes: Arc::new(tokio::sync::Notify::new()),
         }
     }
@@ -321,6 +337,46 @@ impl Issuer {
     pub fn with_auditor(mut self, auditor: Auditor) -> Self {
         self.auditor = Some(auditor);
         self
+    }
+
+    /// Records this share (0 to 1, default 1: every one) of `Verify`
+    /// answers in the audit trail.
+    pub fn with_liveness_sample(mut self, share: f64) -> Self {
+        self.liveness_sample = share.clamp(0.0, 1.0);
+        self
+    }
+
+    /// Records a `Verify` answer, if it falls in the sample: the
+    /// credential's id, grant and task, and the verdict with its reason.
+    pub async fn audit_liveness(
+        &self,
+        caller: &Caller,
+        verdict: &Verdict,
+    ) -> Result<(), IssueError> {
+        if self.auditor.is_none() || self.liveness_sample <= 0.0 {
+            return Ok(());
+        }
+        if self.liveness_sample < 1.0 {
+            let draw = f64::from(uuid::Uuid::new_v4().as_bytes()[0]) / 256.0;
+            if draw >= self.liveness_sample {
+                return Ok(());
+            }
+        }
+        let claimed = verdict.credential.as_ref();
+        self.audit(vec![Record {
+            kind: EventKind::LivenessChecked,
+            at: self.clock.now(),
+            actor: caller.spiffe_id.to_string(),
+            subject: claimed.map(|c| c.spiffe_id.clone()),
+            grant: claimed.map(|c| c.grant.grant_id.clone()),
+            task: claimed.map(|c| c.grant.task_id.clone()),
+            details: serde_json::json!({
+                "status": verdict.status.as_str(),
+                "reason": verdict.reason,
+                "credential": claimed.map(|c| c.credential_id.clone()),
+            }),
+        }])
+        .await
     }
 
     /// Appends events to the audit trail, if one is configured.

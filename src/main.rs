@@ -753,7 +753,8 @@ async fn run_server(
         Issuer::new(Arc::new(authority), config.catalogue.clone(), store, clock)
             .with_admins(config.admins.clone())
             .with_environment(config.environment.clone())
-            .with_auditor(auditor),
+            .with_auditor(auditor)
+            .with_liveness_sample(config.audit.liveness_sample),
     );
     let listener = TcpListener::bind(config.listen)
         .await

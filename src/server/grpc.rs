@@ -360,7 +360,7 @@ impl IssuerApi for IssuerService {
         let caller = self.authenticate(&request);
         let request = request.into_inner();
         traced(rpc_span("Verify", None), async move {
-            record_caller(caller?);
+            let caller = record_caller(caller?);
             let presented = match request.credential {
                 Some(pb::verify_request::Credential::X509(x509)) => {
                     if x509.cert_chain.is_empty() || x509.cert_chain.len() > 8 {
@@ -390,6 +390,12 @@ impl IssuerApi for IssuerService {
                 None => return Err(Status::invalid_argument("credential: send x509 or jwt")),
             };
             let verdict = self.issuer.verify(&presented).await;
+            // A sampled check goes to the audit trail before it is
+            // answered, so the trail can show no VALID after a revocation.
+            self.issuer
+                .audit_liveness(&caller, &verdict)
+                .await
+                .map_err(status)?;
             let status = match verdict.status {
                 VerifyStatus::Valid => pb::VerifyStatus::Valid,
                 VerifyStatus::Revoked => pb::VerifyStatus::Revoked,

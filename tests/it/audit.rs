@@ -138,6 +138,18 @@ async fn every_rpc_path_emits_its_events() {
         events[0].details["grants_ended"][0],
         svid.grant.grant_id.as_str()
     );
+    // A liveness check after the revocation: recorded, and not VALID.
+    let verdict = runner.verify_x509(&svid.chain).await.unwrap();
+    let events = next(&[LivenessChecked]).await;
+    assert_eq!(events[0].details["status"], "revoked");
+    assert_eq!(
+        events[0].details["credential"],
+        verdict.credential_id.as_str()
+    );
+    assert_eq!(
+        events[0].grant.as_deref(),
+        Some(svid.grant.grant_id.as_str())
+    );
     runner
         .complete_task(Complete::TaskId("build-1".to_owned()))
         .await
