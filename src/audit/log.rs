@@ -38,12 +38,34 @@ pub trait AuditLog: Send + Sync + std::fmt::Debug + 'static {
     async fn read(&self, after: u64, limit: usize) -> Result<Vec<AuditEvent>, StoreError>;
 }
 
+/// Most events [`MemoryAuditLog`] keeps; older ones are dropped from
+/// memory (a JSON-lines file, if configured, keeps them all).
+pub const MEMORY_AUDIT_EVENTS: usize = 100_000;
+
 /// The chain in process memory, from a starting head (the genesis, or the
-/// last event of a JSON-lines file a previous process wrote).
+/// last event of a JSON-lines file a previous process wrote). It keeps the
+/// last [`MEMORY_AUDIT_EVENTS`] events.
 #[derive(Debug)]
 pub struct MemoryAuditLog {
-    events: Mutex<Vec<AuditEvent>>,
+    chain: Mutex<Chain>,
+}
+
+#[derive(Debug)]
+struct Chain {
+    events: std::collections::VecDeque<AuditEvent>,
+    /// The head before the first event kept.
     base: Head,
+    /// Most events kept.
+    capacity: usize,
+}
+
+impl Chain {
+    fn head(&self) -> Head {
+        self.events
+            .back()
+            .map(AuditEvent::head)
+            .unwrap_or_else(|| self.base.clone())
+    }
 }
 
 /// The chain in Redis, through a [`RedisStore`]'s connection.
@@ -62,14 +84,23 @@ impl MemoryAuditLog {
 
     /// A chain that continues after `head`.
     pub fn starting_at(head: Head) -> Self {
+        Self::with_capacity(head, MEMORY_AUDIT_EVENTS)
+    }
+
+    /// A chain that continues after `head` and keeps the last `capacity`
+    /// events in memory.
+    pub fn with_capacity(head: Head, capacity: usize) -> Self {
         Self {
-            events: Mutex::default(),
-            base: head,
+            chain: Mutex::new(Chain {
+                events: std::collections::VecDeque::new(),
+                base: head,
+                capacity: capacity.max(1),
+            }),
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<AuditEvent>> {
-        self.events
+    fn lock(&self) -> std::sync::MutexGuard<'_, Chain> {
+        self.chain
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
@@ -78,11 +109,7 @@ impl MemoryAuditLog {
 #[async_trait]
 impl AuditLog for MemoryAuditLog {
     async fn head(&self) -> Result<Head, StoreError> {
-        Ok(self
-            .lock()
-            .last()
-            .map(AuditEvent::head)
-            .unwrap_or_else(|| self.base.clone()))
+        Ok(self.lock().head())
     }
 
     async fn append(
@@ -91,22 +118,23 @@ impl AuditLog for MemoryAuditLog {
         events: &[AuditEvent],
     ) -> Result<AppendOutcome, StoreError> {
         let mut chain = self.lock();
-        let head = chain
-            .last()
-            .map(AuditEvent::head)
-            .unwrap_or_else(|| self.base.clone());
+        let head = chain.head();
         if &head != expected {
             return Ok(AppendOutcome::Moved(head));
         }
-        chain.extend_from_slice(events);
-        Ok(AppendOutcome::Appended(
-            chain.last().map(AuditEvent::head).unwrap_or(head),
-        ))
+        chain.events.extend(events.iter().cloned());
+        while chain.events.len() > chain.capacity {
+            if let Some(dropped) = chain.events.pop_front() {
+                chain.base = dropped.head();
+            }
+        }
+        Ok(AppendOutcome::Appended(chain.head()))
     }
 
     async fn read(&self, after: u64, limit: usize) -> Result<Vec<AuditEvent>, StoreError> {
         Ok(self
             .lock()
+            .events
             .iter()
             .filter(|event| event.seq > after)
             .take(limit)
@@ -146,5 +174,47 @@ impl AuditLog for RedisAuditLog {
 
     async fn read(&self, after: u64, limit: usize) -> Result<Vec<AuditEvent>, StoreError> {
         self.store.audit_read(after, limit).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::SystemTime;
+
+    use super::*;
+    use crate::audit::{EventKind, Record};
+
+    #[tokio::test]
+    async fn memory_keeps_the_last_events_and_its_head() {
+        let log = MemoryAuditLog::with_capacity(Head::genesis(), 3);
+        let mut head = Head::genesis();
+        for n in 0..5 {
+            let event = AuditEvent::seal(
+                Record {
+                    kind: EventKind::Decision,
+                    at: SystemTime::UNIX_EPOCH,
+                    actor: "system".to_owned(),
+                    subject: None,
+                    grant: None,
+                    task: None,
+                    details: serde_json::json!({ "n": n }),
+                },
+                &head,
+            );
+            assert_eq!(
+                log.append(&head, std::slice::from_ref(&event))
+                    .await
+                    .unwrap(),
+                AppendOutcome::Appended(event.head())
+            );
+            head = event.head();
+        }
+        assert_eq!(log.head().await.unwrap(), head);
+        let kept = log.read(0, 10).await.unwrap();
+        assert_eq!(kept.iter().map(|e| e.seq).collect::<Vec<_>>(), [3, 4, 5]);
+        assert!(matches!(
+            log.append(&Head::genesis(), &[]).await.unwrap(),
+            AppendOutcome::Moved(moved) if moved == head
+        ));
     }
 }
