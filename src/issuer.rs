@@ -449,21 +449,22 @@ impl Issuer {
             let (grant, spiffe_id, expires_at) = self.approved_grant(caller, spec, now).await?;
             let (chain, serial, credential) =
                 self.sign_x509(&csr, &spiffe_id, &grant, expires_at, now)?;
-            self.add_credential(&grant, &credential).await?;
-            self.audit(vec![
-                received(caller, spec, "IssueX509Svid", now),
-                issued(caller, &grant, &credential, &spiffe_id, now),
-            ])
-            .await?;
+            let grant = self
+                .record_under_grant(
+                    caller,
+                    spec,
+                    "IssueX509Svid",
+                    grant,
+                    &credential,
+                    &spiffe_id,
+                    now,
+                )
+                .await?;
             return Ok(X509Issued {
                 chain,
                 serial,
                 spiffe_id,
-                // What the caller learns is when this credential expires.
-                grant: Grant {
-                    expires_at: credential.expires_at,
-                    ..grant
-                },
+                grant,
             });
         }
         let decided = self
@@ -521,20 +522,22 @@ impl Issuer {
             let expires_at = expires_at.min(self.authority.signing_not_after());
             let (token, jti, credential) =
                 self.sign_jwt(&spiffe_id, &audiences, &grant, expires_at, now)?;
-            self.add_credential(&grant, &credential).await?;
-            self.audit(vec![
-                received(caller, spec, "IssueJwtSvid", now),
-                issued(caller, &grant, &credential, &spiffe_id, now),
-            ])
-            .await?;
+            let grant = self
+                .record_under_grant(
+                    caller,
+                    spec,
+                    "IssueJwtSvid",
+                    grant,
+                    &credential,
+                    &spiffe_id,
+                    now,
+                )
+                .await?;
             return Ok(JwtIssued {
                 token,
                 jti,
                 spiffe_id,
-                grant: Grant {
-                    expires_at: credential.expires_at,
-                    ..grant
-                },
+                grant,
             });
         }
         let mut decided = self
@@ -1027,6 +1030,32 @@ impl Issuer {
         };
         let spiffe_id = credential_id(&caller.spiffe_id, &grant.task_id, grant.per_task)?;
         Ok((grant, spiffe_id, expires_at))
+    }
+
+    /// Records a credential minted under an existing grant and audits it;
+    /// returns the grant as the caller sees it: expiring when this
+    /// credential does.
+    #[allow(clippy::too_many_arguments)]
+    async fn record_under_grant(
+        &self,
+        caller: &Caller,
+        spec: &GrantSpec,
+        rpc: &'static str,
+        grant: Grant,
+        credential: &Credential,
+        spiffe_id: &SpiffeId,
+        now: SystemTime,
+    ) -> Result<Grant, IssueError> {
+        self.add_credential(&grant, credential).await?;
+        self.audit(vec![
+            received(caller, spec, rpc, now),
+            issued(caller, &grant, credential, spiffe_id, now),
+        ])
+        .await?;
+        Ok(Grant {
+            expires_at: credential.expires_at,
+            ..grant
+        })
     }
 
     async fn add_credential(

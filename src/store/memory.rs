@@ -77,6 +77,28 @@ impl MemoryStore {
         self.lock().grants.len()
     }
 
+    /// Records a new grant with its credentials, under the current epoch.
+    fn create(&self, grant: &Grant, credentials: Vec<Credential>) -> Result<(), StoreError> {
+        if grant.epoch != self.epoch {
+            return Err(StoreError::EpochChanged(self.epoch.clone()));
+        }
+        let now = self.clock.now();
+        let mut state = self.lock();
+        state.prune(now);
+        if state.grants.contains_key(&grant.id) {
+            return Err(StoreError::Conflict(grant.id));
+        }
+        state.expiries.push(Reverse((grant.expires_at, grant.id)));
+        state.grants.insert(
+            grant.id,
+            Entry {
+                grant: grant.clone(),
+                credentials,
+            },
+        );
+        Ok(())
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         // Every mutation is a single insert, remove or field update, so a
         // panic elsewhere cannot leave a half-written entry behind.
@@ -103,45 +125,11 @@ impl GrantStore for MemoryStore {
         grant: &Grant,
         credential: &Credential,
     ) -> Result<(), StoreError> {
-        if grant.epoch != self.epoch {
-            return Err(StoreError::EpochChanged(self.epoch.clone()));
-        }
-        let now = self.clock.now();
-        let mut state = self.lock();
-        state.prune(now);
-        if state.grants.contains_key(&grant.id) {
-            return Err(StoreError::Conflict(grant.id));
-        }
-        state.expiries.push(Reverse((grant.expires_at, grant.id)));
-        state.grants.insert(
-            grant.id,
-            Entry {
-                grant: grant.clone(),
-                credentials: vec![credential.clone()],
-            },
-        );
-        Ok(())
+        self.create(grant, vec![credential.clone()])
     }
 
     async fn record_grant(&self, grant: &Grant) -> Result<(), StoreError> {
-        if grant.epoch != self.epoch {
-            return Err(StoreError::EpochChanged(self.epoch.clone()));
-        }
-        let now = self.clock.now();
-        let mut state = self.lock();
-        state.prune(now);
-        if state.grants.contains_key(&grant.id) {
-            return Err(StoreError::Conflict(grant.id));
-        }
-        state.expiries.push(Reverse((grant.expires_at, grant.id)));
-        state.grants.insert(
-            grant.id,
-            Entry {
-                grant: grant.clone(),
-                credentials: Vec::new(),
-            },
-        );
-        Ok(())
+        self.create(grant, Vec::new())
     }
 
     async fn update_pending(&self, current: &Grant, next: &Grant) -> Result<bool, StoreError> {
