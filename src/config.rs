@@ -102,7 +102,22 @@ pub struct AuditConfig {
     pub mode: crate::audit::AuditMode,
     /// Share of `Verify` answers recorded, 0 to 1 (default 1).
     pub liveness_sample: f64,
+    /// Callers besides admins that may read the trail (`QueryAudit`).
+    pub auditors: Vec<IdPattern>,
+    /// How much of the central trail to keep.
+    pub retention: crate::audit::upkeep::Retention,
+    /// How often expiries are recorded and retention applied.
+    pub upkeep_interval: Duration,
+    /// Whether to keep a trail at all. Always true from a config file;
+    /// only `jitid dev --no-audit` turns it off, to measure what auditing
+    /// costs.
+    pub enabled: bool,
 }
+
+/// Events the central trail keeps by default: in memory, and in Redis.
+pub const DEFAULT_MAX_EVENTS: (u64, u64) = (100_000, 1_000_000);
+/// How long the central trail keeps events by default.
+pub const DEFAULT_MAX_AGE: Duration = Duration::from_secs(30 * 24 * 3600);
 
 /// The JSON-lines sink's destination.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -181,6 +196,11 @@ struct RawAudit {
     jsonl: Option<String>,
     mode: Option<String>,
     liveness_sample: Option<f64>,
+    #[serde(default)]
+    auditors: Vec<String>,
+    max_age: Option<String>,
+    max_events: Option<u64>,
+    upkeep_interval: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -418,6 +438,44 @@ impl Config {
                     ));
                 }
             },
+            auditors: raw
+                .audit
+                .auditors
+                .iter()
+                .map(|text| {
+                    IdPattern::parse(text).map_err(|message| invalid("audit.auditors", message))
+                })
+                .collect::<Result<Vec<_>, _>>()?,
+            retention: crate::audit::upkeep::Retention {
+                max_age: Some(match raw.audit.max_age.as_deref() {
+                    None => DEFAULT_MAX_AGE,
+                    Some(text) => {
+                        parse_duration(text).map_err(|message| invalid("audit.max_age", message))?
+                    }
+                }),
+                max_events: Some(match (raw.audit.max_events, &store) {
+                    (Some(0), _) => {
+                        return Err(invalid("audit.max_events", "must be at least 1".to_owned()));
+                    }
+                    (Some(max), _) => max,
+                    (None, StoreConfig::Memory) => DEFAULT_MAX_EVENTS.0,
+                    (None, StoreConfig::Redis(_)) => DEFAULT_MAX_EVENTS.1,
+                }),
+            },
+            enabled: true,
+            upkeep_interval: match raw.audit.upkeep_interval.as_deref() {
+                None => Duration::from_secs(10),
+                Some(text) => match parse_duration(text) {
+                    Ok(interval) if interval >= Duration::from_millis(10) => interval,
+                    Ok(_) => {
+                        return Err(invalid(
+                            "audit.upkeep_interval",
+                            "must be at least 10ms".to_owned(),
+                        ));
+                    }
+                    Err(message) => return Err(invalid("audit.upkeep_interval", message)),
+                },
+            },
         };
 
         Ok(Self {
@@ -588,6 +646,50 @@ requesters = ["spiffe://example.org/ci/*"]
             .unwrap_err()
             .to_string();
         assert!(error.contains("`store`"), "{error}");
+    }
+
+    #[test]
+    fn audit_retention_and_auditors() {
+        let config = parse(MINIMAL).unwrap();
+        assert_eq!(
+            config.audit.retention,
+            crate::audit::upkeep::Retention {
+                max_age: Some(DEFAULT_MAX_AGE),
+                max_events: Some(DEFAULT_MAX_EVENTS.0),
+            }
+        );
+        assert!(config.audit.enabled && config.audit.auditors.is_empty());
+        let config = parse(&MINIMAL.replace(
+            "[ca]",
+            "[audit]\nauditors = [\"spiffe://example.org/sec/*\"]\nmax_age = \"7d\"\nmax_events = 50\nupkeep_interval = \"1s\"\n[ca]",
+        ))
+        .unwrap();
+        assert_eq!(config.audit.auditors.len(), 1);
+        assert_eq!(
+            config.audit.retention.max_age,
+            Some(Duration::from_secs(7 * 24 * 3600))
+        );
+        assert_eq!(config.audit.retention.max_events, Some(50));
+        assert_eq!(config.audit.upkeep_interval, Duration::from_secs(1));
+        for (bad, key) in [
+            ("max_events = 0", "audit.max_events"),
+            ("max_age = \"forever\"", "audit.max_age"),
+            ("upkeep_interval = \"1ms\"", "audit.upkeep_interval"),
+            ("auditors = [\"not an id\"]", "audit.auditors"),
+        ] {
+            let error = parse(&MINIMAL.replace("[ca]", &format!("[audit]\n{bad}\n[ca]")))
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains(key), "{bad}: {error}");
+        }
+    }
+
+    #[test]
+    fn the_deployment_example_loads() {
+        let text = include_str!("../deploy/jitid.example.toml");
+        let config = parse(text).unwrap();
+        assert!(matches!(config.store, StoreConfig::Redis(_)));
+        assert_eq!(config.audit.retention.max_events, Some(1_000_000));
     }
 
     #[test]

@@ -187,6 +187,9 @@ dir = "."
 # A JSON-lines copy of the hash-chained audit trail, one event a line;
 # check it with `jitid audit verify --file audit.jsonl`.
 jsonl = "audit.jsonl"
+# Who may read the trail (`jitid audit tail|search|report|grant`), besides
+# admins.
+auditors = ["spiffe://example.org/security/*"]
 
 [server]
 # The server's own X509-SVID is minted at startup and rotated.

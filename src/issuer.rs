@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 
 use rustls::pki_types::CertificateDer;
 
-use crate::audit::{AuditError, Auditor, EventKind, Record};
+use crate::audit::{AuditError, AuditLog, Auditor, EventKind, Record};
 use crate::ca::{
     Authority, BACKDATE, CaError, CsrError, GrantExtension, JwtSvidClaims, LeafRequest,
     PresentedCredential, PresentedError, TrustBundle, VerifiedCsr,
@@ -247,6 +247,8 @@ pub struct Issuer {
     store: Arc<dyn GrantStore>,
     clock: Arc<dyn Clock>,
     admins: Vec<IdPattern>,
+    /// Callers besides admins that may read the audit trail.
+    auditors: Vec<IdPattern>,
     environment: String,
     auditor: Option<Auditor>,
     /// Share of liveness checks recorded in the audit trail, 0 to 1.
@@ -318,6 +320,7 @@ impl Issuer {
             store,
             clock,
             admins: Vec::new(),
+            auditors: Vec::new(),
             environment: String::new(),
             auditor: None,
             liveness_sample: 1.0,
@@ -396,6 +399,33 @@ impl Issuer {
     pub fn with_admins(mut self, admins: Vec<IdPattern>) -> Self {
         self.admins = admins;
         self
+    }
+
+    /// Lets callers matching `auditors` (and admins) read the audit trail.
+    pub fn with_auditors(mut self, auditors: Vec<IdPattern>) -> Self {
+        self.auditors = auditors;
+        self
+    }
+
+    /// The central audit trail, for an admin or auditor to read.
+    pub fn audit_trail(&self, caller: &Caller) -> Result<Arc<dyn AuditLog>, IssueError> {
+        if !self.is_admin(caller)
+            && !self
+                .auditors
+                .iter()
+                .any(|pattern| pattern.matches(&caller.spiffe_id))
+        {
+            return Err(IssueError::Forbidden(format!(
+                "{} may not read the audit trail: only admins and auditors may",
+                caller.spiffe_id
+            )));
+        }
+        match &self.auditor {
+            Some(auditor) => Ok(auditor.log().clone()),
+            None => Err(IssueError::FailedPrecondition(
+                "this server keeps no audit trail".to_owned(),
+            )),
+        }
     }
 
     /// The entitlement catalogue in force now.
@@ -664,9 +694,11 @@ impl Issuer {
                     now,
                     serde_json::json!({
                         "comment": comment,
+                        "entitlement": next.entitlement,
                         "approvals": next.approvals.len(),
                         "needed": needed,
                         "state": next.state.as_str(),
+                        "expires_at": rfc3339(next.expires_at),
                     }),
                 )])
                 .await?;
@@ -1314,12 +1346,20 @@ impl Issuer {
             RevokeTarget::Task(value) => ("task", value),
             RevokeTarget::Subject(value) => ("subject", value),
         };
+        // A revocation of one grant or credential is about that grant.
+        let grant = match target {
+            RevokeTarget::Grant(text) => GrantId::parse(text),
+            RevokeTarget::Credential(text) => {
+                CredentialId::parse(text).and_then(|id| id.grant_id())
+            }
+            RevokeTarget::Task(_) | RevokeTarget::Subject(_) => None,
+        };
         self.audit(vec![Record {
             kind: EventKind::Revocation,
             at: ending.at,
             actor: caller.spiffe_id.to_string(),
             subject: None,
-            grant: None,
+            grant: grant.map(|id| id.to_string()),
             task: None,
             details: serde_json::json!({
                 "target": kind,
@@ -1328,6 +1368,7 @@ impl Issuer {
                 "grants_ended": outcome.grants.iter().map(ToString::to_string).collect::<Vec<_>>(),
                 "credential_revoked": outcome.credential_revoked,
                 "task_revoked": outcome.task_revoked,
+                "lag_ms": lag_ms(ending.at, self.clock.now()),
             }),
         }])
         .await?;
@@ -1422,21 +1463,22 @@ impl Issuer {
             reason: ending.reason.clone(),
         })
         .await?;
-        let (kind, value) = match target {
-            CompleteTarget::Grant(value) => ("grant", value),
-            CompleteTarget::Task(value) => ("task", value),
+        let (kind, value, grant, task) = match target {
+            CompleteTarget::Grant(value) => ("grant", value, GrantId::parse(value), None),
+            CompleteTarget::Task(value) => ("task", value, None, Some(value.clone())),
         };
         self.audit(vec![Record {
             kind: EventKind::TaskCompleted,
             at: ending.at,
             actor: caller.spiffe_id.to_string(),
             subject: Some(caller.spiffe_id.to_string()),
-            grant: None,
-            task: None,
+            grant: grant.map(|id| id.to_string()),
+            task,
             details: serde_json::json!({
                 "target": kind,
                 "value": value,
                 "grants_ended": ended.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                "lag_ms": lag_ms(ending.at, self.clock.now()),
             }),
         }])
         .await?;
@@ -1781,7 +1823,17 @@ impl Decided {
         credential: Option<(&Credential, &SpiffeId)>,
         now: SystemTime,
     ) -> Vec<Record> {
-        let mut records: Vec<Record> = self.received.iter().cloned().collect();
+        // The request as received, now that it has a grant.
+        let mut records: Vec<Record> = self
+            .received
+            .iter()
+            .cloned()
+            .map(|mut received| {
+                received.grant = Some(grant.id.to_string());
+                received.task = Some(grant.task_id.to_string());
+                received
+            })
+            .collect();
         let decision = serde_json::from_str::<serde_json::Value>(&grant.decision)
             .unwrap_or(serde_json::Value::Null);
         records.push(grant_event(
@@ -1791,8 +1843,10 @@ impl Decided {
             now,
             serde_json::json!({
                 "outcome": decision.get("outcome").cloned().unwrap_or_default(),
+                "entitlement": grant.entitlement,
                 "state": grant.state.as_str(),
                 "ttl_seconds": grant.ttl.as_secs(),
+                "expires_at": rfc3339(grant.expires_at),
                 "explanation": decision,
             }),
         ));
@@ -1868,6 +1922,17 @@ fn issued(
             "break_glass": grant.break_glass,
         }),
     )
+}
+
+/// A time as audit events write it.
+fn rfc3339(at: SystemTime) -> String {
+    humantime::format_rfc3339_seconds(at).to_string()
+}
+
+/// Milliseconds from a revocation's or completion's start to `done`.
+fn lag_ms(start: SystemTime, done: SystemTime) -> u64 {
+    done.duration_since(start)
+        .map_or(0, |lag| lag.as_millis() as u64)
 }
 
 /// An audit event about `grant`, caused by `caller`.

@@ -4,9 +4,13 @@
 //! Exit codes: 0 success; 1 error; 2 usage; 3 the server refused the caller
 //! (unauthenticated or permission denied); 4 the server found the request
 //! invalid; 5 the server is unreachable or unavailable; 6 `verify` found the
-//! credential not valid (or `audit verify` a broken chain); 7 the named grant or credential does not exist;
+//! credential not valid (or `audit verify` a broken chain, or `audit grant` a
+//! `Verify` that answered VALID after the grant ended); 7 the named grant or
+//! credential does not exist (or the audit trail holds nothing about it);
 //! 8 the grant is not in a state that allows it (pending, denied, ended) or
 //! the entitlement needs approval first.
+
+mod audit_cmd;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -19,7 +23,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde_json::json;
 use tokio::net::TcpListener;
 
-use jitid::audit::{AuditLog, Auditor, JsonLinesSink, MemoryAuditLog, RedisAuditLog};
+use jitid::audit::upkeep::{CheckpointSigner, SignedCheckpoint};
+use jitid::audit::{AuditLog, Auditor, JsonLinesSink, MemoryAuditLog, RedisAuditLog, Upkeep};
 use jitid::ca::{self, Authority, InitOptions, LeafRequest};
 use jitid::client::{Client, ClientConfig, ClientError, GrantInfo, SvidRequest};
 use jitid::clock::{Clock, SystemClock};
@@ -82,21 +87,7 @@ enum Command {
     Reviews(ReviewsCommand),
     /// The audit trail.
     #[command(subcommand)]
-    Audit(AuditCommand),
-}
-
-#[derive(Subcommand)]
-enum AuditCommand {
-    /// Walk the hash chain and report the first break (exit 6), from a
-    /// JSON-lines file or from the Redis trail of a config's store.
-    Verify {
-        /// A JSON-lines export or sink file.
-        #[arg(long, conflicts_with = "config")]
-        file: Option<PathBuf>,
-        /// A server config whose store is Redis.
-        #[arg(long, env = "JITID_CONFIG")]
-        config: Option<PathBuf>,
-    },
+    Audit(audit_cmd::AuditCommand),
 }
 
 #[derive(Args)]
@@ -342,6 +333,10 @@ struct DevArgs {
     /// instead of in memory.
     #[arg(long)]
     redis: Option<String>,
+    /// Keep no audit trail: only to measure what auditing costs (`jitid
+    /// bench` against a server with and one without).
+    #[arg(long)]
+    no_audit: bool,
 }
 
 #[derive(Args)]
@@ -549,9 +544,12 @@ struct NotValid {
 fn exit_code(error: &anyhow::Error) -> u8 {
     if error
         .chain()
-        .any(|e| e.is::<NotValid>() || e.is::<ChainBroken>())
+        .any(|e| e.is::<NotValid>() || e.is::<ChainBroken>() || e.is::<audit_cmd::NotRemoved>())
     {
         return 6;
+    }
+    if error.chain().any(|e| e.is::<audit_cmd::NothingFound>()) {
+        return 7;
     }
     if error.chain().any(|e| e.is::<Refused>()) {
         return 3;
@@ -596,7 +594,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Approve(args) => decide_grant(args, true).await,
         Command::Deny(args) => decide_grant(args, false).await,
         Command::Reviews(command) => reviews(command).await,
-        Command::Audit(AuditCommand::Verify { file, config }) => audit_verify(file, config).await,
+        Command::Audit(command) => audit_cmd::run(command).await,
         Command::Ca(command) => ca_command(command),
         Command::Fetch(FetchCommand::X509(args)) => fetch_x509(args).await,
         Command::Fetch(FetchCommand::Jwt(args)) => fetch_jwt(args).await,
@@ -652,6 +650,7 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
     if let Some(url) = &args.redis {
         config.store = StoreConfig::Redis(RedisStoreConfig::new(url));
     }
+    config.audit.enabled = !args.no_audit;
     let store_name = match &config.store {
         StoreConfig::Memory => "in-memory store",
         StoreConfig::Redis(_) => "Redis store",
@@ -713,24 +712,47 @@ async fn run_server(
     on_bound: impl FnOnce(SocketAddr),
 ) -> anyhow::Result<()> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let authority = Authority::load(&config.ca, &config.trust_domain, clock.now())
-        .context("loading the certificate authority")?;
+    let authority = Arc::new(
+        Authority::load(&config.ca, &config.trust_domain, clock.now())
+            .context("loading the certificate authority")?,
+    );
     let mut anchors = Vec::new();
     for path in &config.attestation_trust_anchors {
         anchors.extend(ca::read_certs(path).context("loading attestation trust anchors")?);
     }
     let (store, audit_log, store_kind): (Arc<dyn GrantStore>, Arc<dyn AuditLog>, &str) =
         match &config.store {
-            StoreConfig::Memory => (
-                Arc::new(MemoryStore::new(clock.clone())),
+            StoreConfig::Memory => {
                 // The memory trail dies with the process; its JSON-lines
-                // file, if any, is the lasting copy, so continue its chain.
-                Arc::new(MemoryAuditLog::starting_at(match &config.audit.jsonl {
+                // file, if any, is the lasting copy, so continue its chain,
+                // from a checkpoint of where the file ends.
+                let start = match &config.audit.jsonl {
                     Some(AuditSinkConfig::File(path)) => last_audit_head(path)?,
-                    _ => jitid::audit::Head::genesis(),
-                })),
-                "memory",
-            ),
+                    _ => None,
+                };
+                let log = MemoryAuditLog::starting_at(
+                    start
+                        .as_ref()
+                        .map_or_else(jitid::audit::Head::genesis, |(head, _)| head.clone()),
+                );
+                if let Some((head, time)) = start {
+                    let token = authority
+                        .sign_checkpoint(&head, &time, clock.now())
+                        .map_err(|error| {
+                            anyhow::anyhow!("signing the audit checkpoint: {error}")
+                        })?;
+                    log.trim(&SignedCheckpoint {
+                        seq: head.seq,
+                        token,
+                    })
+                    .await?;
+                }
+                (
+                    Arc::new(MemoryStore::new(clock.clone())),
+                    Arc::new(log),
+                    "memory",
+                )
+            }
             StoreConfig::Redis(redis) => {
                 let store = Arc::new(
                     RedisStore::connect(redis.clone())
@@ -741,6 +763,7 @@ async fn run_server(
             }
         };
     let sink = match &config.audit.jsonl {
+        _ if !config.audit.enabled => None,
         None => None,
         Some(AuditSinkConfig::Stdout) => Some(JsonLinesSink::stdout()),
         Some(AuditSinkConfig::File(path)) => Some(
@@ -748,14 +771,28 @@ async fn run_server(
                 .with_context(|| format!("cannot open the audit file {}", path.display()))?,
         ),
     };
-    let auditor = Auditor::start(audit_log, sink, config.audit.mode);
-    let issuer = Arc::new(
-        Issuer::new(Arc::new(authority), config.catalogue.clone(), store, clock)
-            .with_admins(config.admins.clone())
-            .with_environment(config.environment.clone())
-            .with_auditor(auditor)
-            .with_liveness_sample(config.audit.liveness_sample),
-    );
+    let upkeep = Upkeep {
+        clock: clock.clone(),
+        interval: config.audit.upkeep_interval,
+        retention: config.audit.retention,
+        signer: authority.clone(),
+    };
+    let mut issuer = Issuer::new(authority, config.catalogue.clone(), store, clock)
+        .with_admins(config.admins.clone())
+        .with_auditors(config.audit.auditors.clone())
+        .with_environment(config.environment.clone())
+        .with_liveness_sample(config.audit.liveness_sample);
+    if config.audit.enabled {
+        issuer = issuer.with_auditor(Auditor::start(
+            audit_log,
+            sink,
+            config.audit.mode,
+            Some(upkeep),
+        ));
+    } else {
+        tracing::warn!("no audit trail (--no-audit): for measuring its cost only");
+    }
+    let issuer = Arc::new(issuer);
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -821,22 +858,20 @@ async fn reload_on_hangup(issuer: Arc<Issuer>, config_path: PathBuf) {
     }
 }
 
-/// The head of the chain a JSON-lines audit file ends with (the genesis
+/// The head and time of the last event of a JSON-lines audit file (none
 /// for a missing or empty file).
-fn last_audit_head(path: &Path) -> anyhow::Result<jitid::audit::Head> {
+fn last_audit_head(path: &Path) -> anyhow::Result<Option<(jitid::audit::Head, String)>> {
     let text = match std::fs::read_to_string(path) {
         Ok(text) => text,
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-            return Ok(jitid::audit::Head::genesis());
-        }
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(error) => {
             return Err(error).with_context(|| format!("cannot read {}", path.display()));
         }
     };
     match text.lines().rev().find(|line| !line.trim().is_empty()) {
-        None => Ok(jitid::audit::Head::genesis()),
+        None => Ok(None),
         Some(line) => jitid::audit::AuditEvent::from_line(line)
-            .map(|event| event.head())
+            .map(|event| Some((event.head(), event.time)))
             .map_err(|error| {
                 anyhow::anyhow!(
                     "{}: the last line is not an audit event ({error}); refusing to continue a chain I cannot read",
@@ -844,66 +879,6 @@ fn last_audit_head(path: &Path) -> anyhow::Result<jitid::audit::Head> {
                 )
             }),
     }
-}
-
-/// `jitid audit verify`: the chain from a file or from Redis.
-async fn audit_verify(file: Option<PathBuf>, config: Option<PathBuf>) -> anyhow::Result<()> {
-    use jitid::audit::{AuditEvent, ChainBreak, Head, verify_chain};
-    let broken = |error: ChainBreak| ChainBroken(error.to_string());
-    let (head, source) = match (file, config) {
-        (Some(path), _) => {
-            let text = std::fs::read_to_string(&path)
-                .with_context(|| format!("cannot read {}", path.display()))?;
-            let mut events = Vec::new();
-            for (index, line) in text.lines().enumerate() {
-                let event = AuditEvent::from_line(line).map_err(|message| {
-                    broken(ChainBreak::Malformed {
-                        position: index as u64 + 1,
-                        message,
-                    })
-                })?;
-                events.push(event);
-            }
-            let head = verify_chain(&Head::genesis(), &events).map_err(broken)?;
-            (head, path.display().to_string())
-        }
-        (None, Some(path)) => {
-            let config = Config::load(&path)?;
-            let StoreConfig::Redis(redis) = &config.store else {
-                bail!(
-                    "{}: the memory store's trail lives in the server process; verify its JSON-lines file with --file",
-                    path.display()
-                );
-            };
-            let store = Arc::new(RedisStore::connect(redis.clone()).await?);
-            let log = RedisAuditLog::new(store);
-            let stored_head = log.head().await?;
-            let mut head = Head::genesis();
-            loop {
-                let page = log.read(head.seq, 1000).await?;
-                if page.is_empty() {
-                    break;
-                }
-                head = verify_chain(&head, &page).map_err(broken)?;
-            }
-            if head != stored_head {
-                return Err(ChainBroken(format!(
-                    "the chain ends at event {} but the trail's head is event {} (events removed from the end)",
-                    head.seq, stored_head.seq
-                ))
-                .into());
-            }
-            (head, "Redis".to_owned())
-        }
-        (None, None) => {
-            bail!("name the trail: --file FILE, or --config FILE (JITID_CONFIG) for Redis")
-        }
-    };
-    println!(
-        "audit trail ok ({source}): {} events, head {}",
-        head.seq, head.hash
-    );
-    Ok(())
 }
 
 /// `jitid policy explain`: decides a request against a config's catalogue

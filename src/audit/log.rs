@@ -3,10 +3,13 @@
 //! chain is a stream plus a head key, and an append is one script that
 //! checks the head and appends, so replicas sharing Redis keep one chain.
 
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 
+use super::upkeep::{Expiring, ExpiryEffect, SignedCheckpoint, expiry_effects};
 use super::{AuditEvent, Head};
 use crate::store::{RedisStore, StoreError};
 
@@ -20,14 +23,16 @@ pub enum AppendOutcome {
     Moved(Head),
 }
 
-/// Where the chain is kept.
+/// Where the chain is kept, with what the trail keeps besides its events
+/// (see [`upkeep`](super::upkeep)).
 #[async_trait]
 pub trait AuditLog: Send + Sync + std::fmt::Debug + 'static {
     /// The chain's head now.
     async fn head(&self) -> Result<Head, StoreError>;
 
     /// Appends `events`, already chained from `expected`, if the head is
-    /// still `expected`: all of them or none.
+    /// still `expected`: all of them or none, together with their
+    /// [`expiry_effects`].
     async fn append(
         &self,
         expected: &Head,
@@ -36,15 +41,25 @@ pub trait AuditLog: Send + Sync + std::fmt::Debug + 'static {
 
     /// Up to `limit` events after sequence number `after`, in order.
     async fn read(&self, after: u64, limit: usize) -> Result<Vec<AuditEvent>, StoreError>;
+
+    /// Up to `limit` watched grants whose expiry is at or before `now`.
+    async fn due(&self, now: SystemTime, limit: usize) -> Result<Vec<Expiring>, StoreError>;
+
+    /// The checkpoint the trail starts after, if it was ever cut.
+    async fn checkpoint(&self) -> Result<Option<SignedCheckpoint>, StoreError>;
+
+    /// Cuts every event up to `checkpoint.seq` and keeps `checkpoint`;
+    /// does nothing if the trail was already cut as far.
+    async fn trim(&self, checkpoint: &SignedCheckpoint) -> Result<(), StoreError>;
+
+    /// Takes or renews, for `ttl`, the right to look after the trail
+    /// (record expiries, trim): with several replicas, one at a time.
+    async fn lease(&self, holder: &str, ttl: Duration) -> Result<bool, StoreError>;
 }
 
-/// Most events [`MemoryAuditLog`] keeps; older ones are dropped from
-/// memory (a JSON-lines file, if configured, keeps them all).
-pub const MEMORY_AUDIT_EVENTS: usize = 100_000;
-
 /// The chain in process memory, from a starting head (the genesis, or the
-/// last event of a JSON-lines file a previous process wrote). It keeps the
-/// last [`MEMORY_AUDIT_EVENTS`] events.
+/// last event of a JSON-lines file a previous process wrote). Retention,
+/// applied by the [`Auditor`](super::Auditor), bounds it.
 #[derive(Debug)]
 pub struct MemoryAuditLog {
     chain: Mutex<Chain>,
@@ -52,11 +67,13 @@ pub struct MemoryAuditLog {
 
 #[derive(Debug)]
 struct Chain {
-    events: std::collections::VecDeque<AuditEvent>,
+    events: VecDeque<AuditEvent>,
     /// The head before the first event kept.
     base: Head,
-    /// Most events kept.
-    capacity: usize,
+    checkpoint: Option<SignedCheckpoint>,
+    /// Watched grants by id, and their ids by expiry.
+    watched: HashMap<String, (u64, Expiring)>,
+    by_expiry: BTreeSet<(u64, String)>,
 }
 
 impl Chain {
@@ -65,6 +82,24 @@ impl Chain {
             .back()
             .map(AuditEvent::head)
             .unwrap_or_else(|| self.base.clone())
+    }
+
+    fn apply(&mut self, effect: ExpiryEffect) {
+        match effect {
+            ExpiryEffect::Watch(expiring) => {
+                let at = expiring.expires_ms();
+                let grant = expiring.grant.clone();
+                if let Some((old, _)) = self.watched.insert(grant.clone(), (at, expiring)) {
+                    self.by_expiry.remove(&(old, grant.clone()));
+                }
+                self.by_expiry.insert((at, grant));
+            }
+            ExpiryEffect::Forget(grant) => {
+                if let Some((at, _)) = self.watched.remove(&grant) {
+                    self.by_expiry.remove(&(at, grant));
+                }
+            }
+        }
     }
 }
 
@@ -84,17 +119,13 @@ impl MemoryAuditLog {
 
     /// A chain that continues after `head`.
     pub fn starting_at(head: Head) -> Self {
-        Self::with_capacity(head, MEMORY_AUDIT_EVENTS)
-    }
-
-    /// A chain that continues after `head` and keeps the last `capacity`
-    /// events in memory.
-    pub fn with_capacity(head: Head, capacity: usize) -> Self {
         Self {
             chain: Mutex::new(Chain {
-                events: std::collections::VecDeque::new(),
+                events: VecDeque::new(),
                 base: head,
-                capacity: capacity.max(1),
+                checkpoint: None,
+                watched: HashMap::new(),
+                by_expiry: BTreeSet::new(),
             }),
         }
     }
@@ -122,24 +153,68 @@ impl AuditLog for MemoryAuditLog {
         if &head != expected {
             return Ok(AppendOutcome::Moved(head));
         }
-        chain.events.extend(events.iter().cloned());
-        while chain.events.len() > chain.capacity {
-            if let Some(dropped) = chain.events.pop_front() {
-                chain.base = dropped.head();
+        for event in events {
+            for effect in expiry_effects(event) {
+                chain.apply(effect);
             }
+            chain.events.push_back(event.clone());
         }
         Ok(AppendOutcome::Appended(chain.head()))
     }
 
     async fn read(&self, after: u64, limit: usize) -> Result<Vec<AuditEvent>, StoreError> {
-        Ok(self
-            .lock()
+        let chain = self.lock();
+        // Sequence numbers are consecutive from the base.
+        let skip = after.saturating_sub(chain.base.seq);
+        Ok(chain
             .events
             .iter()
-            .filter(|event| event.seq > after)
+            .skip(usize::try_from(skip).unwrap_or(usize::MAX))
             .take(limit)
             .cloned()
             .collect())
+    }
+
+    async fn due(&self, now: SystemTime, limit: usize) -> Result<Vec<Expiring>, StoreError> {
+        let now = millis(now);
+        let chain = self.lock();
+        Ok(chain
+            .by_expiry
+            .iter()
+            .take_while(|(at, _)| *at <= now)
+            .take(limit)
+            .filter_map(|(_, grant)| chain.watched.get(grant).map(|(_, e)| e.clone()))
+            .collect())
+    }
+
+    async fn checkpoint(&self) -> Result<Option<SignedCheckpoint>, StoreError> {
+        Ok(self.lock().checkpoint.clone())
+    }
+
+    async fn trim(&self, checkpoint: &SignedCheckpoint) -> Result<(), StoreError> {
+        let mut chain = self.lock();
+        if chain
+            .checkpoint
+            .as_ref()
+            .is_some_and(|current| current.seq >= checkpoint.seq)
+        {
+            return Ok(());
+        }
+        while chain
+            .events
+            .front()
+            .is_some_and(|first| first.seq <= checkpoint.seq)
+        {
+            if let Some(cut) = chain.events.pop_front() {
+                chain.base = cut.head();
+            }
+        }
+        chain.checkpoint = Some(checkpoint.clone());
+        Ok(())
+    }
+
+    async fn lease(&self, _holder: &str, _ttl: Duration) -> Result<bool, StoreError> {
+        Ok(true)
     }
 }
 
@@ -175,46 +250,26 @@ impl AuditLog for RedisAuditLog {
     async fn read(&self, after: u64, limit: usize) -> Result<Vec<AuditEvent>, StoreError> {
         self.store.audit_read(after, limit).await
     }
+
+    async fn due(&self, now: SystemTime, limit: usize) -> Result<Vec<Expiring>, StoreError> {
+        self.store.audit_due(millis(now), limit).await
+    }
+
+    async fn checkpoint(&self) -> Result<Option<SignedCheckpoint>, StoreError> {
+        self.store.audit_checkpoint().await
+    }
+
+    async fn trim(&self, checkpoint: &SignedCheckpoint) -> Result<(), StoreError> {
+        self.store.audit_trim(checkpoint).await
+    }
+
+    async fn lease(&self, holder: &str, ttl: Duration) -> Result<bool, StoreError> {
+        self.store.audit_lease(holder, ttl).await
+    }
 }
 
-#[cfg(test)]
-mod tests {
-    use std::time::SystemTime;
-
-    use super::*;
-    use crate::audit::{EventKind, Record};
-
-    #[tokio::test]
-    async fn memory_keeps_the_last_events_and_its_head() {
-        let log = MemoryAuditLog::with_capacity(Head::genesis(), 3);
-        let mut head = Head::genesis();
-        for n in 0..5 {
-            let event = AuditEvent::seal(
-                Record {
-                    kind: EventKind::Decision,
-                    at: SystemTime::UNIX_EPOCH,
-                    actor: "system".to_owned(),
-                    subject: None,
-                    grant: None,
-                    task: None,
-                    details: serde_json::json!({ "n": n }),
-                },
-                &head,
-            );
-            assert_eq!(
-                log.append(&head, std::slice::from_ref(&event))
-                    .await
-                    .unwrap(),
-                AppendOutcome::Appended(event.head())
-            );
-            head = event.head();
-        }
-        assert_eq!(log.head().await.unwrap(), head);
-        let kept = log.read(0, 10).await.unwrap();
-        assert_eq!(kept.iter().map(|e| e.seq).collect::<Vec<_>>(), [3, 4, 5]);
-        assert!(matches!(
-            log.append(&Head::genesis(), &[]).await.unwrap(),
-            AppendOutcome::Moved(moved) if moved == head
-        ));
-    }
+/// Milliseconds since the Unix epoch.
+fn millis(at: SystemTime) -> u64 {
+    at.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |since| since.as_millis() as u64)
 }

@@ -15,6 +15,8 @@
 //! each event's JSON, `hash` last, one a line.
 
 pub mod log;
+pub mod query;
+pub mod upkeep;
 pub mod writer;
 
 use std::time::SystemTime;
@@ -22,7 +24,7 @@ use std::time::SystemTime;
 use serde::{Deserialize, Serialize};
 
 pub use self::log::{AppendOutcome, AuditLog, MemoryAuditLog, RedisAuditLog};
-pub use self::writer::{AuditError, AuditMode, Auditor, JsonLinesSink};
+pub use self::writer::{AuditError, AuditMode, Auditor, JsonLinesSink, Upkeep};
 
 /// `prev` of the first event.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";

@@ -9,11 +9,15 @@
 use std::io::Write;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
 
 use tokio::sync::{mpsc, oneshot};
 
 use super::log::{AppendOutcome, AuditLog};
+use super::upkeep::{CheckpointSigner, Retention, SignedCheckpoint, cut_point};
 use super::{AuditEvent, Head, Record};
+use crate::clock::Clock;
+use crate::store::StoreError;
 
 /// Most requests appended in one round trip.
 const MAX_BATCH: usize = 256;
@@ -52,6 +56,7 @@ pub struct JsonLinesSink {
 pub struct Auditor {
     queue: mpsc::Sender<Batch>,
     mode: AuditMode,
+    log: Arc<dyn AuditLog>,
 }
 
 struct Batch {
@@ -119,11 +124,28 @@ impl std::fmt::Debug for JsonLinesSink {
 // === impl Auditor ===
 
 impl Auditor {
-    /// Starts the writer task (on the current tokio runtime).
-    pub fn start(log: Arc<dyn AuditLog>, sink: Option<JsonLinesSink>, mode: AuditMode) -> Self {
+    /// Starts the writer task (on the current tokio runtime), which also
+    /// looks after the trail if `upkeep` is given.
+    pub fn start(
+        log: Arc<dyn AuditLog>,
+        sink: Option<JsonLinesSink>,
+        mode: AuditMode,
+        upkeep: Option<Upkeep>,
+    ) -> Self {
         let (queue, batches) = mpsc::channel(4096);
-        tokio::spawn(write_batches(log, sink, batches));
-        Self { queue, mode }
+        let writer = Writer {
+            log: log.clone(),
+            sink,
+            head: None,
+            holder: uuid::Uuid::new_v4().to_string(),
+        };
+        tokio::spawn(writer.run(batches, upkeep));
+        Self { queue, mode, log }
+    }
+
+    /// The central trail, to read.
+    pub fn log(&self) -> &Arc<dyn AuditLog> {
+        &self.log
     }
 
     /// Records events, in order, and returns once they are in the trail.
@@ -156,14 +178,73 @@ impl std::fmt::Debug for Auditor {
     }
 }
 
-async fn write_batches(
+/// What the writer looks after besides appending (see
+/// [`upkeep`](super::upkeep)): expiries and retention, every `interval`,
+/// on one replica at a time.
+pub struct Upkeep {
+    /// The time expiries and ages are judged by.
+    pub clock: Arc<dyn Clock>,
+    /// How often.
+    pub interval: Duration,
+    /// What to keep.
+    pub retention: Retention,
+    /// Signs the checkpoint retention leaves.
+    pub signer: Arc<dyn CheckpointSigner>,
+}
+
+impl std::fmt::Debug for Upkeep {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Upkeep")
+            .field("interval", &self.interval)
+            .field("retention", &self.retention)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Most expired grants recorded in one append.
+const EXPIRED_BATCH: usize = 256;
+
+/// The writer task: appends what requests queue, and looks after the
+/// trail between batches.
+struct Writer {
     log: Arc<dyn AuditLog>,
     sink: Option<JsonLinesSink>,
-    mut batches: mpsc::Receiver<Batch>,
-) {
-    // The head this writer appended last; re-read after any failure.
-    let mut head: Option<Head> = None;
-    while let Some(first) = batches.recv().await {
+    /// The head this writer appended last; re-read after any failure.
+    head: Option<Head>,
+    /// Who holds the upkeep lease, when it is this writer.
+    holder: String,
+}
+
+impl Writer {
+    async fn run(mut self, mut batches: mpsc::Receiver<Batch>, upkeep: Option<Upkeep>) {
+        let mut ticks = upkeep
+            .as_ref()
+            .map(|upkeep| tokio::time::interval(upkeep.interval));
+        loop {
+            let tick = async {
+                match &mut ticks {
+                    Some(ticks) => ticks.tick().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                batch = batches.recv() => match batch {
+                    Some(first) => self.write(first, &mut batches).await,
+                    None => return,
+                },
+                _ = tick => {
+                    if let Some(upkeep) = &upkeep
+                        && let Err(error) = self.upkeep(upkeep).await
+                    {
+                        tracing::warn!(%error, "audit upkeep failed; will try again");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Appends `first` and whatever else is queued, in one round trip.
+    async fn write(&mut self, first: Batch, batches: &mut mpsc::Receiver<Batch>) {
         let mut taken = vec![first];
         while taken.len() < MAX_BATCH {
             match batches.try_recv() {
@@ -175,16 +256,93 @@ async fn write_batches(
             .iter()
             .flat_map(|batch| batch.records.iter().cloned())
             .collect();
-        let result = match append(&*log, &mut head, records).await {
-            Ok(events) => match &sink {
-                Some(sink) => sink.write(&events),
-                None => Ok(()),
-            },
-            Err(error) => Err(error),
-        };
+        let result = self.append(records).await;
         for batch in taken {
             let _ = batch.done.send(result.clone());
         }
+    }
+
+    /// Chains `records`, appends them to the trail, then to the sink.
+    async fn append(&mut self, records: Vec<Record>) -> Result<(), AuditError> {
+        let events = append(&*self.log, &mut self.head, records).await?;
+        match &self.sink {
+            Some(sink) => sink.write(&events),
+            None => Ok(()),
+        }
+    }
+
+    /// Records the expiries that are due and applies retention, if this
+    /// writer holds the lease.
+    async fn upkeep(&mut self, upkeep: &Upkeep) -> Result<(), AuditError> {
+        let unavailable = |error: StoreError| AuditError::Unavailable(error.to_string());
+        if !self
+            .log
+            .lease(&self.holder, upkeep.interval * 3)
+            .await
+            .map_err(unavailable)?
+        {
+            return Ok(());
+        }
+        let now = upkeep.clock.now();
+        loop {
+            let due = self
+                .log
+                .due(now, EXPIRED_BATCH)
+                .await
+                .map_err(unavailable)?;
+            let more = due.len() == EXPIRED_BATCH;
+            if !due.is_empty() {
+                self.append(due.iter().map(|grant| grant.expired(now)).collect())
+                    .await?;
+            }
+            if !more {
+                break;
+            }
+        }
+        self.trim(upkeep, now).await.map_err(unavailable)
+    }
+
+    /// Cuts what retention no longer keeps, behind a signed checkpoint.
+    async fn trim(&mut self, upkeep: &Upkeep, now: SystemTime) -> Result<(), StoreError> {
+        let cut = self.log.checkpoint().await?.map_or(0, |cut| cut.seq);
+        let head = self.log.head().await?;
+        let log = self.log.clone();
+        let read = |seq: u64| {
+            let log = log.clone();
+            async move {
+                Ok(log
+                    .read(seq - 1, 1)
+                    .await?
+                    .into_iter()
+                    .find(|event| event.seq == seq))
+            }
+        };
+        let through = cut_point(&upkeep.retention, head.seq, cut, now, |seq| {
+            let read = read(seq);
+            async move { Ok(read.await?.map(|event| event.time)) }
+        })
+        .await?;
+        let Some(through) = through else {
+            return Ok(());
+        };
+        let Some(last) = read(through).await? else {
+            return Ok(());
+        };
+        let token = upkeep
+            .signer
+            .sign_checkpoint(&last.head(), &last.time, now)
+            .map_err(|message| StoreError::Corrupt {
+                key: "audit checkpoint".to_owned(),
+                message,
+            })?;
+        self.log
+            .trim(&SignedCheckpoint {
+                seq: through,
+                token,
+            })
+            .await?;
+        tracing::info!(through, "audit trail trimmed behind a signed checkpoint");
+        Ok(())
     }
 }
 
@@ -193,7 +351,7 @@ async fn append(
     head: &mut Option<Head>,
     records: Vec<Record>,
 ) -> Result<Vec<AuditEvent>, AuditError> {
-    let unavailable = |error: crate::store::StoreError| AuditError::Unavailable(error.to_string());
+    let unavailable = |error: StoreError| AuditError::Unavailable(error.to_string());
     let mut expected = match head.take() {
         Some(head) => head,
         None => log.head().await.map_err(unavailable)?,

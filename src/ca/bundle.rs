@@ -113,6 +113,39 @@ impl TrustBundle {
             .collect()
     }
 
+    /// The `jwt-svid` keys of a SPIFFE bundle or JWK Set (JSON), as
+    /// [`TrustBundle::to_spiffe_json`] and [`TrustBundle::jwks_json`]
+    /// write them.
+    pub fn jwt_authorities_from_json(json: &[u8]) -> Result<Vec<JwtAuthority>, String> {
+        let set: Value =
+            serde_json::from_slice(json).map_err(|error| format!("not a JWK Set: {error}"))?;
+        let keys = set
+            .get("keys")
+            .and_then(Value::as_array)
+            .ok_or_else(|| "not a JWK Set: no \"keys\" array".to_owned())?;
+        let field =
+            |key: &Value, name: &str| key.get(name).and_then(Value::as_str).map(str::to_owned);
+        let authorities: Vec<JwtAuthority> = keys
+            .iter()
+            .filter(|key| field(key, "use").as_deref() == Some("jwt-svid"))
+            .filter(|key| field(key, "crv").as_deref() == Some("P-256"))
+            .filter_map(|key| {
+                Some(JwtAuthority {
+                    kid: field(key, "kid")?,
+                    key: EcPublicJwk {
+                        crv: "P-256",
+                        x: field(key, "x")?,
+                        y: field(key, "y")?,
+                    },
+                })
+            })
+            .collect();
+        if authorities.is_empty() {
+            return Err("the bundle has no P-256 jwt-svid key".to_owned());
+        }
+        Ok(authorities)
+    }
+
     /// The root certificates as DER.
     pub fn x509_ders(&self) -> Vec<Vec<u8>> {
         self.x509_authorities

@@ -90,11 +90,11 @@ impl JwtKey {
         &self.public
     }
 
-    /// Signs claims into a compact JWS.
-    pub(crate) fn sign(&self, claims: &JwtSvidClaims) -> Result<String, CaError> {
+    /// Signs claims into a compact JWS with header `typ`.
+    pub(crate) fn sign(&self, typ: &str, claims: &impl Serialize) -> Result<String, CaError> {
         let mut header = Header::new(Algorithm::ES256);
         header.kid = Some(self.kid.clone());
-        header.typ = Some("JWT".to_owned());
+        header.typ = Some(typ.to_owned());
         jsonwebtoken::encode(&header, claims, &self.encoding_key).map_err(CaError::Jwt)
     }
 }

@@ -25,9 +25,11 @@ pub use crate::extension::{
 pub use bundle::{JwtAuthority, REFRESH_HINT, TrustBundle, X509Authority};
 pub use csr::{CsrError, MAX_CSR_BYTES, VerifiedCsr};
 pub use jwt::{EcPublicJwk, JwtSvidClaims};
-pub use verify::{PresentedCredential, PresentedError};
+pub use verify::{PresentedCredential, PresentedError, verify_checkpoint};
 pub use x509::BACKDATE;
 
+use crate::audit::Head;
+use crate::audit::upkeep::{CHECKPOINT_TYP, Checkpoint, CheckpointSigner};
 use crate::clock::unix_seconds;
 use crate::config::CaPaths;
 use crate::crypto::der_to_pem;
@@ -345,7 +347,7 @@ impl Authority {
 
     /// Signs JWT-SVID claims.
     pub fn sign_jwt_svid(&self, claims: &JwtSvidClaims) -> Result<String, CaError> {
-        self.jwt_key.sign(claims)
+        self.jwt_key.sign("JWT", claims)
     }
 
     fn leaf(
@@ -372,6 +374,21 @@ impl Authority {
             extension: extension.map(GrantExtension::to_rcgen),
         })?;
         Ok((params, not_after))
+    }
+}
+
+impl CheckpointSigner for Authority {
+    fn sign_checkpoint(&self, head: &Head, time: &str, now: SystemTime) -> Result<String, String> {
+        let checkpoint = Checkpoint {
+            iss: self.trust_domain.id_string(),
+            seq: head.seq,
+            hash: head.hash.clone(),
+            time: time.to_owned(),
+            iat: unix_seconds(now),
+        };
+        self.jwt_key
+            .sign(CHECKPOINT_TYP, &checkpoint)
+            .map_err(|error| error.to_string())
     }
 }
 

@@ -11,7 +11,8 @@ use rustls::pki_types::{CertificateDer, UnixTime};
 use rustls::server::danger::ClientCertVerifier;
 use rustls::{CertificateError, RootCertStore};
 
-use super::{Authority, GrantExtension, JwtSvidClaims, asn1_time};
+use super::{Authority, GrantExtension, JwtAuthority, JwtSvidClaims, asn1_time};
+use crate::audit::upkeep::{CHECKPOINT_TYP, Checkpoint};
 
 /// What an authentic credential claims.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -186,4 +187,30 @@ impl Authority {
         }
         Ok(presented)
     }
+}
+
+/// Checks a signed audit [`Checkpoint`] against the JWT keys of a trust
+/// bundle.
+pub fn verify_checkpoint(token: &str, authorities: &[JwtAuthority]) -> Result<Checkpoint, String> {
+    let header = jsonwebtoken::decode_header(token)
+        .map_err(|error| format!("malformed checkpoint: {error}"))?;
+    if header.alg != Algorithm::ES256 || header.typ.as_deref() != Some(CHECKPOINT_TYP) {
+        return Err("not a jitid audit checkpoint".to_owned());
+    }
+    let kid = header
+        .kid
+        .ok_or_else(|| "checkpoint has no kid".to_owned())?;
+    let authority = authorities
+        .iter()
+        .find(|authority| authority.kid == kid)
+        .ok_or_else(|| format!("checkpoint signed by a key not in the bundle (kid {kid})"))?;
+    let key = DecodingKey::from_ec_components(&authority.key.x, &authority.key.y)
+        .map_err(|error| format!("bundle key: {error}"))?;
+    let mut validation = Validation::new(Algorithm::ES256);
+    validation.validate_exp = false;
+    validation.validate_aud = false;
+    validation.required_spec_claims.clear();
+    jsonwebtoken::decode::<Checkpoint>(token, &key, &validation)
+        .map(|data| data.claims)
+        .map_err(|error| format!("checkpoint does not verify: {error}"))
 }

@@ -755,6 +755,35 @@ impl Client {
         ))
     }
 
+    /// Streams the audit events a query selects (admins and auditors).
+    pub async fn query_audit(
+        &self,
+        request: pb::QueryAuditRequest,
+    ) -> Result<tonic::Streaming<pb::QueryAuditResponse>, ClientError> {
+        let mut grpc = self.grpc.clone();
+        Ok(grpc.query_audit(request).await?.into_inner())
+    }
+
+    /// Every event a query selects (it must not follow), each checked
+    /// against its hash, and the signed checkpoint the trail starts
+    /// after, if the scan began there.
+    pub async fn audit_events(
+        &self,
+        request: pb::QueryAuditRequest,
+    ) -> Result<AuditEvents, ClientError> {
+        let mut stream = self.query_audit(request).await?;
+        let mut found = AuditEvents::default();
+        while let Some(response) = stream.message().await? {
+            if !response.checkpoint.is_empty() {
+                found.checkpoint = Some(response.checkpoint);
+            }
+            for line in &response.events {
+                found.events.push(checked_event(line)?);
+            }
+        }
+        Ok(found)
+    }
+
     /// Break-glass reviews the caller may see.
     pub async fn list_reviews(&self, all: bool) -> Result<Vec<pb::Review>, ClientError> {
         Ok(self
@@ -859,4 +888,26 @@ fn pem_certs(certs: &[CertificateDer<'_>]) -> String {
         .iter()
         .map(|cert| crate::crypto::der_to_pem("CERTIFICATE", cert.as_ref()))
         .collect()
+}
+
+/// What [`Client::audit_events`] found.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AuditEvents {
+    /// The signed checkpoint the trail starts after (a JWS).
+    pub checkpoint: Option<String>,
+    /// The events, in chain order.
+    pub events: Vec<crate::audit::AuditEvent>,
+}
+
+/// Parses an event line from `QueryAudit` and checks it matches its hash.
+pub fn checked_event(line: &str) -> Result<crate::audit::AuditEvent, ClientError> {
+    let event = crate::audit::AuditEvent::from_line(line)
+        .map_err(|error| ClientError::InvalidResponse(format!("audit event: {error}")))?;
+    if event.computed_hash() != event.hash {
+        return Err(ClientError::InvalidResponse(format!(
+            "audit event {} does not match its hash",
+            event.seq
+        )));
+    }
+    Ok(event)
 }

@@ -11,6 +11,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
+use super::audit_query::Query;
 use super::tls::PeerInfo;
 use crate::audit::{EventKind, Record};
 use crate::ca::REFRESH_HINT;
@@ -33,6 +34,9 @@ const MAX_WATCHERS: usize = 256;
 /// cannot starve relying parties of revocation streams).
 const MAX_GRANT_WATCHERS: usize = 256;
 
+/// Most audit queries served at once (each scans the trail).
+const MAX_AUDIT_READERS: usize = 16;
+
 /// The gRPC face of an [`Issuer`].
 #[derive(Debug)]
 pub(crate) struct IssuerService {
@@ -41,6 +45,7 @@ pub(crate) struct IssuerService {
     shutdown: watch::Receiver<bool>,
     watchers: Arc<Semaphore>,
     grant_watchers: Arc<Semaphore>,
+    audit_readers: Arc<Semaphore>,
 }
 
 impl IssuerService {
@@ -50,6 +55,7 @@ impl IssuerService {
             shutdown,
             watchers: Arc::new(Semaphore::new(MAX_WATCHERS)),
             grant_watchers: Arc::new(Semaphore::new(MAX_GRANT_WATCHERS)),
+            audit_readers: Arc::new(Semaphore::new(MAX_AUDIT_READERS)),
         }
     }
 
@@ -685,6 +691,33 @@ impl IssuerApi for IssuerService {
             }))
         })
         .await
+    }
+
+    type QueryAuditStream = ReceiverStream<Result<pb::QueryAuditResponse, Status>>;
+
+    async fn query_audit(
+        &self,
+        request: Request<pb::QueryAuditRequest>,
+    ) -> Result<Response<Self::QueryAuditStream>, Status> {
+        let caller = self.authenticate(&request);
+        let request = request.into_inner();
+        let (log, query, permit) = traced(rpc_span("QueryAudit", None), async {
+            let caller = record_caller(caller?);
+            let log = self.issuer.audit_trail(&caller).map_err(status)?;
+            let query = Query::parse(request)?;
+            let permit = self
+                .audit_readers
+                .clone()
+                .try_acquire_owned()
+                .map_err(|_| {
+                    Status::resource_exhausted("too many audit queries running; retry later")
+                })?;
+            Ok((log, query, permit))
+        })
+        .await?;
+        let (out, receiver) = tokio::sync::mpsc::channel(4);
+        tokio::spawn(query.run(log, out, self.shutdown.clone(), permit));
+        Ok(Response::new(ReceiverStream::new(receiver)))
     }
 }
 

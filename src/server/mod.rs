@@ -4,6 +4,7 @@
 //! **API boundary.** This is the only module that knows tonic statuses and
 //! peer certificates; the issuer below it sees a [`Caller`](crate::issuer::Caller).
 
+mod audit_query;
 mod grpc;
 mod tls;
 

@@ -15,6 +15,10 @@
 //! | `jitid:reviews` | hash | break-glass reviews by grant id, JSON | acknowledged ones after 30 days |
 //! | `jitid:{audit}:log` | stream | the audit chain, entry id `<seq>-0`, field `e` = the event's JSON line | trimmed by retention |
 //! | `jitid:{audit}:head` | string | `<seq> <hash>` of the chain's last event | never |
+//! | `jitid:{audit}:checkpoint` | string | `<seq> <JWS>`: the signed head of the last event retention cut | never |
+//! | `jitid:{audit}:expiring` | sorted set | grants (hex) the trail will record as expired, by expiry (ms) | members when recorded or ended |
+//! | `jitid:{audit}:expiring:grants` | hash | those grants' subject, task, entitlement and state, JSON | with their member |
+//! | `jitid:{audit}:upkeep` | string | the replica that records expiries and trims | after 3 upkeep intervals |
 //! | `jitid:pending` | sorted set | ids (hex) of grants waiting for approval, by request expiry | members when read after their expiry or approval |
 //!
 //! Every write is one Lua script on one slot, so it is atomic and takes one
@@ -37,6 +41,7 @@ use super::{
     LivenessQuery, REVIEW_RETENTION, Review, ReviewAck, RevocationEvent, RevocationFeed,
     StoreError, judge,
 };
+use crate::audit::upkeep::{Expiring, ExpiryEffect, SignedCheckpoint, expiry_effects};
 use crate::audit::{AppendOutcome, AuditEvent, Head};
 use crate::grant::{
     Action, ApprovalRecord, Credential, CredentialId, Epoch, Grant, GrantId, GrantState, Shard,
@@ -97,6 +102,9 @@ struct Scripts {
     add_credential: Script,
     swap_field: Script,
     audit_append: Script,
+    audit_due: Script,
+    audit_trim: Script,
+    audit_lease: Script,
 }
 
 // A grant is one string: its state character, then fields separated by
@@ -194,15 +202,58 @@ return 1
 
 // Appends audit events only if the chain's head is still the one the
 // writer chained them from: ARGV[1] the empty chain's head, ARGV[2] the
-// expected head, ARGV[3] the new head, then (entry id, event) pairs.
+// expected head, ARGV[3] the new head, ARGV[4] the number of events, then
+// (entry id, event) pairs, then the events' expiry effects as (op, grant,
+// expiry ms, JSON) quadruples: `+` watches a grant, `-` forgets it.
 const AUDIT_APPEND: &str = r"
 local head = redis.call('GET', KEYS[1]) or ARGV[1]
 if head ~= ARGV[2] then return {0, head} end
-for i = 4, #ARGV, 2 do
+local effects = 5 + 2 * tonumber(ARGV[4])
+for i = 5, effects - 1, 2 do
   redis.call('XADD', KEYS[2], ARGV[i], 'e', ARGV[i + 1])
+end
+for i = effects, #ARGV, 4 do
+  if ARGV[i] == '+' then
+    redis.call('ZADD', KEYS[3], ARGV[i + 2], ARGV[i + 1])
+    redis.call('HSET', KEYS[4], ARGV[i + 1], ARGV[i + 3])
+  else
+    redis.call('ZREM', KEYS[3], ARGV[i + 1])
+    redis.call('HDEL', KEYS[4], ARGV[i + 1])
+  end
 end
 redis.call('SET', KEYS[1], ARGV[3])
 return {1, ARGV[3]}
+";
+
+// Watched grants due by ARGV[1] (ms), at most ARGV[2]: their JSON.
+const AUDIT_DUE: &str = r"
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
+local out = {}
+for i, grant in ipairs(due) do
+  out[i] = redis.call('HGET', KEYS[2], grant) or grant
+end
+return out
+";
+
+// Cuts the audit stream through event ARGV[1] and keeps the checkpoint
+// ARGV[2], unless the trail was already cut as far.
+const AUDIT_TRIM: &str = r"
+local current = redis.call('GET', KEYS[1])
+if current then
+  local seq = tonumber(string.match(current, '^(%d+) '))
+  if seq and seq >= tonumber(ARGV[1]) then return 0 end
+end
+redis.call('SET', KEYS[1], ARGV[2])
+redis.call('XTRIM', KEYS[2], 'MINID', ARGV[1] .. '-1')
+return 1
+";
+
+// Takes or renews the upkeep lease for ARGV[1], for ARGV[2] ms.
+const AUDIT_LEASE: &str = r"
+local holder = redis.call('GET', KEYS[1])
+if holder and holder ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
 ";
 
 const LIVENESS: &str = r"
@@ -275,6 +326,9 @@ impl RedisStore {
                 add_credential: Script::new(ADD_CREDENTIAL),
                 swap_field: Script::new(SWAP_FIELD),
                 audit_append: Script::new(AUDIT_APPEND),
+                audit_due: Script::new(AUDIT_DUE),
+                audit_trim: Script::new(AUDIT_TRIM),
+                audit_lease: Script::new(AUDIT_LEASE),
             },
         };
         store.refresh_epoch().await?;
@@ -977,10 +1031,12 @@ impl RedisStore {
     }
 
     fn audit_keys(&self) -> (String, String) {
-        (
-            format!("{}:{{audit}}:head", self.prefix()),
-            format!("{}:{{audit}}:log", self.prefix()),
-        )
+        (self.audit_key("head"), self.audit_key("log"))
+    }
+
+    /// A key of the audit trail's slot.
+    fn audit_key(&self, name: &str) -> String {
+        format!("{}:{{audit}}:{name}", self.prefix())
     }
 
     /// The audit chain's head.
@@ -1015,13 +1071,26 @@ impl RedisStore {
         invocation
             .key(&head_key)
             .key(&log_key)
+            .key(self.audit_key("expiring"))
+            .key(self.audit_key("expiring:grants"))
             .arg(Head::genesis().encode())
             .arg(expected.encode())
-            .arg(last.head().encode());
+            .arg(last.head().encode())
+            .arg(events.len());
         for event in events {
             invocation
                 .arg(format!("{}-0", event.seq))
                 .arg(event.to_line());
+        }
+        for effect in events.iter().flat_map(expiry_effects) {
+            match effect {
+                ExpiryEffect::Watch(expiring) => invocation
+                    .arg("+")
+                    .arg(&expiring.grant)
+                    .arg(expiring.expires_ms())
+                    .arg(serde_json::to_string(&expiring).unwrap_or_default()),
+                ExpiryEffect::Forget(grant) => invocation.arg("-").arg(grant).arg(0).arg(""),
+            };
         }
         let mut connection = self.connection.clone();
         let (appended, head): (u32, String) = invocation
@@ -1067,6 +1136,92 @@ impl RedisStore {
                 })
             })
             .collect()
+    }
+
+    /// Up to `limit` watched grants due by `now_ms`.
+    pub(crate) async fn audit_due(
+        &self,
+        now_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<Expiring>, StoreError> {
+        let mut invocation = self.scripts.audit_due.prepare_invoke();
+        invocation
+            .key(self.audit_key("expiring"))
+            .key(self.audit_key("expiring:grants"))
+            .arg(now_ms)
+            .arg(limit.max(1));
+        let mut connection = self.connection.clone();
+        let due: Vec<String> = invocation
+            .invoke_async(&mut connection)
+            .await
+            .map_err(unavailable)?;
+        Ok(due
+            .into_iter()
+            .map(|text| {
+                // A grant whose details are missing is still recorded.
+                serde_json::from_str(&text).unwrap_or(Expiring {
+                    grant: text,
+                    expires_at: String::new(),
+                    subject: None,
+                    task: None,
+                    entitlement: None,
+                    state: "unknown".to_owned(),
+                })
+            })
+            .collect())
+    }
+
+    /// The audit trail's checkpoint, if it was ever cut.
+    pub(crate) async fn audit_checkpoint(&self) -> Result<Option<SignedCheckpoint>, StoreError> {
+        let key = self.audit_key("checkpoint");
+        let mut connection = self.connection.clone();
+        let text: Option<String> = redis::cmd("GET")
+            .arg(&key)
+            .query_async(&mut connection)
+            .await
+            .map_err(unavailable)?;
+        text.map(|text| {
+            SignedCheckpoint::decode(&text).ok_or_else(|| StoreError::Corrupt {
+                key,
+                message: "bad audit checkpoint".to_owned(),
+            })
+        })
+        .transpose()
+    }
+
+    /// Cuts the audit stream through `checkpoint.seq`, keeping `checkpoint`.
+    pub(crate) async fn audit_trim(&self, checkpoint: &SignedCheckpoint) -> Result<(), StoreError> {
+        let mut invocation = self.scripts.audit_trim.prepare_invoke();
+        invocation
+            .key(self.audit_key("checkpoint"))
+            .key(self.audit_key("log"))
+            .arg(checkpoint.seq)
+            .arg(checkpoint.encode());
+        let mut connection = self.connection.clone();
+        let _: u32 = invocation
+            .invoke_async(&mut connection)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    /// Takes or renews the audit upkeep lease.
+    pub(crate) async fn audit_lease(
+        &self,
+        holder: &str,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        let mut invocation = self.scripts.audit_lease.prepare_invoke();
+        invocation
+            .key(self.audit_key("upkeep"))
+            .arg(holder)
+            .arg(ttl.as_millis().max(1) as u64);
+        let mut connection = self.connection.clone();
+        let taken: u32 = invocation
+            .invoke_async(&mut connection)
+            .await
+            .map_err(unavailable)?;
+        Ok(taken == 1)
     }
 
     fn pending_key(&self) -> String {

@@ -11,6 +11,7 @@ mod support;
 mod approvals;
 mod attestation;
 mod audit;
+mod audit_trail;
 mod bench;
 mod cli;
 mod issue_jwt;

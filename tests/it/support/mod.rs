@@ -9,7 +9,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use jitid::audit::{AuditLog, AuditMode, Auditor, JsonLinesSink, MemoryAuditLog};
+use jitid::audit::upkeep::Retention;
+use jitid::audit::{AuditLog, AuditMode, Auditor, JsonLinesSink, MemoryAuditLog, Upkeep};
 use jitid::ca::{self, Authority, InitOptions, LeafRequest};
 use jitid::client::{Client, ClientConfig, ClientIdentity};
 use jitid::clock::{Clock, SystemClock};
@@ -75,6 +76,10 @@ identity = "per-task"
 "#;
 
 pub const ADMIN: &str = "spiffe://example.org/ops/admin";
+/// May read the audit trail (`[audit] auditors`), nothing else.
+pub const AUDITOR: &str = "spiffe://example.org/audit/ann";
+/// How often test servers record expiries and apply retention.
+pub const UPKEEP: Duration = Duration::from_millis(100);
 pub const SRE_A: &str = "spiffe://example.org/sre/alice";
 pub const SRE_B: &str = "spiffe://example.org/sre/bob";
 pub const SRE_C: &str = "spiffe://example.org/sre/dave";
@@ -127,7 +132,7 @@ impl TestEnv {
         .unwrap();
         let config_path = dir.path().join("jitid.toml");
         let config_text = format!(
-            "trust_domain = \"{TRUST_DOMAIN}\"\nlisten = \"127.0.0.1:0\"\nadmins = [\"spiffe://example.org/ops/*\"]\nenvironment = \"test\"\n[groups]\nrelease = [\"spiffe://example.org/ci/*\"]\nsre = [\"spiffe://example.org/sre/*\"]\nsecurity = [\"spiffe://example.org/security/*\"]\n[ca]\ndir = \"ca\"\n[limits]\nmax_request_bytes = 65536\n{ENTITLEMENTS}\n{extra}"
+            "trust_domain = \"{TRUST_DOMAIN}\"\nlisten = \"127.0.0.1:0\"\nadmins = [\"spiffe://example.org/ops/*\"]\nenvironment = \"test\"\n[groups]\nrelease = [\"spiffe://example.org/ci/*\"]\nsre = [\"spiffe://example.org/sre/*\"]\nsecurity = [\"spiffe://example.org/security/*\"]\n[audit]\nauditors = [\"spiffe://example.org/audit/*\"]\n[ca]\ndir = \"ca\"\n[limits]\nmax_request_bytes = 65536\n{ENTITLEMENTS}\n{extra}"
         );
         std::fs::write(&config_path, &config_text).unwrap();
         let config = Config::load(&config_path).unwrap();
@@ -164,6 +169,25 @@ impl TestEnv {
         audit: Arc<dyn AuditLog>,
         sink: Option<JsonLinesSink>,
     ) -> SocketAddr {
+        self.spawn_retaining(store, audit, sink, Retention::default())
+            .await
+    }
+
+    /// [`TestEnv::spawn_audited`], with the trail looked after every
+    /// [`UPKEEP`] and trimmed to `retention`.
+    pub async fn spawn_retaining(
+        &mut self,
+        store: Arc<dyn GrantStore>,
+        audit: Arc<dyn AuditLog>,
+        sink: Option<JsonLinesSink>,
+        retention: Retention,
+    ) -> SocketAddr {
+        let upkeep = Upkeep {
+            clock: Arc::new(SystemClock),
+            interval: UPKEEP,
+            retention,
+            signer: self.authority.clone(),
+        };
         let issuer = Arc::new(
             Issuer::new(
                 self.authority.clone(),
@@ -173,7 +197,13 @@ impl TestEnv {
             )
             .with_admins(self.config.admins.clone())
             .with_environment(self.config.environment.clone())
-            .with_auditor(Auditor::start(audit, sink, AuditMode::FailClosed)),
+            .with_auditors(self.config.audit.auditors.clone())
+            .with_auditor(Auditor::start(
+                audit,
+                sink,
+                AuditMode::FailClosed,
+                Some(upkeep),
+            )),
         );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();

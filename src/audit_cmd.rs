@@ -1,0 +1,506 @@
+//! `jitid audit`: verify the chain (from a JSON-lines file or Redis), and
+//! read the trail through `QueryAudit`: tail, search, export, report, and
+//! the life of one grant.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand, ValueEnum};
+use jitid::audit::query::{Ending, GrantLife, Report, summary};
+use jitid::audit::upkeep::Checkpoint;
+use jitid::audit::{AuditEvent, AuditLog, ChainBreak, Head, RedisAuditLog, verify_chain};
+use jitid::ca::{self, Authority, JwtAuthority, TrustBundle};
+use jitid::client::checked_event;
+use jitid::config::{Config, StoreConfig};
+use jitid::proto::v1 as pb;
+use jitid::store::RedisStore;
+
+use crate::{ChainBroken, ConnArgs, connect};
+
+#[derive(Subcommand)]
+pub(crate) enum AuditCommand {
+    /// Walk the hash chain and report the first break (exit 6), from a
+    /// JSON-lines file or from the Redis trail of a config's store. A trail
+    /// cut by retention starts at a checkpoint whose signature is checked
+    /// with the JWT keys of --bundle, or of the config's CA.
+    Verify {
+        /// A JSON-lines export or sink file.
+        #[arg(long, conflicts_with = "config")]
+        file: Option<PathBuf>,
+        /// A server config whose store is Redis.
+        #[arg(long, env = "JITID_CONFIG")]
+        config: Option<PathBuf>,
+        /// A SPIFFE bundle or JWK Set (as `jitid bundle` prints) whose JWT
+        /// keys check the checkpoint.
+        #[arg(long)]
+        bundle: Option<PathBuf>,
+    },
+    /// The newest events (admins and auditors).
+    Tail {
+        /// How many.
+        #[arg(short = 'n', long, default_value_t = 20)]
+        lines: u64,
+        /// Then keep printing new events as they are appended.
+        #[arg(short, long)]
+        follow: bool,
+        #[command(flatten)]
+        filter: FilterArgs,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "text")]
+        format: EventFormat,
+        #[command(flatten)]
+        conn: ConnArgs,
+    },
+    /// Events that match every condition given (admins and auditors).
+    Search {
+        #[command(flatten)]
+        filter: FilterArgs,
+        /// At most this many.
+        #[arg(long)]
+        limit: Option<u64>,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "text")]
+        format: EventFormat,
+        #[command(flatten)]
+        conn: ConnArgs,
+    },
+    /// The whole central trail as JSON lines, verifiable with
+    /// `audit verify --file` (a trail cut by retention starts with a
+    /// `{"checkpoint": ...}` line).
+    Export {
+        /// Output format.
+        #[arg(long, value_enum, default_value = "jsonl")]
+        format: ExportFormat,
+        /// Write here instead of stdout.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        #[command(flatten)]
+        conn: ConnArgs,
+    },
+    /// Per entitlement: requests, grants, approvals, break-glass uses,
+    /// unreviewed reviews, credentials still live, how grants ended and the
+    /// revocation lag, and any VALID answer after an end.
+    Report {
+        /// The period: a duration back from now (24h) or an RFC 3339 time.
+        #[arg(long, default_value = "24h")]
+        since: String,
+        #[command(flatten)]
+        conn: ConnArgs,
+    },
+    /// The whole life of one grant: request, decision with its inputs,
+    /// approvals, credentials, its end, and whether any `Verify` answered
+    /// VALID for it after the end (exit 6 if one did).
+    Grant {
+        /// The grant id.
+        grant: String,
+        #[command(flatten)]
+        conn: ConnArgs,
+    },
+}
+
+#[derive(Args)]
+pub(crate) struct FilterArgs {
+    /// Events about this grant (with the revocations that ended it).
+    #[arg(long)]
+    grant: Option<String>,
+    /// Events about this task.
+    #[arg(long)]
+    task: Option<String>,
+    /// Events whose subject or actor is this SPIFFE ID.
+    #[arg(long)]
+    subject: Option<String>,
+    /// Events of these kinds (comma-separated or repeated), e.g.
+    /// credential_issued,revocation.
+    #[arg(long = "type", value_delimiter = ',')]
+    kinds: Vec<String>,
+    /// Events since a duration ago (1h) or an RFC 3339 time.
+    #[arg(long)]
+    since: Option<String>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub(crate) enum EventFormat {
+    /// One line per event for people.
+    Text,
+    /// The events' canonical JSON lines.
+    Jsonl,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub(crate) enum ExportFormat {
+    /// One canonical JSON event a line.
+    Jsonl,
+}
+
+/// `audit grant` found a `Verify` that answered VALID after the grant
+/// ended.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub(crate) struct NotRemoved(pub(crate) String);
+
+/// The trail holds nothing about what was asked.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub(crate) struct NothingFound(pub(crate) String);
+
+pub(crate) async fn run(command: AuditCommand) -> anyhow::Result<()> {
+    match command {
+        AuditCommand::Verify {
+            file,
+            config,
+            bundle,
+        } => verify(file, config, bundle).await,
+        AuditCommand::Tail {
+            lines,
+            follow,
+            filter,
+            format,
+            conn,
+        } => {
+            let request = pb::QueryAuditRequest {
+                last: lines.max(1),
+                follow,
+                ..filter.request()?
+            };
+            print_query(&conn, request, format).await
+        }
+        AuditCommand::Search {
+            filter,
+            limit,
+            format,
+            conn,
+        } => {
+            let request = pb::QueryAuditRequest {
+                limit: limit.unwrap_or(0),
+                ..filter.request()?
+            };
+            print_query(&conn, request, format).await
+        }
+        AuditCommand::Export { format, out, conn } => export(&conn, format, out.as_deref()).await,
+        AuditCommand::Report { since, conn } => report(&conn, &since).await,
+        AuditCommand::Grant { grant, conn } => grant_life(&conn, &grant).await,
+    }
+}
+
+impl FilterArgs {
+    fn request(self) -> anyhow::Result<pb::QueryAuditRequest> {
+        Ok(pb::QueryAuditRequest {
+            grant_id: self.grant.unwrap_or_default(),
+            task_id: self.task.unwrap_or_default(),
+            subject: self.subject.unwrap_or_default(),
+            kinds: self.kinds,
+            since: self.since.as_deref().map(since).transpose()?,
+            ..pb::QueryAuditRequest::default()
+        })
+    }
+}
+
+/// A duration back from now (`24h`) or an RFC 3339 time.
+fn since(text: &str) -> anyhow::Result<prost_types::Timestamp> {
+    let at = match humantime::parse_duration(text) {
+        Ok(back) => SystemTime::now()
+            .checked_sub(back)
+            .unwrap_or(SystemTime::UNIX_EPOCH),
+        Err(_) => humantime::parse_rfc3339_weak(text).map_err(|_| {
+            anyhow::anyhow!("--since {text:?}: not a duration (24h) or an RFC 3339 time")
+        })?,
+    };
+    Ok(prost_types::Timestamp::from(at))
+}
+
+fn print_event(
+    out: &mut impl Write,
+    event: &AuditEvent,
+    format: EventFormat,
+) -> std::io::Result<()> {
+    match format {
+        EventFormat::Jsonl => writeln!(out, "{}", event.to_line()),
+        EventFormat::Text => writeln!(
+            out,
+            "{:>7}  {}  {:<22} {}  {}  {}",
+            event.seq,
+            event.time,
+            event.kind.as_str(),
+            event.actor,
+            event.grant.as_deref().unwrap_or("-"),
+            summary(event)
+        ),
+    }
+}
+
+/// Prints what a query streams, as it streams.
+async fn print_query(
+    conn: &ConnArgs,
+    request: pb::QueryAuditRequest,
+    format: EventFormat,
+) -> anyhow::Result<()> {
+    let client = connect(conn, true).await?;
+    let mut stream = client.query_audit(request).await?;
+    let mut stdout = std::io::stdout().lock();
+    while let Some(response) = stream
+        .message()
+        .await
+        .map_err(jitid::client::ClientError::from)?
+    {
+        for line in &response.events {
+            print_event(&mut stdout, &checked_event(line)?, format)?;
+        }
+        stdout.flush()?;
+    }
+    Ok(())
+}
+
+async fn export(conn: &ConnArgs, _format: ExportFormat, out: Option<&Path>) -> anyhow::Result<()> {
+    let client = connect(conn, true).await?;
+    let found = client
+        .audit_events(pb::QueryAuditRequest::default())
+        .await?;
+    let mut text = String::new();
+    if let Some(token) = &found.checkpoint {
+        text.push_str(&serde_json::json!({ "checkpoint": token }).to_string());
+        text.push('\n');
+    }
+    for event in &found.events {
+        text.push_str(&event.to_line());
+        text.push('\n');
+    }
+    match out {
+        Some(path) => std::fs::write(path, text)
+            .with_context(|| format!("cannot write {}", path.display()))?,
+        None => std::io::stdout().lock().write_all(text.as_bytes())?,
+    }
+    Ok(())
+}
+
+async fn report(conn: &ConnArgs, since_text: &str) -> anyhow::Result<()> {
+    let from = since(since_text)?;
+    let client = connect(conn, true).await?;
+    let found = client
+        .audit_events(pb::QueryAuditRequest {
+            since: Some(from),
+            ..pb::QueryAuditRequest::default()
+        })
+        .await?;
+    let report = Report::of(&found.events, SystemTime::now());
+    let from = SystemTime::try_from(from).unwrap_or(SystemTime::UNIX_EPOCH);
+    println!(
+        "audit report since {}: {} events",
+        humantime::format_rfc3339_seconds(from),
+        report.events
+    );
+    println!(
+        "{:<20} {:>8} {:>7} {:>7} {:>9} {:>11} {:>10} {:>11} {:>5} {:>7} {:>9} {:>7} {:>16} {:>15}",
+        "entitlement",
+        "requests",
+        "granted",
+        "refused",
+        "approvals",
+        "break-glass",
+        "unreviewed",
+        "credentials",
+        "live",
+        "revoked",
+        "completed",
+        "expired",
+        "lag p50/max (ms)",
+        "valid-after-end"
+    );
+    for (name, row) in &report.entitlements {
+        let mut lags = row.end_lags_ms.clone();
+        lags.sort_unstable();
+        let lag = match (lags.get(lags.len() / 2), lags.last()) {
+            (Some(p50), Some(max)) => format!("{p50}/{max}"),
+            _ => "-".to_owned(),
+        };
+        println!(
+            "{:<20} {:>8} {:>7} {:>7} {:>9} {:>11} {:>10} {:>11} {:>5} {:>7} {:>9} {:>7} {:>16} {:>15}",
+            name,
+            row.requests,
+            row.granted,
+            row.refused,
+            row.approvals,
+            row.break_glass,
+            row.unreviewed,
+            row.credentials,
+            row.live,
+            row.revoked,
+            row.completed,
+            row.expired,
+            lag,
+            row.valid_after_end
+        );
+    }
+    Ok(())
+}
+
+async fn grant_life(conn: &ConnArgs, grant: &str) -> anyhow::Result<()> {
+    let client = connect(conn, true).await?;
+    let found = client
+        .audit_events(pb::QueryAuditRequest {
+            grant_id: grant.to_owned(),
+            ..pb::QueryAuditRequest::default()
+        })
+        .await?;
+    if found.events.is_empty() {
+        return Err(NothingFound(format!(
+            "the audit trail holds no events about grant {grant} (never issued, or cut by retention)"
+        ))
+        .into());
+    }
+    let life = GrantLife::of(grant, found.events);
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "grant {grant}")?;
+    for event in &life.events {
+        print_event(&mut stdout, event, EventFormat::Text)?;
+        if event.kind == jitid::audit::EventKind::Decision
+            && let Some(explanation) = event.details.get("explanation")
+        {
+            writeln!(stdout, "           inputs and rules: {explanation}")?;
+        }
+    }
+    writeln!(stdout, "credentials: {}", life.credentials.len())?;
+    for credential in &life.credentials {
+        writeln!(stdout, "  {credential}")?;
+    }
+    match &life.ending {
+        Ending::Open => writeln!(stdout, "ended: not yet (active or pending)")?,
+        Ending::Ended { seq, kind, time } => {
+            writeln!(stdout, "ended: {} at {time} (event {seq})", kind.as_str())?;
+        }
+    }
+    if life.ending != Ending::Open {
+        writeln!(
+            stdout,
+            "Verify after the end: {} liveness check(s) recorded, {} answered VALID",
+            life.checks_after_end,
+            life.valid_after_end.len()
+        )?;
+    }
+    drop(stdout);
+    if !life.valid_after_end.is_empty() {
+        return Err(NotRemoved(format!(
+            "grant {grant}: Verify answered VALID after the grant ended (events {:?})",
+            life.valid_after_end
+        ))
+        .into());
+    }
+    Ok(())
+}
+
+/// `jitid audit verify`: the chain from a file or from Redis.
+async fn verify(
+    file: Option<PathBuf>,
+    config: Option<PathBuf>,
+    bundle: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    let broken = |error: ChainBreak| ChainBroken(error.to_string());
+    let config = config
+        .map(|path| Config::load(&path).map(|config| (path, config)))
+        .transpose()?;
+    // The keys that check a checkpoint, loaded only if there is one.
+    let authorities = || -> anyhow::Result<Vec<JwtAuthority>> {
+        match (&bundle, &config) {
+            (Some(path), _) => {
+                let json = std::fs::read(path)
+                    .with_context(|| format!("cannot read {}", path.display()))?;
+                TrustBundle::jwt_authorities_from_json(&json)
+                    .map_err(|error| anyhow::anyhow!("{}: {error}", path.display()))
+            }
+            (None, Some((_, config))) => {
+                let authority =
+                    Authority::load(&config.ca, &config.trust_domain, SystemTime::now())
+                        .context("loading the CA's keys to check the checkpoint")?;
+                Ok(authority.bundle().jwt_authorities.clone())
+            }
+            (None, None) => bail!(
+                "the trail starts at a signed checkpoint: pass --bundle (e.g. the output of `jitid bundle`) to check it"
+            ),
+        }
+    };
+    let checkpoint = |token: &str| -> anyhow::Result<Checkpoint> {
+        ca::verify_checkpoint(token, &authorities()?)
+            .map_err(|error| ChainBroken(format!("the checkpoint: {error}")).into())
+    };
+    let (start, head, source) = match (file, &config) {
+        (Some(path), _) => {
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            let mut lines = text.lines().enumerate().peekable();
+            let mut start = None;
+            if let Some((_, line)) = lines.peek()
+                && let Ok(serde_json::Value::Object(map)) = serde_json::from_str(line)
+                && let Some(token) = map.get("checkpoint").and_then(|token| token.as_str())
+            {
+                start = Some(checkpoint(token)?);
+                lines.next();
+            }
+            let mut events = Vec::new();
+            for (index, line) in lines {
+                let event = AuditEvent::from_line(line).map_err(|message| {
+                    broken(ChainBreak::Malformed {
+                        position: index as u64 + 1,
+                        message,
+                    })
+                })?;
+                events.push(event);
+            }
+            let from = start.as_ref().map_or_else(Head::genesis, Checkpoint::head);
+            let head = verify_chain(&from, &events).map_err(broken)?;
+            (start, head, path.display().to_string())
+        }
+        (None, Some((path, config))) => {
+            let StoreConfig::Redis(redis) = &config.store else {
+                bail!(
+                    "{}: the memory store's trail lives in the server process; verify its JSON-lines file with --file, or an `audit export`",
+                    path.display()
+                );
+            };
+            let store = Arc::new(RedisStore::connect(redis.clone()).await?);
+            let log = RedisAuditLog::new(store);
+            let stored_head = log.head().await?;
+            let start = match log.checkpoint().await? {
+                Some(stored) => Some(checkpoint(&stored.token)?),
+                None => None,
+            };
+            let mut head = start.as_ref().map_or_else(Head::genesis, Checkpoint::head);
+            loop {
+                let page = log.read(head.seq, 1000).await?;
+                if page.is_empty() {
+                    break;
+                }
+                head = verify_chain(&head, &page).map_err(broken)?;
+            }
+            if head != stored_head {
+                return Err(ChainBroken(format!(
+                    "the chain ends at event {} but the trail's head is event {} (events removed from the end)",
+                    head.seq, stored_head.seq
+                ))
+                .into());
+            }
+            (start, head, "Redis".to_owned())
+        }
+        (None, None) => {
+            bail!("name the trail: --file FILE, or --config FILE (JITID_CONFIG) for Redis")
+        }
+    };
+    match start {
+        None => println!(
+            "audit trail ok ({source}): {} events, head {}",
+            head.seq, head.hash
+        ),
+        Some(start) => println!(
+            "audit trail ok ({source}): events {} to {} after a checkpoint signed by {} at {}, head {}",
+            start.seq + 1,
+            head.seq,
+            start.iss,
+            humantime::format_rfc3339_seconds(
+                SystemTime::UNIX_EPOCH + Duration::from_secs(start.iat)
+            ),
+            head.hash
+        ),
+    }
+    Ok(())
+}
