@@ -255,23 +255,32 @@ async fn print_query(
 
 async fn export(conn: &ConnArgs, _format: ExportFormat, out: Option<&Path>) -> anyhow::Result<()> {
     let client = connect(conn, true).await?;
-    let found = client
-        .audit_events(pb::QueryAuditRequest::default())
-        .await?;
-    let mut text = String::new();
-    if let Some(token) = &found.checkpoint {
-        text.push_str(&serde_json::json!({ "checkpoint": token }).to_string());
-        text.push('\n');
+    let mut stream = client.query_audit(pb::QueryAuditRequest::default()).await?;
+    // Streamed: a trail of a million events is never held in memory.
+    let mut writer: Box<dyn Write> = match out {
+        Some(path) => Box::new(std::io::BufWriter::new(
+            std::fs::File::create(path)
+                .with_context(|| format!("cannot write {}", path.display()))?,
+        )),
+        None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
+    };
+    while let Some(response) = stream
+        .message()
+        .await
+        .map_err(jitid::client::ClientError::from)?
+    {
+        if !response.checkpoint.is_empty() {
+            writeln!(
+                writer,
+                "{}",
+                serde_json::json!({ "checkpoint": response.checkpoint })
+            )?;
+        }
+        for line in &response.events {
+            writeln!(writer, "{}", checked_event(line)?.to_line())?;
+        }
     }
-    for event in &found.events {
-        text.push_str(&event.to_line());
-        text.push('\n');
-    }
-    match out {
-        Some(path) => std::fs::write(path, text)
-            .with_context(|| format!("cannot write {}", path.display()))?,
-        None => std::io::stdout().lock().write_all(text.as_bytes())?,
-    }
+    writer.flush()?;
     Ok(())
 }
 

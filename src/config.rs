@@ -104,8 +104,11 @@ pub struct AuditConfig {
     pub liveness_sample: f64,
     /// Callers besides admins that may read the trail (`QueryAudit`).
     pub auditors: Vec<IdPattern>,
-    /// How much of the central trail to keep.
-    pub retention: crate::audit::upkeep::Retention,
+    /// Cut events older than this.
+    pub max_age: Duration,
+    /// Keep at most this many events (default: [`DEFAULT_MAX_EVENTS`] for
+    /// the store in use).
+    pub max_events: Option<u64>,
     /// How often expiries are recorded and retention applied.
     pub upkeep_interval: Duration,
     /// Whether to keep a trail at all. Always true from a config file;
@@ -118,6 +121,19 @@ pub struct AuditConfig {
 pub const DEFAULT_MAX_EVENTS: (u64, u64) = (100_000, 1_000_000);
 /// How long the central trail keeps events by default.
 pub const DEFAULT_MAX_AGE: Duration = Duration::from_secs(30 * 24 * 3600);
+
+impl AuditConfig {
+    /// What the central trail keeps, on `store`.
+    pub fn retention(&self, store: &StoreConfig) -> crate::audit::upkeep::Retention {
+        crate::audit::upkeep::Retention {
+            max_age: Some(self.max_age),
+            max_events: Some(self.max_events.unwrap_or(match store {
+                StoreConfig::Memory => DEFAULT_MAX_EVENTS.0,
+                StoreConfig::Redis(_) => DEFAULT_MAX_EVENTS.1,
+            })),
+        }
+    }
+}
 
 /// The JSON-lines sink's destination.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -446,21 +462,17 @@ impl Config {
                     IdPattern::parse(text).map_err(|message| invalid("audit.auditors", message))
                 })
                 .collect::<Result<Vec<_>, _>>()?,
-            retention: crate::audit::upkeep::Retention {
-                max_age: Some(match raw.audit.max_age.as_deref() {
-                    None => DEFAULT_MAX_AGE,
-                    Some(text) => {
-                        parse_duration(text).map_err(|message| invalid("audit.max_age", message))?
-                    }
-                }),
-                max_events: Some(match (raw.audit.max_events, &store) {
-                    (Some(0), _) => {
-                        return Err(invalid("audit.max_events", "must be at least 1".to_owned()));
-                    }
-                    (Some(max), _) => max,
-                    (None, StoreConfig::Memory) => DEFAULT_MAX_EVENTS.0,
-                    (None, StoreConfig::Redis(_)) => DEFAULT_MAX_EVENTS.1,
-                }),
+            max_age: match raw.audit.max_age.as_deref() {
+                None => DEFAULT_MAX_AGE,
+                Some(text) => {
+                    parse_duration(text).map_err(|message| invalid("audit.max_age", message))?
+                }
+            },
+            max_events: match raw.audit.max_events {
+                Some(0) => {
+                    return Err(invalid("audit.max_events", "must be at least 1".to_owned()));
+                }
+                max => max,
             },
             enabled: true,
             upkeep_interval: match raw.audit.upkeep_interval.as_deref() {
@@ -652,11 +664,16 @@ requesters = ["spiffe://example.org/ci/*"]
     fn audit_retention_and_auditors() {
         let config = parse(MINIMAL).unwrap();
         assert_eq!(
-            config.audit.retention,
+            config.audit.retention(&config.store),
             crate::audit::upkeep::Retention {
                 max_age: Some(DEFAULT_MAX_AGE),
                 max_events: Some(DEFAULT_MAX_EVENTS.0),
             }
+        );
+        let redis = StoreConfig::Redis(RedisStoreConfig::new("redis://r"));
+        assert_eq!(
+            config.audit.retention(&redis).max_events,
+            Some(DEFAULT_MAX_EVENTS.1)
         );
         assert!(config.audit.enabled && config.audit.auditors.is_empty());
         let config = parse(&MINIMAL.replace(
@@ -665,11 +682,8 @@ requesters = ["spiffe://example.org/ci/*"]
         ))
         .unwrap();
         assert_eq!(config.audit.auditors.len(), 1);
-        assert_eq!(
-            config.audit.retention.max_age,
-            Some(Duration::from_secs(7 * 24 * 3600))
-        );
-        assert_eq!(config.audit.retention.max_events, Some(50));
+        assert_eq!(config.audit.max_age, Duration::from_secs(7 * 24 * 3600));
+        assert_eq!(config.audit.max_events, Some(50));
         assert_eq!(config.audit.upkeep_interval, Duration::from_secs(1));
         for (bad, key) in [
             ("max_events = 0", "audit.max_events"),
@@ -689,7 +703,7 @@ requesters = ["spiffe://example.org/ci/*"]
         let text = include_str!("../deploy/jitid.example.toml");
         let config = parse(text).unwrap();
         assert!(matches!(config.store, StoreConfig::Redis(_)));
-        assert_eq!(config.audit.retention.max_events, Some(1_000_000));
+        assert_eq!(config.audit.max_events, Some(1_000_000));
     }
 
     #[test]

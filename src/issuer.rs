@@ -1773,6 +1773,7 @@ impl Issuer {
                 (GrantState::Active, whole_seconds(now + decision.ttl))
             }
         };
+        let explanation = explained.clone().unwrap_or_default();
         let grant = Grant {
             id: GrantId::generate(Shard::of(&caller.spiffe_id)),
             subject: caller.spiffe_id.clone(),
@@ -1792,13 +1793,14 @@ impl Issuer {
             per_task,
             ttl: decision.ttl,
             approvals: Vec::new(),
-            decision: serde_json::to_string(&evaluation.explanation).unwrap_or_default(),
+            decision: explanation.to_string(),
         };
         Ok(Decided {
             grant,
             spiffe_id,
             approval: decision.approval,
             received: None,
+            explanation,
         })
     }
 }
@@ -1810,6 +1812,8 @@ struct Decided {
     approval: Approval,
     /// The request as received, for the audit trail.
     received: Option<Record>,
+    /// The decision's explanation (the grant keeps it as text).
+    explanation: serde_json::Value,
 }
 
 impl Decided {
@@ -1834,8 +1838,7 @@ impl Decided {
                 received
             })
             .collect();
-        let decision = serde_json::from_str::<serde_json::Value>(&grant.decision)
-            .unwrap_or(serde_json::Value::Null);
+        let decision = &self.explanation;
         records.push(grant_event(
             EventKind::Decision,
             caller,
@@ -1847,7 +1850,7 @@ impl Decided {
                 "state": grant.state.as_str(),
                 "ttl_seconds": grant.ttl.as_secs(),
                 "expires_at": rfc3339(grant.expires_at),
-                "explanation": decision,
+                "explanation": decision.clone(),
             }),
         ));
         if grant.break_glass {

@@ -774,7 +774,7 @@ async fn run_server(
     let upkeep = Upkeep {
         clock: clock.clone(),
         interval: config.audit.upkeep_interval,
-        retention: config.audit.retention,
+        retention: config.audit.retention(&config.store),
         signer: authority.clone(),
     };
     let mut issuer = Issuer::new(authority, config.catalogue.clone(), store, clock)

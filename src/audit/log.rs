@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 
 use super::upkeep::{Expiring, ExpiryEffect, SignedCheckpoint, expiry_effects};
-use super::{AuditEvent, Head};
+use super::{AuditEvent, Chained, Head};
 use crate::store::{RedisStore, StoreError};
 
 /// What an append found.
@@ -30,14 +30,11 @@ pub trait AuditLog: Send + Sync + std::fmt::Debug + 'static {
     /// The chain's head now.
     async fn head(&self) -> Result<Head, StoreError>;
 
-    /// Appends `events`, already chained from `expected`, if the head is
-    /// still `expected`: all of them or none, together with their
+    /// Appends `chained`, chained from `expected`, if the head is still
+    /// `expected`: all of its events or none, together with their
     /// [`expiry_effects`].
-    async fn append(
-        &self,
-        expected: &Head,
-        events: &[AuditEvent],
-    ) -> Result<AppendOutcome, StoreError>;
+    async fn append(&self, expected: &Head, chained: &Chained)
+    -> Result<AppendOutcome, StoreError>;
 
     /// Up to `limit` events after sequence number `after`, in order.
     async fn read(&self, after: u64, limit: usize) -> Result<Vec<AuditEvent>, StoreError>;
@@ -146,14 +143,14 @@ impl AuditLog for MemoryAuditLog {
     async fn append(
         &self,
         expected: &Head,
-        events: &[AuditEvent],
+        chained: &Chained,
     ) -> Result<AppendOutcome, StoreError> {
         let mut chain = self.lock();
         let head = chain.head();
         if &head != expected {
             return Ok(AppendOutcome::Moved(head));
         }
-        for event in events {
+        for event in &chained.events {
             for effect in expiry_effects(event) {
                 chain.apply(effect);
             }
@@ -242,9 +239,9 @@ impl AuditLog for RedisAuditLog {
     async fn append(
         &self,
         expected: &Head,
-        events: &[AuditEvent],
+        chained: &Chained,
     ) -> Result<AppendOutcome, StoreError> {
-        self.store.audit_append(expected, events).await
+        self.store.audit_append(expected, chained).await
     }
 
     async fn read(&self, after: u64, limit: usize) -> Result<Vec<AuditEvent>, StoreError> {

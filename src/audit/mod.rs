@@ -113,6 +113,48 @@ pub struct AuditEvent {
     pub hash: String,
 }
 
+/// Events chained one after the other, each with its JSON line (what the
+/// trail and the sink store).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Chained {
+    /// The events, in order.
+    pub events: Vec<AuditEvent>,
+    /// `lines[i]` is `events[i].to_line()`.
+    pub lines: Vec<String>,
+}
+
+impl Chained {
+    /// Seals `records`, in order, after `after`.
+    pub fn seal(records: Vec<Record>, after: &Head) -> Self {
+        let mut chained = Self {
+            events: Vec::with_capacity(records.len()),
+            lines: Vec::with_capacity(records.len()),
+        };
+        let mut last = after.clone();
+        for record in records {
+            let (event, line) = AuditEvent::seal_with_line(record, &last);
+            last = event.head();
+            chained.events.push(event);
+            chained.lines.push(line);
+        }
+        chained
+    }
+
+    /// Chains the same events after `after` instead.
+    pub fn rechain(&mut self, after: &Head) {
+        let mut last = after.clone();
+        for (event, line) in self.events.iter_mut().zip(self.lines.iter_mut()) {
+            *line = event.rechain(&last);
+            last = event.head();
+        }
+    }
+
+    /// The head after the last event, if any.
+    pub fn head(&self) -> Option<Head> {
+        self.events.last().map(AuditEvent::head)
+    }
+}
+
 /// Where a chain ends: the last event's sequence number and hash (0 and
 /// [`GENESIS`] for an empty chain).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -174,24 +216,52 @@ struct Body<'a> {
 impl AuditEvent {
     /// Places `record` in the chain after `prev`.
     pub fn seal(record: Record, prev: &Head) -> Self {
+        Self::seal_with_line(record, prev).0
+    }
+
+    /// [`AuditEvent::seal`], and the event's JSON line, from one
+    /// serialization.
+    pub fn seal_with_line(record: Record, prev: &Head) -> (Self, String) {
+        let mut details = record.details;
+        sort_keys(&mut details);
         let mut event = Self {
-            seq: prev.seq + 1,
+            seq: 0,
             time: humantime::format_rfc3339_millis(record.at).to_string(),
             kind: record.kind,
             actor: record.actor,
             subject: record.subject,
             grant: record.grant,
             task: record.task,
-            details: sorted(record.details),
-            prev: prev.hash.clone(),
+            details,
+            prev: String::new(),
             hash: String::new(),
         };
-        event.hash = event.computed_hash();
-        event
+        let line = event.rechain(prev);
+        (event, line)
+    }
+
+    /// Moves the event to just after `prev` (sequence number, `prev`,
+    /// `hash`) and returns its new JSON line.
+    pub fn rechain(&mut self, prev: &Head) -> String {
+        self.seq = prev.seq + 1;
+        self.prev.clone_from(&prev.hash);
+        let mut body = self.canonical();
+        self.hash = hex(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &body).as_ref());
+        // The line is the canonical object with `hash` added last.
+        body.pop();
+        body.extend_from_slice(b",\"hash\":\"");
+        body.extend_from_slice(self.hash.as_bytes());
+        body.extend_from_slice(b"\"}");
+        String::from_utf8(body).unwrap_or_else(|_| self.to_line())
     }
 
     /// The hash its content should have.
     pub fn computed_hash(&self) -> String {
+        hex(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &self.canonical()).as_ref())
+    }
+
+    /// The canonical encoding: the event without `hash`.
+    fn canonical(&self) -> Vec<u8> {
         let body = Body {
             seq: self.seq,
             time: &self.time,
@@ -203,8 +273,7 @@ impl AuditEvent {
             details: &self.details,
             prev: &self.prev,
         };
-        let canonical = serde_json::to_vec(&body).unwrap_or_default();
-        hex(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &canonical).as_ref())
+        serde_json::to_vec(&body).unwrap_or_default()
     }
 
     /// The event as one line of JSON (no newline).
@@ -275,24 +344,17 @@ pub fn verify_chain<'a>(
     Ok(head)
 }
 
-/// `details` with object keys sorted at every level (serde_json's map is
-/// sorted unless another crate turns on `preserve_order`; this makes sure).
-fn sorted(value: serde_json::Value) -> serde_json::Value {
+/// Sorts object keys at every level, in place (serde_json's map keeps
+/// insertion order when a crate in the build turns on `preserve_order`, as
+/// one here does).
+fn sort_keys(value: &mut serde_json::Value) {
     match value {
         serde_json::Value::Object(map) => {
-            let mut entries: Vec<(String, serde_json::Value)> = map.into_iter().collect();
-            entries.sort_by(|a, b| a.0.cmp(&b.0));
-            serde_json::Value::Object(
-                entries
-                    .into_iter()
-                    .map(|(key, value)| (key, sorted(value)))
-                    .collect(),
-            )
+            map.sort_keys();
+            map.values_mut().for_each(sort_keys);
         }
-        serde_json::Value::Array(items) => {
-            serde_json::Value::Array(items.into_iter().map(sorted).collect())
-        }
-        other => other,
+        serde_json::Value::Array(items) => items.iter_mut().for_each(sort_keys),
+        _ => {}
     }
 }
 
@@ -337,6 +399,9 @@ mod tests {
         let head = verify_chain(&Head::genesis(), &events).unwrap();
         assert_eq!(head, events[2].head());
         let lines: Vec<String> = events.iter().map(AuditEvent::to_line).collect();
+        // Sealing writes the same line from its one serialization.
+        let (resealed, line) = AuditEvent::seal_with_line(record(1), &Head::genesis());
+        assert_eq!((&resealed, &line), (&events[0], &lines[0]));
         assert!(lines[0].starts_with("{\"seq\":1,\"time\":\"2026-11-23T00:00:00.001Z\""));
         assert!(lines[0].contains("\"details\":{\"a\":{\"b\":2,\"z\":1},\"serial\":\"01\"}"));
         assert!(lines[0].ends_with(&format!("\"hash\":\"{}\"}}", events[0].hash)));
@@ -346,6 +411,17 @@ mod tests {
             .collect();
         assert_eq!(parsed, events);
         assert_eq!(Head::decode(&head.encode()), Some(head));
+    }
+
+    #[test]
+    fn rechaining_after_another_head_is_sealing_there() {
+        let earlier = chain(2);
+        let records = vec![record(3), record(4)];
+        let mut chained = Chained::seal(records.clone(), &Head::genesis());
+        chained.rechain(&earlier[1].head());
+        assert_eq!(chained, Chained::seal(records, &earlier[1].head()));
+        assert_eq!(chained.events[0].seq, 3);
+        assert_eq!(chained.lines[1], chained.events[1].to_line());
     }
 
     #[test]

@@ -377,8 +377,10 @@ impl Report {
                         row.end_lags_ms.extend(lag);
                     }
                 }
-                EventKind::GrantExpired => {
-                    ended.entry(grant.clone()).or_insert(at);
+                // A grant its task's revocation ended is still recorded
+                // as expiring later: it counts as revoked.
+                EventKind::GrantExpired if !ended.contains_key(&grant) => {
+                    ended.insert(grant.clone(), at);
                     report
                         .entitlements
                         .entry(entitlement(&grant))
@@ -590,6 +592,7 @@ mod tests {
                 json!({"target": "task", "value": "job-1", "grants_ended": [], "lag_ms": 1}),
             ),
             (LivenessChecked, Some("g2"), json!({"status": "valid"})),
+            (GrantExpired, Some("g2"), json!({"state": "active"})),
         ])
     }
 
@@ -606,7 +609,7 @@ mod tests {
             .filter(|event| selector.select(event))
             .map(|event| event.seq)
             .collect();
-        assert_eq!(selected, [5, 6, 7, 11, 12]);
+        assert_eq!(selected, [5, 6, 7, 11, 12, 13]);
         let mut kinds = Selector::new(Filter {
             kinds: vec![EventKind::LivenessChecked],
             since: Some("2026-11-23T00:00:05Z".to_owned()),
@@ -701,6 +704,10 @@ mod tests {
         );
         assert_eq!(deploy.end_lags_ms, [3, 1]);
         assert_eq!(deploy.valid_after_end, 1);
-        assert_eq!(report.events, 12);
+        assert_eq!(
+            deploy.expired, 0,
+            "g2 ended by revocation before it expired"
+        );
+        assert_eq!(report.events, 13);
     }
 }

@@ -15,7 +15,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::log::{AppendOutcome, AuditLog};
 use super::upkeep::{CheckpointSigner, Retention, SignedCheckpoint, cut_point};
-use super::{AuditEvent, Head, Record};
+use super::{Chained, Head, Record};
 use crate::clock::Clock;
 use crate::store::StoreError;
 
@@ -97,10 +97,10 @@ impl JsonLinesSink {
         }
     }
 
-    fn write(&self, events: &[AuditEvent]) -> Result<(), AuditError> {
-        let mut text = String::new();
-        for event in events {
-            text.push_str(&event.to_line());
+    fn write(&self, lines: &[String]) -> Result<(), AuditError> {
+        let mut text = String::with_capacity(lines.iter().map(|line| line.len() + 1).sum());
+        for line in lines {
+            text.push_str(line);
             text.push('\n');
         }
         let mut out = self
@@ -217,9 +217,11 @@ struct Writer {
 
 impl Writer {
     async fn run(mut self, mut batches: mpsc::Receiver<Batch>, upkeep: Option<Upkeep>) {
-        let mut ticks = upkeep
-            .as_ref()
-            .map(|upkeep| tokio::time::interval(upkeep.interval));
+        let mut ticks = upkeep.as_ref().map(|upkeep| {
+            let mut ticks = tokio::time::interval(upkeep.interval);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            ticks
+        });
         loop {
             let tick = async {
                 match &mut ticks {
@@ -253,8 +255,8 @@ impl Writer {
             }
         }
         let records: Vec<Record> = taken
-            .iter()
-            .flat_map(|batch| batch.records.iter().cloned())
+            .iter_mut()
+            .flat_map(|batch| std::mem::take(&mut batch.records))
             .collect();
         let result = self.append(records).await;
         for batch in taken {
@@ -264,9 +266,9 @@ impl Writer {
 
     /// Chains `records`, appends them to the trail, then to the sink.
     async fn append(&mut self, records: Vec<Record>) -> Result<(), AuditError> {
-        let events = append(&*self.log, &mut self.head, records).await?;
+        let chained = append(&*self.log, &mut self.head, records).await?;
         match &self.sink {
-            Some(sink) => sink.write(&events),
+            Some(sink) => sink.write(&chained.lines),
             None => Ok(()),
         }
     }
@@ -350,27 +352,24 @@ async fn append(
     log: &dyn AuditLog,
     head: &mut Option<Head>,
     records: Vec<Record>,
-) -> Result<Vec<AuditEvent>, AuditError> {
+) -> Result<Chained, AuditError> {
     let unavailable = |error: StoreError| AuditError::Unavailable(error.to_string());
     let mut expected = match head.take() {
         Some(head) => head,
         None => log.head().await.map_err(unavailable)?,
     };
+    let mut chained = Chained::seal(records, &expected);
     for _ in 0..MAX_ATTEMPTS {
-        let mut events = Vec::with_capacity(records.len());
-        let mut last = expected.clone();
-        for record in &records {
-            let event = AuditEvent::seal(record.clone(), &last);
-            last = event.head();
-            events.push(event);
-        }
-        match log.append(&expected, &events).await.map_err(unavailable)? {
+        match log.append(&expected, &chained).await.map_err(unavailable)? {
             AppendOutcome::Appended(new) => {
                 *head = Some(new);
-                return Ok(events);
+                return Ok(chained);
             }
             // Another replica appended first: chain after it and retry.
-            AppendOutcome::Moved(current) => expected = current,
+            AppendOutcome::Moved(current) => {
+                chained.rechain(&current);
+                expected = current;
+            }
         }
     }
     Err(AuditError::Unavailable(

@@ -42,7 +42,7 @@ use super::{
     StoreError, judge,
 };
 use crate::audit::upkeep::{Expiring, ExpiryEffect, SignedCheckpoint, expiry_effects};
-use crate::audit::{AppendOutcome, AuditEvent, Head};
+use crate::audit::{AppendOutcome, AuditEvent, Chained, Head};
 use crate::grant::{
     Action, ApprovalRecord, Credential, CredentialId, Epoch, Grant, GrantId, GrantState, Shard,
     TaskId,
@@ -1061,8 +1061,9 @@ impl RedisStore {
     pub(crate) async fn audit_append(
         &self,
         expected: &Head,
-        events: &[AuditEvent],
+        chained: &Chained,
     ) -> Result<AppendOutcome, StoreError> {
+        let events = &chained.events;
         let Some(last) = events.last() else {
             return Ok(AppendOutcome::Appended(expected.clone()));
         };
@@ -1077,10 +1078,8 @@ impl RedisStore {
             .arg(expected.encode())
             .arg(last.head().encode())
             .arg(events.len());
-        for event in events {
-            invocation
-                .arg(format!("{}-0", event.seq))
-                .arg(event.to_line());
+        for (event, line) in events.iter().zip(&chained.lines) {
+            invocation.arg(format!("{}-0", event.seq)).arg(line);
         }
         for effect in events.iter().flat_map(expiry_effects) {
             match effect {

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use jitid::audit::upkeep::{Retention, SignedCheckpoint};
 use jitid::audit::{
-    AppendOutcome, AuditEvent, AuditLog, EventKind, Head, MemoryAuditLog, Record, RedisAuditLog,
-    verify_chain,
+    AppendOutcome, AuditEvent, AuditLog, Chained, EventKind, Head, MemoryAuditLog, Record,
+    RedisAuditLog, verify_chain,
 };
 use jitid::client::SvidRequest;
 use jitid::proto::v1::{self as pb, complete_task_request::Target as Complete};
@@ -39,20 +39,12 @@ fn rfc3339(at: SystemTime) -> String {
 /// Appends `records` after the log's head.
 async fn append(log: &dyn AuditLog, records: Vec<Record>) -> Vec<AuditEvent> {
     let head = log.head().await.unwrap();
-    let mut last = head.clone();
-    let events: Vec<AuditEvent> = records
-        .into_iter()
-        .map(|record| {
-            let event = AuditEvent::seal(record, &last);
-            last = event.head();
-            event
-        })
-        .collect();
+    let chained = Chained::seal(records, &head);
     assert_eq!(
-        log.append(&head, &events).await.unwrap(),
-        AppendOutcome::Appended(last)
+        log.append(&head, &chained).await.unwrap(),
+        AppendOutcome::Appended(chained.head().unwrap())
     );
-    events
+    chained.events
 }
 
 /// `shared`: the log is shared by replicas (Redis), so its upkeep lease
