@@ -45,6 +45,12 @@ pub enum AuditError {
     Unavailable(String),
 }
 
+impl From<StoreError> for AuditError {
+    fn from(error: StoreError) -> Self {
+        Self::Unavailable(error.to_string())
+    }
+}
+
 /// One event a line, to a file (appended to) or stdout.
 pub struct JsonLinesSink {
     out: Mutex<Box<dyn Write + Send>>,
@@ -276,22 +282,12 @@ impl Writer {
     /// Records the expiries that are due and applies retention, if this
     /// writer holds the lease.
     async fn upkeep(&mut self, upkeep: &Upkeep) -> Result<(), AuditError> {
-        let unavailable = |error: StoreError| AuditError::Unavailable(error.to_string());
-        if !self
-            .log
-            .lease(&self.holder, upkeep.interval * 3)
-            .await
-            .map_err(unavailable)?
-        {
+        if !self.log.lease(&self.holder, upkeep.interval * 3).await? {
             return Ok(());
         }
         let now = upkeep.clock.now();
         loop {
-            let due = self
-                .log
-                .due(now, EXPIRED_BATCH)
-                .await
-                .map_err(unavailable)?;
+            let due = self.log.due(now, EXPIRED_BATCH).await?;
             let more = due.len() == EXPIRED_BATCH;
             if !due.is_empty() {
                 self.append(due.iter().map(|grant| grant.expired(now)).collect())
@@ -301,11 +297,11 @@ impl Writer {
                 break;
             }
         }
-        self.trim(upkeep, now).await.map_err(unavailable)
+        self.trim(upkeep, now).await
     }
 
     /// Cuts what retention no longer keeps, behind a signed checkpoint.
-    async fn trim(&mut self, upkeep: &Upkeep, now: SystemTime) -> Result<(), StoreError> {
+    async fn trim(&mut self, upkeep: &Upkeep, now: SystemTime) -> Result<(), AuditError> {
         let cut = self.log.checkpoint().await?.map_or(0, |cut| cut.seq);
         let head = self.log.head().await?;
         let log = self.log.clone();
@@ -333,9 +329,8 @@ impl Writer {
         let token = upkeep
             .signer
             .sign_checkpoint(&last.head(), &last.time, now)
-            .map_err(|message| StoreError::Corrupt {
-                key: "audit checkpoint".to_owned(),
-                message,
+            .map_err(|message| {
+                AuditError::Unavailable(format!("signing the checkpoint: {message}"))
             })?;
         self.log
             .trim(&SignedCheckpoint {
@@ -353,14 +348,13 @@ async fn append(
     head: &mut Option<Head>,
     records: Vec<Record>,
 ) -> Result<Chained, AuditError> {
-    let unavailable = |error: StoreError| AuditError::Unavailable(error.to_string());
     let mut expected = match head.take() {
         Some(head) => head,
-        None => log.head().await.map_err(unavailable)?,
+        None => log.head().await?,
     };
     let mut chained = Chained::seal(records, &expected);
     for _ in 0..MAX_ATTEMPTS {
-        match log.append(&expected, &chained).await.map_err(unavailable)? {
+        match log.append(&expected, &chained).await? {
             AppendOutcome::Appended(new) => {
                 *head = Some(new);
                 return Ok(chained);

@@ -16,7 +16,9 @@ use jitid::proto::v1::{
 use jitid::store::{MemoryStore, RedisStore, RedisStoreConfig};
 
 use crate::support::redis::RedisServer;
-use crate::support::{CI_RUNNER, SECURITY_A, SECURITY_B, SRE_A, SRE_B, SRE_C, TestEnv, jitid_bin};
+use crate::support::{
+    CI_RUNNER, SECURITY_A, SECURITY_B, SRE_A, SRE_B, SRE_C, TestEnv, exited, jitid_bin,
+};
 
 /// The events appended since the trail had `from` of them.
 async fn since(log: &dyn AuditLog, from: usize) -> Vec<AuditEvent> {
@@ -204,12 +206,7 @@ fn verify(args: &[&str], target: &std::path::Path) -> std::process::Output {
 }
 
 fn says(output: &std::process::Output, code: i32, text: &str) {
-    let all = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert_eq!(output.status.code(), Some(code), "{all}");
+    let all = exited(output, code);
     assert!(all.contains(text), "expected {text:?} in {all}");
 }
 
@@ -237,15 +234,7 @@ async fn tampering_is_detected_in_redis_and_in_the_json_lines_file() {
             .await
             .unwrap();
     }
-    let config = env.dir.path().join("verify.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "trust_domain = \"example.org\"\nstore = \"redis\"\n[ca]\ndir = \"ca\"\n[redis]\nurl = \"{}\"\n",
-            redis.url()
-        ),
-    )
-    .unwrap();
+    let config = env.redis_config_file(&redis.url());
     says(
         &verify(&["--config"], &config),
         0,

@@ -18,7 +18,7 @@ use jitid::proto::v1::{self as pb, complete_task_request::Target as Complete};
 use jitid::store::{MemoryStore, RedisStore, RedisStoreConfig};
 
 use crate::support::redis::{RedisCluster, RedisServer};
-use crate::support::{ADMIN, AUDITOR, CI_RUNNER, SRE_A, TestEnv, jitid_bin};
+use crate::support::{ADMIN, AUDITOR, CI_RUNNER, SRE_A, TestEnv, exited, jitid_bin};
 
 fn record(kind: EventKind, grant: &str, details: serde_json::Value) -> Record {
     Record {
@@ -459,17 +459,6 @@ fn cli(env: &TestEnv, id: &str, args: &[&str]) -> Output {
         .unwrap()
 }
 
-/// The output's text, after checking its exit code.
-fn expect(output: &Output, code: i32) -> String {
-    let all = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert_eq!(output.status.code(), Some(code), "{all}");
-    all
-}
-
 // The server runs in this process while the test blocks on the CLI.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cli_shows_a_grants_life_and_reports_per_entitlement() {
@@ -493,7 +482,7 @@ async fn the_cli_shows_a_grants_life_and_reports_per_entitlement() {
     let grant = jwt.grant.grant_id.clone();
 
     // The grant's whole life, and the proof that nothing accepted it after.
-    let life = expect(&cli(&env, AUDITOR, &["audit", "grant", &grant]), 0);
+    let life = exited(&cli(&env, AUDITOR, &["audit", "grant", &grant]), 0);
     for text in [
         "request_received",
         "decision",
@@ -506,9 +495,9 @@ async fn the_cli_shows_a_grants_life_and_reports_per_entitlement() {
     ] {
         assert!(life.contains(text), "expected {text:?} in {life}");
     }
-    let refused = expect(&cli(&env, CI_RUNNER, &["audit", "grant", &grant]), 3);
+    let refused = exited(&cli(&env, CI_RUNNER, &["audit", "grant", &grant]), 3);
     assert!(refused.contains("only admins and auditors"), "{refused}");
-    let unknown = expect(
+    let unknown = exited(
         &cli(
             &env,
             AUDITOR,
@@ -519,7 +508,7 @@ async fn the_cli_shows_a_grants_life_and_reports_per_entitlement() {
     assert!(unknown.contains("holds no events about grant"), "{unknown}");
 
     // Search and tail.
-    let found = expect(
+    let found = exited(
         &cli(
             &env,
             AUDITOR,
@@ -542,10 +531,10 @@ async fn the_cli_shows_a_grants_life_and_reports_per_entitlement() {
             .lines()
             .all(|line| AuditEvent::from_line(line).is_ok())
     );
-    let tail = expect(&cli(&env, AUDITOR, &["audit", "tail", "-n", "2"]), 0);
+    let tail = exited(&cli(&env, AUDITOR, &["audit", "tail", "-n", "2"]), 0);
     assert_eq!(tail.lines().count(), 2, "{tail}");
     assert!(tail.contains("liveness_checked"), "{tail}");
-    let bad = expect(
+    let bad = exited(
         &cli(&env, AUDITOR, &["audit", "search", "--since", "last week"]),
         1,
     );
@@ -556,7 +545,7 @@ async fn the_cli_shows_a_grants_life_and_reports_per_entitlement() {
 
     // The report: one ci-publish grant, completed, nothing live, nothing
     // VALID after its end.
-    let report = expect(
+    let report = exited(
         &cli(&env, AUDITOR, &["audit", "report", "--since", "1h"]),
         0,
     );
@@ -619,15 +608,7 @@ async fn trimming_keeps_the_trail_verifiable_from_a_signed_checkpoint() {
         [6, 7, 8, 9]
     );
 
-    let config = env.dir.path().join("verify.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "trust_domain = \"example.org\"\nstore = \"redis\"\n[ca]\ndir = \"ca\"\n[redis]\nurl = \"{}\"\n",
-            redis.url()
-        ),
-    )
-    .unwrap();
+    let config = env.redis_config_file(&redis.url());
     let verify = |args: &[&str]| {
         Command::new(jitid_bin())
             .args(["audit", "verify"])
@@ -637,7 +618,7 @@ async fn trimming_keeps_the_trail_verifiable_from_a_signed_checkpoint() {
             .unwrap()
     };
     let config_arg = config.to_str().unwrap();
-    let ok = expect(&verify(&["--config", config_arg]), 0);
+    let ok = exited(&verify(&["--config", config_arg]), 0);
     assert!(
         ok.contains("events 6 to 9 after a checkpoint signed by spiffe://example.org"),
         "{ok}"
@@ -645,7 +626,7 @@ async fn trimming_keeps_the_trail_verifiable_from_a_signed_checkpoint() {
 
     // An export starts with the checkpoint and verifies against the bundle.
     let export = env.dir.path().join("export.jsonl");
-    expect(
+    exited(
         &cli(
             &env,
             AUDITOR,
@@ -660,16 +641,16 @@ async fn trimming_keeps_the_trail_verifiable_from_a_signed_checkpoint() {
     std::fs::write(&bundle, env.authority.bundle().to_spiffe_json()).unwrap();
     let export_arg = export.to_str().unwrap();
     let bundle_arg = bundle.to_str().unwrap();
-    let ok = expect(&verify(&["--file", export_arg, "--bundle", bundle_arg]), 0);
+    let ok = exited(&verify(&["--file", export_arg, "--bundle", bundle_arg]), 0);
     assert!(ok.contains("events 6 to 9 after a checkpoint"), "{ok}");
-    let unchecked = expect(&verify(&["--file", export_arg]), 1);
+    let unchecked = exited(&verify(&["--file", export_arg]), 1);
     assert!(unchecked.contains("pass --bundle"), "{unchecked}");
 
     // A checkpoint signed by another trust domain's key is refused.
     let other = TestEnv::start().await;
     let other_bundle = env.dir.path().join("other.json");
     std::fs::write(&other_bundle, other.authority.bundle().to_spiffe_json()).unwrap();
-    let foreign = expect(
+    let foreign = exited(
         &verify(&[
             "--file",
             export_arg,
@@ -695,14 +676,14 @@ async fn trimming_keeps_the_trail_verifiable_from_a_signed_checkpoint() {
     );
     let forged_key = format!("5 {forged}");
     redis.command(&["SET", "jitid:{audit}:checkpoint", &forged_key]);
-    let refused = expect(&verify(&["--config", config_arg]), 6);
+    let refused = exited(&verify(&["--config", config_arg]), 6);
     assert!(refused.contains("checkpoint does not verify"), "{refused}");
     redis.command(&["SET", "jitid:{audit}:checkpoint", &checkpoint.encode()]);
-    expect(&verify(&["--config", config_arg]), 0);
+    exited(&verify(&["--config", config_arg]), 0);
 
     // Deleting the first event kept breaks the link to the checkpoint.
     redis.command(&["XDEL", "jitid:{audit}:log", "6-0"]);
-    let broken = expect(&verify(&["--config", config_arg]), 6);
+    let broken = exited(&verify(&["--config", config_arg]), 6);
     assert!(
         broken.contains("event 7: does not follow event 5"),
         "{broken}"

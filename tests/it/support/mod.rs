@@ -235,6 +235,20 @@ impl TestEnv {
         .unwrap()
     }
 
+    /// A config file for CLI commands that read the Redis at `url` with
+    /// this environment's CA (e.g. `jitid audit verify --config`).
+    pub fn redis_config_file(&self, url: &str) -> PathBuf {
+        let config = self.dir.path().join("verify.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "trust_domain = \"{TRUST_DOMAIN}\"\nstore = \"redis\"\n[ca]\ndir = \"ca\"\n[redis]\nurl = \"{url}\"\n"
+            ),
+        )
+        .unwrap();
+        config
+    }
+
     pub fn url(&self) -> String {
         format!("https://127.0.0.1:{}", self.addr.port())
     }
@@ -355,6 +369,17 @@ impl Drop for TestEnv {
             let _ = shutdown.send(());
         }
     }
+}
+
+/// A command's stdout and stderr, after checking its exit code.
+pub fn exited(output: &std::process::Output, code: i32) -> String {
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(output.status.code(), Some(code), "{all}");
+    all
 }
 
 /// Path of the built `jitid` binary.
