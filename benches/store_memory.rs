@@ -61,6 +61,7 @@ async fn record(store: &RedisStore, subject: &SpiffeId, n: u64, ttl: Duration) {
         ttl,
         approvals: Vec::new(),
         decision: String::new(),
+        delegation: None,
     };
     let credential = Credential {
         id: CredentialId::new_x509(grant.id).0,

@@ -253,6 +253,7 @@ async fn run_revocation(config: BenchConfig) -> Result<BenchReport, BenchError> 
             credential_id: &jti,
             task_id: &svid.grant.task_id,
             epoch: &claims_epoch,
+            parent_grant_ids: &[],
         };
         let give_up = revoked_at + Duration::from_secs(5);
         let known = || cache.is_revoked(&claims).unwrap_or(false);

@@ -90,6 +90,19 @@ pub struct Config {
     pub store: StoreConfig,
     /// The audit trail's sinks and failure mode.
     pub audit: AuditConfig,
+    /// `[revocation]`: how relying parties' acknowledgements are judged.
+    pub revocation: RevocationConfig,
+}
+
+/// `[revocation]`: proof of removal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RevocationConfig {
+    /// How long a registered relying party may take to apply a revocation
+    /// before `RevocationStatus` flags it (default 5s).
+    pub ack_bound: Duration,
+    /// How long a relying party stays registered without being heard from
+    /// (default 1m; a following cache is heard from every heartbeat).
+    pub relying_party_ttl: Duration,
 }
 
 /// `[audit]`: the central trail lives in the grant store (memory or
@@ -204,6 +217,15 @@ struct RawConfig {
     redis: Option<RawRedis>,
     #[serde(default)]
     audit: RawAudit,
+    #[serde(default)]
+    revocation: RawRevocation,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawRevocation {
+    ack_bound: Option<String>,
+    relying_party_ttl: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -428,6 +450,29 @@ impl Config {
             }
         };
 
+        let revocation_duration = |field: &'static str, text: &Option<String>, default| {
+            let value = match text {
+                None => default,
+                Some(text) => parse_duration(text).map_err(|message| invalid(field, message))?,
+            };
+            if value < Duration::from_millis(10) {
+                return Err(invalid(field, "must be at least 10ms".to_owned()));
+            }
+            Ok(value)
+        };
+        let revocation = RevocationConfig {
+            ack_bound: revocation_duration(
+                "revocation.ack_bound",
+                &raw.revocation.ack_bound,
+                crate::issuer::DEFAULT_ACK_BOUND,
+            )?,
+            relying_party_ttl: revocation_duration(
+                "revocation.relying_party_ttl",
+                &raw.revocation.relying_party_ttl,
+                crate::issuer::DEFAULT_PARTY_TTL,
+            )?,
+        };
+
         let audit = AuditConfig {
             jsonl: match raw.audit.jsonl.as_deref() {
                 None | Some("") => None,
@@ -502,6 +547,7 @@ impl Config {
             admins,
             store,
             audit,
+            revocation,
         })
     }
 }
@@ -704,6 +750,41 @@ requesters = ["spiffe://example.org/ci/*"]
         let config = parse(text).unwrap();
         assert!(matches!(config.store, StoreConfig::Redis(_)));
         assert_eq!(config.audit.max_events, Some(1_000_000));
+        let agent = config.catalogue.entitlement("agent-research").unwrap();
+        assert!(agent.bind_jwt && agent.delegation_depth == 2);
+    }
+
+    #[test]
+    fn revocation_bounds_and_delegation_depth() {
+        let config = parse(MINIMAL).unwrap();
+        assert_eq!(
+            config.revocation.ack_bound,
+            crate::issuer::DEFAULT_ACK_BOUND
+        );
+        let entitlement = config.catalogue.entitlement("ci-publish").unwrap();
+        assert_eq!(entitlement.delegation_depth, 0, "not delegable unless said");
+        assert!(!entitlement.bind_jwt);
+        let config = parse(&MINIMAL.replace(
+            "[ca]",
+            "[revocation]\nack_bound = \"2s\"\nrelying_party_ttl = \"5m\"\n[ca]",
+        ))
+        .unwrap();
+        assert_eq!(config.revocation.ack_bound, Duration::from_secs(2));
+        assert_eq!(
+            config.revocation.relying_party_ttl,
+            Duration::from_secs(300)
+        );
+        let error = parse(&MINIMAL.replace("[ca]", "[revocation]\nack_bound = \"1ms\"\n[ca]"))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("revocation.ack_bound"), "{error}");
+        let error = parse(&format!("{MINIMAL}delegation_depth = 9\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("delegation_depth") && error.contains("at most 8"),
+            "{error}"
+        );
     }
 
     #[test]

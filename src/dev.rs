@@ -234,6 +234,8 @@ requesters = ["spiffe://example.org/agents/*"]
 identity = "per-task"
 default_ttl = "5m"
 max_ttl = "15m"
+# Its tools get narrower identities: `jitid delegate`, `TaskIdentity::delegate`.
+delegation_depth = 2
 
 # A production deploy: high risk, so approved by someone in SRE (never the
 # requester), only inside the change window, with a justification and a

@@ -23,6 +23,9 @@
 //!     epoch        UTF8String,   -- the grant store's epoch at issuance
 //!     breakGlass   BOOLEAN DEFAULT FALSE,
 //!                                -- issued on the emergency path
+//!     parentGrantIds [0] IMPLICIT SEQUENCE OF UTF8String OPTIONAL,
+//!                                -- a delegated grant's ancestors,
+//!                                -- parent first
 //!     ...                        -- later versions append fields; readers
 //!                                -- ignore what follows the known ones
 //! }
@@ -54,6 +57,9 @@ pub struct GrantExtension {
     pub epoch: String,
     /// Whether the grant was issued on the break-glass path.
     pub break_glass: bool,
+    /// For a delegated grant, its ancestors' ids, parent first: ending any
+    /// of them ends this grant too.
+    pub parent_grant_ids: Vec<String>,
 }
 
 /// Why a certificate's grant extension could not be read.
@@ -98,6 +104,17 @@ impl GrantExtension {
                 if self.break_glass {
                     writer.next().write_bool(true);
                 }
+                if !self.parent_grant_ids.is_empty() {
+                    writer
+                        .next()
+                        .write_tagged_implicit(yasna::Tag::context(0), |writer| {
+                            writer.write_sequence_of(|writer| {
+                                for id in &self.parent_grant_ids {
+                                    writer.next().write_utf8_string(id);
+                                }
+                            })
+                        });
+                }
             });
         })
     }
@@ -121,12 +138,24 @@ impl GrantExtension {
                     Ok(())
                 })?;
                 let epoch = reader.next().read_utf8string()?;
+                let mut rest = Vec::new();
+                while let Some(der) = reader.read_optional(|reader| reader.read_der())? {
+                    rest.push(der);
+                }
+                let mut rest = rest.iter().peekable();
                 // BOOLEAN TRUE; FALSE is the default and never encoded.
-                let break_glass = reader
-                    .read_optional(|reader| reader.read_der())?
-                    .is_some_and(|der| der == [0x01, 0x01, 0xff]);
-                // Fields added by later versions of this version are skipped.
-                while reader.read_optional(|reader| reader.read_der())?.is_some() {}
+                let break_glass = rest
+                    .next_if(|der| der.first() == Some(&0x01))
+                    .is_some_and(|der| der.as_slice() == [0x01, 0x01, 0xff]);
+                let parent_grant_ids = match rest.next_if(|der| der.first() == Some(&0xa0)) {
+                    Some(der) => yasna::parse_der(der, |reader| {
+                        reader.read_tagged_implicit(yasna::Tag::context(0), |reader| {
+                            reader.collect_sequence_of(|reader| reader.read_utf8string())
+                        })
+                    })?,
+                    None => Vec::new(),
+                };
+                // Fields added by later versions of this version are ignored.
                 Ok(Self {
                     grant_id,
                     task_id,
@@ -134,6 +163,7 @@ impl GrantExtension {
                     actions,
                     epoch,
                     break_glass,
+                    parent_grant_ids,
                 })
             })
         });
@@ -177,6 +207,7 @@ mod tests {
             actions: vec!["publish:artifacts".to_owned(), "read:source".to_owned()],
             epoch: "5f0c1d2e3a4b5c6d".to_owned(),
             break_glass: false,
+            parent_grant_ids: Vec::new(),
         }
     }
 
@@ -196,6 +227,22 @@ mod tests {
             sample().to_der().len() + 3,
             "one BOOLEAN, only when true"
         );
+        let delegated = GrantExtension {
+            parent_grant_ids: vec![
+                "5d3c2b1a-6c8b-4d0e-9d55-2f0c7b4c1e11".to_owned(),
+                "a1b2c3d4-6c8b-4d0e-9d55-2f0c7b4c1e11".to_owned(),
+            ],
+            ..sample()
+        };
+        assert_eq!(
+            GrantExtension::from_der(&delegated.to_der()),
+            Ok(delegated.clone())
+        );
+        let both = GrantExtension {
+            break_glass: true,
+            ..delegated
+        };
+        assert_eq!(GrantExtension::from_der(&both.to_der()), Ok(both));
     }
 
     #[test]

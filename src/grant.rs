@@ -115,6 +115,44 @@ pub struct Grant {
     /// The decision that created it: its inputs and the rules that
     /// matched, as JSON (see [`crate::policy::Explanation`]).
     pub decision: String,
+    /// Where it sits in a delegation chain, if it was delegated.
+    pub delegation: Option<Delegation>,
+}
+
+/// How deep a delegation chain may be, and be followed.
+pub const MAX_DELEGATION_DEPTH: usize = 8;
+
+/// How a delegated grant descends from the grant its owner delegated it
+/// from. Its credentials carry their own SPIFFE ID, one path step below
+/// the parent's (`<parent's ID>/sub/<name>`), and name every ancestor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delegation {
+    /// The SPIFFE ID credentials under this grant carry.
+    pub spiffe_id: SpiffeId,
+    /// Its ancestors, parent first, root last: who delegated to whom.
+    pub chain: Vec<Ancestor>,
+}
+
+/// One grant up a delegation chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ancestor {
+    /// The ancestor grant.
+    pub grant_id: GrantId,
+    /// The SPIFFE ID its credentials carry: the actor that delegated.
+    pub spiffe_id: SpiffeId,
+}
+
+impl Delegation {
+    /// How many delegations separate the grant from its root (1 for a
+    /// child of an undelegated grant).
+    pub fn depth(&self) -> usize {
+        self.chain.len()
+    }
+
+    /// Whether `id` is one of the grant's ancestors.
+    pub fn descends_from(&self, id: GrantId) -> bool {
+        self.chain.iter().any(|ancestor| ancestor.grant_id == id)
+    }
 }
 
 /// One approval of a pending grant.

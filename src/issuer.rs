@@ -11,13 +11,14 @@ use rustls::pki_types::CertificateDer;
 
 use crate::audit::{AuditError, AuditLog, Auditor, EventKind, Record};
 use crate::ca::{
-    Authority, BACKDATE, CaError, CsrError, GrantExtension, JwtSvidClaims, LeafRequest,
-    PresentedCredential, PresentedError, TrustBundle, VerifiedCsr,
+    Actor, Authority, BACKDATE, CaError, Confirmation, CsrError, GrantExtension, JwtSvidClaims,
+    LeafRequest, PresentedCredential, PresentedError, TrustBundle, VerifiedCsr,
+    certificate_thumbprint,
 };
 use crate::clock::{Clock, unix_seconds, whole_seconds};
 use crate::grant::{
-    Action, ApprovalRecord, Credential, CredentialId, Epoch, Grant, GrantId, GrantState, NameError,
-    Shard, TaskId,
+    Action, Ancestor, ApprovalRecord, Credential, CredentialId, Delegation, Epoch, Grant, GrantId,
+    GrantState, NameError, Shard, TaskId,
 };
 use crate::policy::{
     self, AccessRequest, Approval, Catalogue, Denial, Entitlement, IdPattern, IdentityMode,
@@ -26,7 +27,7 @@ use crate::policy::{
 use crate::spiffe_id::SpiffeId;
 use crate::store::{
     AckOutcome, AddOutcome, CredentialRevocation, EndTarget, Ending, GrantStore, Liveness,
-    LivenessQuery, Review, ReviewAck, RevocationEvent, RevocationFeed, StoreError,
+    LivenessQuery, RelyingParty, Review, ReviewAck, RevocationEvent, RevocationFeed, StoreError,
 };
 
 /// Most actions one request may name.
@@ -41,6 +42,16 @@ pub const MAX_AUDIENCE_BYTES: usize = 256;
 pub const MAX_TICKET_BYTES: usize = 128;
 /// Longest entitlement name in a request, in bytes.
 pub const MAX_ENTITLEMENT_BYTES: usize = 64;
+/// Longest delegation or relying party name, in bytes.
+pub const MAX_NAME_BYTES: usize = 64;
+/// How long a relying party may take to apply a revocation before it is
+/// flagged, unless configured.
+pub const DEFAULT_ACK_BOUND: Duration = Duration::from_secs(5);
+/// How long a relying party stays registered without being heard from,
+/// unless configured.
+pub const DEFAULT_PARTY_TTL: Duration = Duration::from_secs(60);
+/// Most revocation events one acknowledgement records.
+const MAX_ACKED_EVENTS: usize = 10_000;
 
 /// The attested workload making a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,6 +60,9 @@ pub struct Caller {
     pub spiffe_id: SpiffeId,
     /// Its network address, when known.
     pub source: Option<IpAddr>,
+    /// The `x5t#S256` thumbprint of the certificate it authenticated
+    /// with, which JWT-SVIDs can be bound to.
+    pub certificate_thumbprint: Option<String>,
 }
 
 /// What a caller asks a grant for, as received (not yet validated).
@@ -166,6 +180,68 @@ pub struct RevokeOutcome {
     pub task_revoked: bool,
 }
 
+/// How a task ended.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Outcome {
+    /// It did what it was for.
+    #[default]
+    Completed,
+    /// It failed; its grants end all the same.
+    Failed,
+}
+
+impl Outcome {
+    /// `completed` or `failed`, as recorded.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Completed => "completed",
+            Self::Failed => "failed",
+        }
+    }
+}
+
+/// What a delegation asks for.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DelegationSpec {
+    /// The caller's grant to delegate from.
+    pub parent_grant_id: String,
+    /// The child's name: the last segment of its SPIFFE ID.
+    pub name: String,
+    /// Actions, a subset of the parent's; empty for all of them.
+    pub actions: Vec<String>,
+    /// Lifetime; `None` for what is left of the parent's.
+    pub ttl: Option<Duration>,
+    /// Why.
+    pub justification: String,
+}
+
+/// One registered relying party's application of a revocation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartyRemoval {
+    /// The party.
+    pub party: RelyingParty,
+    /// When it acknowledged the revocation, if it has.
+    pub applied_at: Option<SystemTime>,
+    /// Applied: from the revocation to the acknowledgement; otherwise how
+    /// long it has been waiting.
+    pub took: Duration,
+    /// Not applied within the bound.
+    pub overdue: bool,
+}
+
+/// How far the revocation of a grant has reached.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemovalStatus {
+    /// The grant.
+    pub grant: Grant,
+    /// The revocation event that ended it, with its cursor, if kept.
+    pub event: Option<(String, RevocationEvent)>,
+    /// The relying parties registered when it ended.
+    pub parties: Vec<PartyRemoval>,
+    /// How long a party may take before it is flagged.
+    pub bound: Duration,
+}
+
 /// What the caller says is done.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CompleteTarget {
@@ -186,6 +262,9 @@ pub enum Presented {
         token: String,
         /// The audience it is presented to.
         audience: String,
+        /// The DER certificate its presenter authenticated with, if any:
+        /// a bound token is valid only with the certificate it is bound to.
+        presenter: Option<Vec<u8>>,
     },
 }
 
@@ -256,6 +335,10 @@ pub struct Issuer {
     /// Woken whenever this issuer changes a grant's state, so watchers
     /// look again at once (they also poll, for changes made by replicas).
     changes: Arc<tokio::sync::Notify>,
+    /// How long a relying party may take to apply a revocation.
+    ack_bound: Duration,
+    /// How long a silent relying party stays registered.
+    party_ttl: Duration,
 }
 
 // === impl IssueError ===
@@ -325,7 +408,17 @@ impl Issuer {
             auditor: None,
             liveness_sample: 1.0,
             changes: Arc::new(tokio::sync::Notify::new()),
+            ack_bound: DEFAULT_ACK_BOUND,
+            party_ttl: DEFAULT_PARTY_TTL,
         }
+    }
+
+    /// Sets how long a relying party may take to apply a revocation before
+    /// it is flagged, and how long a silent one stays registered.
+    pub fn with_relying_parties(mut self, ack_bound: Duration, party_ttl: Duration) -> Self {
+        self.ack_bound = ack_bound;
+        self.party_ttl = party_ttl;
+        self
     }
 
     /// Sets the environment conditions see as `context.environment`.
@@ -527,16 +620,21 @@ impl Issuer {
 
     /// Issues a JWT-SVID for `caller` with the given audiences: under a new
     /// grant decided now, or under the approved grant `spec.grant_id` names.
+    ///
+    /// With `bind` (or on an entitlement with `bind_jwt`), the token is
+    /// bound to the certificate `caller` authenticated with.
     pub async fn issue_jwt(
         &self,
         caller: &Caller,
         spec: &GrantSpec,
         audiences: &[String],
+        bind: bool,
     ) -> Result<JwtIssued, IssueError> {
         let now = self.clock.now();
         let audiences = validate_audiences(audiences)?;
         if !spec.grant_id.is_empty() {
             let (grant, spiffe_id, expires_at) = self.approved_grant(caller, spec, now).await?;
+            let bound_to = self.binding(caller, &grant.entitlement, bind)?;
             let catalogue = self.catalogue();
             if let Some(allowed) = catalogue
                 .entitlement(&grant.entitlement)
@@ -550,8 +648,14 @@ impl Issuer {
                 .into());
             }
             let expires_at = expires_at.min(self.authority.signing_not_after());
-            let (token, jti, credential) =
-                self.sign_jwt(&spiffe_id, &audiences, &grant, expires_at, now)?;
+            let (token, jti, credential) = self.sign_jwt(
+                &spiffe_id,
+                &audiences,
+                &grant,
+                expires_at,
+                bound_to.as_deref(),
+                now,
+            )?;
             let grant = self
                 .record_under_grant(
                     caller,
@@ -577,11 +681,18 @@ impl Issuer {
             .grant
             .expires_at
             .min(self.authority.signing_not_after());
+        let bound_to = self.binding(caller, &decided.grant.entitlement, bind)?;
         let spiffe_id = decided.spiffe_id.clone();
         let ((token, jti, credential), grant) = self
             .issue_new(&decided, |grant| {
-                let (token, jti, credential) =
-                    self.sign_jwt(&spiffe_id, &audiences, &grant, grant.expires_at, now)?;
+                let (token, jti, credential) = self.sign_jwt(
+                    &spiffe_id,
+                    &audiences,
+                    &grant,
+                    grant.expires_at,
+                    bound_to.as_deref(),
+                    now,
+                )?;
                 Ok(((token, jti, credential.clone()), grant, credential))
             })
             .await?;
@@ -1060,7 +1171,7 @@ impl Issuer {
             }
             Some(ttl) => whole_seconds(now + ttl).min(grant.expires_at),
         };
-        let spiffe_id = credential_id(&caller.spiffe_id, &grant.task_id, grant.per_task)?;
+        let spiffe_id = grant_spiffe_id(&grant)?;
         Ok((grant, spiffe_id, expires_at))
     }
 
@@ -1142,6 +1253,7 @@ impl Issuer {
                     .collect(),
                 epoch: grant.epoch.to_string(),
                 break_glass: grant.break_glass,
+                parent_grant_ids: parent_grant_ids(grant),
             },
             &serial,
             now,
@@ -1155,13 +1267,15 @@ impl Issuer {
         Ok((signed.chain, signed.serial, credential))
     }
 
-    /// Signs a JWT-SVID under `grant`, expiring at `expires_at`.
+    /// Signs a JWT-SVID under `grant`, expiring at `expires_at`, bound to
+    /// the certificate with thumbprint `bound_to` if given.
     fn sign_jwt(
         &self,
         spiffe_id: &SpiffeId,
         audiences: &[String],
         grant: &Grant,
         expires_at: SystemTime,
+        bound_to: Option<&str>,
         now: SystemTime,
     ) -> Result<(String, String, Credential), IssueError> {
         let credential_id = CredentialId::new_jwt(grant.id);
@@ -1182,6 +1296,18 @@ impl Issuer {
             jitid_entitlement: grant.entitlement.clone(),
             jitid_epoch: grant.epoch.to_string(),
             jitid_break_glass: grant.break_glass,
+            jitid_parents: parent_grant_ids(grant),
+            act: grant.delegation.as_ref().and_then(|delegation| {
+                let actors: Vec<&str> = delegation
+                    .chain
+                    .iter()
+                    .map(|ancestor| ancestor.spiffe_id.as_str())
+                    .collect();
+                Actor::chain(&actors)
+            }),
+            cnf: bound_to.map(|thumbprint| Confirmation {
+                x5t_s256: thumbprint.to_owned(),
+            }),
         };
         let token = self.authority.sign_jwt_svid(&claims)?;
         let credential = Credential {
@@ -1237,6 +1363,9 @@ impl Issuer {
             at: self.clock.now(),
         };
         let mut outcome = RevokeOutcome::default();
+        // Grants delegated from the target grant: ended with it, and
+        // announced with it.
+        let mut descendants = Vec::new();
         match target {
             RevokeTarget::Credential(text) => {
                 let id = CredentialId::parse(text).ok_or_else(|| {
@@ -1262,14 +1391,18 @@ impl Issuer {
             }
             RevokeTarget::Grant(text) => {
                 let grant_id = parse_grant_id(text)?;
-                if admin {
-                    if self.store.grant(grant_id).await?.is_none() {
-                        return Err(IssueError::NotFound(format!("no live grant {grant_id}")));
-                    }
+                let grant = if admin {
+                    self.store
+                        .grant(grant_id)
+                        .await?
+                        .ok_or_else(|| IssueError::NotFound(format!("no live grant {grant_id}")))?
                 } else {
-                    self.owned_grant(caller, grant_id).await?;
-                }
+                    self.owned_grant(caller, grant_id).await?
+                };
                 outcome.grants = self.store.end(EndTarget::Grant(grant_id), &ending).await?;
+                let (ended, all) = self.end_descendants(&grant, &ending).await?;
+                outcome.grants.extend(ended);
+                descendants = all;
             }
             RevokeTarget::Task(text) => {
                 let task = TaskId::new(text).map_err(|error| name_error("task_id", text, error))?;
@@ -1323,7 +1456,11 @@ impl Issuer {
         // event lost to an earlier failure (after the store write) is sent
         // after all.
         match target {
-            RevokeTarget::Grant(text) => event.grants = vec![parse_grant_id(text)?],
+            RevokeTarget::Grant(text) => {
+                event.grants = std::iter::once(parse_grant_id(text)?)
+                    .chain(descendants)
+                    .collect();
+            }
             RevokeTarget::Credential(text) => event.credential = CredentialId::parse(text),
             RevokeTarget::Task(text) => {
                 let task = TaskId::new(text).ok();
@@ -1416,23 +1553,30 @@ impl Issuer {
         Ok(self.store.current_epoch().await?)
     }
 
-    /// Ends the caller's grant, or its grants of a task, as completed.
+    /// Ends the caller's grant (and every grant delegated from it), or its
+    /// grants of a task, as completed or failed.
     pub async fn complete(
         &self,
         caller: &Caller,
         target: &CompleteTarget,
+        outcome: Outcome,
     ) -> Result<Vec<GrantId>, IssueError> {
         let ending = Ending {
             state: GrantState::Completed,
-            reason: format!("completed by {}", caller.spiffe_id),
+            reason: format!("{} by {}", outcome.as_str(), caller.spiffe_id),
             at: self.clock.now(),
         };
         let (ended, announced) = match target {
             CompleteTarget::Grant(text) => {
                 let grant_id = parse_grant_id(text)?;
-                self.owned_grant(caller, grant_id).await?;
-                let ended = self.store.end(EndTarget::Grant(grant_id), &ending).await?;
-                (ended, vec![grant_id])
+                let grant = self.owned_grant(caller, grant_id).await?;
+                let mut ended = self.store.end(EndTarget::Grant(grant_id), &ending).await?;
+                let (more, descendants) = self.end_descendants(&grant, &ending).await?;
+                ended.extend(more);
+                (
+                    ended,
+                    std::iter::once(grant_id).chain(descendants).collect(),
+                )
             }
             CompleteTarget::Task(text) => {
                 let task = TaskId::new(text).map_err(|error| name_error("task_id", text, error))?;
@@ -1477,6 +1621,7 @@ impl Issuer {
             details: serde_json::json!({
                 "target": kind,
                 "value": value,
+                "outcome": outcome.as_str(),
                 "grants_ended": ended.iter().map(ToString::to_string).collect::<Vec<_>>(),
                 "lag_ms": lag_ms(ending.at, self.clock.now()),
             }),
@@ -1492,9 +1637,17 @@ impl Issuer {
         let now = self.clock.now();
         let checked = match presented {
             Presented::X509(chain) => self.authority.verify_x509_svid(chain, now),
-            Presented::Jwt { token, audience } => {
-                self.authority.verify_jwt_svid(token, audience, now)
-            }
+            Presented::Jwt {
+                token,
+                audience,
+                presenter,
+            } => self
+                .authority
+                .verify_jwt_svid(token, audience, now)
+                .and_then(|credential| {
+                    check_confirmation(&credential, presenter.as_deref())?;
+                    Ok(credential)
+                }),
         };
         let credential = match checked {
             Ok(credential) => credential,
@@ -1568,6 +1721,495 @@ impl Issuer {
                 verdict(VerifyStatus::Unknown, "grant store unavailable".to_owned())
             }
         }
+    }
+
+    /// The thumbprint a JWT-SVID of `entitlement` is bound to: the
+    /// caller's certificate's, when asked or when the entitlement binds
+    /// every token.
+    fn binding(
+        &self,
+        caller: &Caller,
+        entitlement: &str,
+        asked: bool,
+    ) -> Result<Option<String>, IssueError> {
+        let always = self
+            .catalogue()
+            .entitlement(entitlement)
+            .is_some_and(|entitlement| entitlement.bind_jwt);
+        if !asked && !always {
+            return Ok(None);
+        }
+        caller
+            .certificate_thumbprint
+            .clone()
+            .map(Some)
+            .ok_or_else(|| {
+                IssueError::FailedPrecondition(
+                    "a bound JWT-SVID needs the caller's mTLS client certificate".to_owned(),
+                )
+            })
+    }
+
+    /// Creates a child grant under one of `caller`'s active grants: a
+    /// subset of its actions, expiring no later, one level deeper, within
+    /// the entitlement's `delegation_depth`. Nothing is minted; credentials
+    /// are issued under the child like under any active grant.
+    pub async fn delegate(
+        &self,
+        caller: &Caller,
+        spec: &DelegationSpec,
+    ) -> Result<Grant, IssueError> {
+        let now = self.clock.now();
+        let parent_id = GrantId::parse(&spec.parent_grant_id)
+            .ok_or_else(|| invalid("parent_grant_id", "is not a grant id (a UUID)".to_owned()))?;
+        check_name("name", &spec.name)?;
+        check_comment("justification", &spec.justification)?;
+        let parent = self.owned_grant(caller, parent_id).await?;
+        self.check_live_chain(&parent)?;
+        for ancestor in parent.delegation.iter().flat_map(|d| &d.chain) {
+            match self.store.grant(ancestor.grant_id).await? {
+                Some(grant) => self.check_live_chain(&grant)?,
+                None => {
+                    return Err(IssueError::FailedPrecondition(format!(
+                        "ancestor grant {} has expired",
+                        ancestor.grant_id
+                    )));
+                }
+            }
+        }
+        let catalogue = self.catalogue();
+        let entitlement = catalogue
+            .entitlement(&parent.entitlement)
+            .ok_or_else(|| Denial::UnknownEntitlement(parent.entitlement.clone()))?;
+        if !entitlement.admits(&caller.spiffe_id) {
+            return Err(Denial::NotARequester {
+                caller: caller.spiffe_id.clone(),
+                entitlement: parent.entitlement.clone(),
+            }
+            .into());
+        }
+        let depth = parent.delegation.as_ref().map_or(0, Delegation::depth) + 1;
+        if entitlement.delegation_depth == 0 {
+            return Err(IssueError::Forbidden(format!(
+                "entitlement {:?} is not delegable (delegation_depth = 0)",
+                entitlement.name
+            )));
+        }
+        if depth > usize::from(entitlement.delegation_depth) {
+            return Err(IssueError::Forbidden(format!(
+                "a delegation from grant {parent_id} would be {depth} levels deep; entitlement \
+                 {:?} allows {}",
+                entitlement.name, entitlement.delegation_depth
+            )));
+        }
+        let actions = delegated_actions(&parent, &spec.actions)?;
+        let left = parent.expires_at.duration_since(now).unwrap_or_default();
+        let expires_at = match spec.ttl.filter(|ttl| !ttl.is_zero()) {
+            None => parent.expires_at,
+            Some(ttl) if ttl < policy::MIN_TTL => return Err(Denial::TtlTooShort.into()),
+            Some(ttl) if ttl > left => {
+                return Err(invalid(
+                    "ttl",
+                    format!(
+                        "{} exceeds what is left of parent grant {parent_id} ({}): a \
+                         delegation never outlives its parent",
+                        humantime::format_duration(ttl),
+                        humantime::format_duration(Duration::from_secs(left.as_secs()))
+                    ),
+                ));
+            }
+            Some(ttl) => whole_seconds(now + ttl).min(parent.expires_at),
+        };
+        let actor = grant_spiffe_id(&parent)?;
+        let spiffe_id = SpiffeId::new(&format!("{actor}/sub/{}", spec.name))
+            .map_err(|error| invalid("name", format!("makes an invalid SPIFFE ID: {error}")))?;
+        let chain: Vec<Ancestor> = std::iter::once(Ancestor {
+            grant_id: parent.id,
+            spiffe_id: actor,
+        })
+        .chain(
+            parent
+                .delegation
+                .iter()
+                .flat_map(|d| d.chain.iter().cloned()),
+        )
+        .collect();
+        let decision = serde_json::json!({
+            "outcome": "delegated",
+            "parent": parent.id.to_string(),
+            "parent_actions": parent.actions.iter().map(Action::as_str).collect::<Vec<_>>(),
+            "parent_expires_at": rfc3339(parent.expires_at),
+            "depth": depth,
+            "delegation_depth": entitlement.delegation_depth,
+            "actions_asked": spec.actions,
+            "ttl_asked_seconds": spec.ttl.map(|ttl| ttl.as_secs()),
+        });
+        let mut grant = Grant {
+            id: GrantId::generate(Shard::of(&caller.spiffe_id)),
+            subject: caller.spiffe_id.clone(),
+            entitlement: parent.entitlement.clone(),
+            actions,
+            task_id: parent.task_id.clone(),
+            parent: Some(parent.id),
+            justification: spec.justification.clone(),
+            ticket: parent.ticket.clone(),
+            created_at: now,
+            expires_at,
+            state: GrantState::Active,
+            end_reason: None,
+            epoch: self.store.epoch().await?,
+            break_glass: parent.break_glass,
+            per_task: parent.per_task,
+            ttl: expires_at.duration_since(now).unwrap_or_default(),
+            approvals: Vec::new(),
+            decision: decision.to_string(),
+            delegation: Some(Delegation { spiffe_id, chain }),
+        };
+        for attempt in 0..2 {
+            match self.store.record_grant(&grant).await {
+                Ok(()) => break,
+                Err(StoreError::EpochChanged(current)) if attempt == 0 => grant.epoch = current,
+                Err(error) => return Err(error.into()),
+            }
+        }
+        // The parent may have ended while the child was written; the child
+        // would be dead anyway (liveness follows ancestors), but it must
+        // not show as active either.
+        let parent_now = self.store.grant(parent.id).await?;
+        if parent_now.is_none_or(|parent| parent.state != GrantState::Active) {
+            let ending = Ending {
+                state: GrantState::Revoked,
+                reason: format!("parent grant {} ended while delegating", parent.id),
+                at: self.clock.now(),
+            };
+            self.store.end(EndTarget::Grant(grant.id), &ending).await?;
+            return Err(IssueError::FailedPrecondition(format!(
+                "grant {} ended while delegating from it",
+                parent.id
+            )));
+        }
+        let delegation = grant.delegation.as_ref().map(|d| d.spiffe_id.to_string());
+        self.audit(vec![
+            Record {
+                kind: EventKind::RequestReceived,
+                at: now,
+                actor: caller.spiffe_id.to_string(),
+                subject: Some(caller.spiffe_id.to_string()),
+                grant: Some(parent.id.to_string()),
+                task: Some(parent.task_id.to_string()),
+                details: serde_json::json!({
+                    "rpc": "Delegate",
+                    "entitlement": parent.entitlement,
+                    "name": spec.name,
+                    "actions": spec.actions,
+                    "ttl_seconds": spec.ttl.map(|ttl| ttl.as_secs()),
+                    "justification": spec.justification,
+                }),
+            },
+            Record {
+                kind: EventKind::Decision,
+                at: now,
+                actor: caller.spiffe_id.to_string(),
+                subject: Some(caller.spiffe_id.to_string()),
+                grant: Some(grant.id.to_string()),
+                task: Some(grant.task_id.to_string()),
+                details: serde_json::json!({
+                    "outcome": "delegated",
+                    "state": "active",
+                    "entitlement": grant.entitlement,
+                    "actions": grant.actions.iter().map(Action::as_str).collect::<Vec<_>>(),
+                    "spiffe_id": delegation,
+                    "parent": parent.id.to_string(),
+                    "depth": depth,
+                    "expires_at": rfc3339(grant.expires_at),
+                    "ttl_seconds": grant.ttl.as_secs(),
+                    "explanation": decision,
+                }),
+            },
+        ])
+        .await?;
+        Ok(grant)
+    }
+
+    /// Refuses to delegate from a grant that is not active.
+    fn check_live_chain(&self, grant: &Grant) -> Result<(), IssueError> {
+        if grant.state == GrantState::Active {
+            return Ok(());
+        }
+        Err(IssueError::FailedPrecondition(format!(
+            "grant {} is {}{}: nothing can be delegated from it",
+            grant.id,
+            grant.state.as_str(),
+            grant
+                .end_reason
+                .as_deref()
+                .map(|reason| format!(" ({reason})"))
+                .unwrap_or_default()
+        )))
+    }
+
+    /// Ends the active grants delegated (at any depth) from `grant`, which
+    /// all belong to its subject; returns those ended now, and every
+    /// descendant still kept (to announce them all again on a retry).
+    async fn end_descendants(
+        &self,
+        grant: &Grant,
+        ending: &Ending,
+    ) -> Result<(Vec<GrantId>, Vec<GrantId>), IssueError> {
+        let descendants: Vec<Grant> = self
+            .store
+            .grants_of(&grant.subject)
+            .await?
+            .into_iter()
+            .filter(|other| {
+                other
+                    .delegation
+                    .as_ref()
+                    .is_some_and(|delegation| delegation.descends_from(grant.id))
+            })
+            .collect();
+        let mut ended = Vec::new();
+        for descendant in &descendants {
+            if descendant.state == GrantState::Active {
+                ended.extend(
+                    self.store
+                        .end(EndTarget::Grant(descendant.id), ending)
+                        .await?,
+                );
+            }
+        }
+        Ok((ended, descendants.iter().map(|grant| grant.id).collect()))
+    }
+
+    /// Registers (or refreshes) relying party `name` of `caller` at
+    /// `cursor`; refuses a name another identity holds.
+    async fn relying_party(
+        &self,
+        caller: &Caller,
+        name: &str,
+        cursor: &str,
+    ) -> Result<(RelyingParty, Option<RelyingParty>), IssueError> {
+        check_name("relying_party", name)?;
+        let now = self.clock.now();
+        let previous = self
+            .store
+            .relying_parties()
+            .await?
+            .into_iter()
+            .find(|party| party.name == name);
+        if let Some(previous) = &previous
+            && previous.spiffe_id != caller.spiffe_id
+        {
+            return Err(IssueError::Forbidden(format!(
+                "relying party {name:?} is registered by {}",
+                previous.spiffe_id
+            )));
+        }
+        let party = RelyingParty {
+            name: name.to_owned(),
+            spiffe_id: caller.spiffe_id.clone(),
+            registered_at: previous.as_ref().map_or(now, |party| party.registered_at),
+            last_seen: now,
+            cursor: cursor.to_owned(),
+        };
+        self.store
+            .register_relying_party(&party, self.party_ttl)
+            .await?;
+        Ok((party, previous))
+    }
+
+    /// A relying party starts following the revocation stream from
+    /// `cursor` under `name`.
+    pub async fn register_relying_party(
+        &self,
+        caller: &Caller,
+        name: &str,
+        cursor: &str,
+    ) -> Result<(), IssueError> {
+        let (party, previous) = self.relying_party(caller, name, cursor).await?;
+        // Re-registering (a reconnect) keeps the acknowledged cursor, so
+        // nothing between it and the new one goes unrecorded.
+        if let Some(previous) = previous {
+            self.store
+                .register_relying_party(
+                    &RelyingParty {
+                        cursor: previous.cursor,
+                        ..party
+                    },
+                    self.party_ttl,
+                )
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Relying party `name` has applied every revocation up to `cursor`:
+    /// records when each event since its last acknowledgement was applied,
+    /// and audits each event every registered party has now applied.
+    /// Returns how many events it recorded.
+    pub async fn ack_revocations(
+        &self,
+        caller: &Caller,
+        name: &str,
+        cursor: &str,
+    ) -> Result<usize, IssueError> {
+        let now = self.clock.now();
+        let (party, previous) = self.relying_party(caller, name, cursor).await?;
+        let from = previous.map(|party| party.cursor).unwrap_or_default();
+        if cursor.is_empty() || cursor == from {
+            return Ok(0);
+        }
+        let mut feed = self.store.revocation_feed().await?;
+        let mut events = Vec::new();
+        let mut after = if from.is_empty() {
+            "0".to_owned()
+        } else {
+            from
+        };
+        let mut reached = false;
+        while !reached && events.len() < MAX_ACKED_EVENTS {
+            let batch = feed.read(&after, Duration::ZERO).await?;
+            let Some((last, _)) = batch.last() else {
+                break;
+            };
+            after = last.clone();
+            for (at, event) in batch {
+                reached = at == cursor;
+                events.push((at, event));
+                if reached {
+                    break;
+                }
+            }
+        }
+        if !reached {
+            return Err(invalid(
+                "cursor",
+                format!("{cursor:?} is not an event of the revocation stream"),
+            ));
+        }
+        let keep_for = self.catalogue().longest_ttl() + BACKDATE;
+        let parties = self.store.relying_parties().await?;
+        let mut recorded = 0;
+        for (at, event) in events {
+            if event.at < party.registered_at {
+                continue;
+            }
+            self.store.mark_applied(&at, name, now, keep_for).await?;
+            recorded += 1;
+            let expected: Vec<&RelyingParty> = parties
+                .iter()
+                .filter(|party| party.registered_at <= event.at)
+                .collect();
+            let applied = self.store.applied(&at).await?;
+            let all = expected
+                .iter()
+                .all(|party| applied.iter().any(|(name, _)| *name == party.name));
+            if all && self.store.mark_all_applied(&at, keep_for).await? {
+                let slowest = applied
+                    .iter()
+                    .map(|(_, when)| lag_ms(event.at, *when))
+                    .max()
+                    .unwrap_or(0);
+                self.audit(vec![Record {
+                    kind: EventKind::RevocationApplied,
+                    at: now,
+                    actor: crate::audit::SYSTEM.to_owned(),
+                    subject: None,
+                    grant: (event.grants.len() == 1).then(|| event.grants[0].to_string()),
+                    task: event.task.as_ref().map(ToString::to_string),
+                    details: serde_json::json!({
+                        "cursor": at,
+                        "revoked_at": rfc3339(event.at),
+                        "grants": event.grants.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                        "credential": event.credential.as_ref().map(|id| id.value().to_owned()),
+                        "relying_parties": applied
+                            .iter()
+                            .map(|(name, when)| serde_json::json!({
+                                "name": name,
+                                "ms": lag_ms(event.at, *when),
+                            }))
+                            .collect::<Vec<_>>(),
+                        "slowest_ms": slowest,
+                    }),
+                }])
+                .await?;
+            }
+        }
+        Ok(recorded)
+    }
+
+    /// Proof of removal: which relying parties have applied the
+    /// revocation that ended grant `grant_id`, and how long each took.
+    pub async fn revocation_status(
+        &self,
+        caller: &Caller,
+        grant_id: &str,
+    ) -> Result<RemovalStatus, IssueError> {
+        let now = self.clock.now();
+        let grant_id = parse_grant_id(grant_id)?;
+        let grant = self.store.grant(grant_id).await?.ok_or_else(|| {
+            IssueError::NotFound(format!(
+                "no live grant {grant_id} (an expired grant's record is gone; its revocation \
+                 is in the audit trail)"
+            ))
+        })?;
+        if !self.may_read(caller, &grant) && self.audit_trail(caller).is_err() {
+            return Err(IssueError::Forbidden(format!(
+                "grant {grant_id} belongs to another subject"
+            )));
+        }
+        let mut status = RemovalStatus {
+            grant,
+            event: None,
+            parties: Vec::new(),
+            bound: self.ack_bound,
+        };
+        if matches!(status.grant.state, GrantState::Active | GrantState::Pending) {
+            return Ok(status);
+        }
+        let mut feed = self.store.revocation_feed().await?;
+        let mut after = "0".to_owned();
+        'scan: loop {
+            let batch = feed.read(&after, Duration::ZERO).await?;
+            let Some((last, _)) = batch.last() else {
+                break;
+            };
+            after = last.clone();
+            for (at, event) in batch {
+                let names_grant = event.grants.contains(&grant_id)
+                    || event.task.as_ref().is_some_and(|task| {
+                        *task == status.grant.task_id && status.grant.created_at <= event.at
+                    });
+                if names_grant {
+                    status.event = Some((at, event));
+                    break 'scan;
+                }
+            }
+        }
+        let Some((cursor, event)) = &status.event else {
+            return Ok(status);
+        };
+        let applied = self.store.applied(cursor).await?;
+        for party in self.store.relying_parties().await? {
+            if party.registered_at > event.at {
+                continue;
+            }
+            let applied_at = applied
+                .iter()
+                .find(|(name, _)| *name == party.name)
+                .map(|(_, at)| *at);
+            let took = applied_at
+                .unwrap_or(now)
+                .duration_since(event.at)
+                .unwrap_or_default();
+            status.parties.push(PartyRemoval {
+                overdue: applied_at.is_none() && took > self.ack_bound,
+                party,
+                applied_at,
+                took,
+            });
+        }
+        Ok(status)
     }
 
     /// Lists unexpired grants.
@@ -1794,6 +2436,7 @@ impl Issuer {
             ttl: decision.ttl,
             approvals: Vec::new(),
             decision: explanation.to_string(),
+            delegation: None,
         };
         Ok(Decided {
             grant,
@@ -1955,6 +2598,98 @@ fn grant_event(
         task: Some(grant.task_id.to_string()),
         details,
     }
+}
+
+/// The SPIFFE ID credentials under `grant` carry.
+fn grant_spiffe_id(grant: &Grant) -> Result<SpiffeId, IssueError> {
+    match &grant.delegation {
+        Some(delegation) => Ok(delegation.spiffe_id.clone()),
+        None => credential_id(&grant.subject, &grant.task_id, grant.per_task),
+    }
+}
+
+/// A delegated grant's ancestors' ids, parent first, as credentials carry
+/// them.
+fn parent_grant_ids(grant: &Grant) -> Vec<String> {
+    grant
+        .delegation
+        .iter()
+        .flat_map(|delegation| &delegation.chain)
+        .map(|ancestor| ancestor.grant_id.to_string())
+        .collect()
+}
+
+/// The actions a delegation asks for: all of the parent's when none are
+/// named; never one the parent does not have.
+fn delegated_actions(parent: &Grant, asked: &[String]) -> Result<Vec<Action>, IssueError> {
+    if asked.len() > MAX_ACTIONS {
+        return Err(invalid("actions", format!("at most {MAX_ACTIONS}")));
+    }
+    if asked.is_empty() {
+        return Ok(parent.actions.clone());
+    }
+    let mut actions: Vec<Action> = Vec::with_capacity(asked.len());
+    for text in asked {
+        let action =
+            Action::new(text).map_err(|error| invalid("actions", format!("{text:?} {error}")))?;
+        if !parent.actions.contains(&action) {
+            return Err(IssueError::Forbidden(format!(
+                "action {text:?} is not among parent grant {}'s actions [{}]: a delegation never \
+                 widens them",
+                parent.id,
+                parent
+                    .actions
+                    .iter()
+                    .map(Action::as_str)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+        if !actions.contains(&action) {
+            actions.push(action);
+        }
+    }
+    Ok(actions)
+}
+
+/// A bound token must come with the certificate it is bound to.
+fn check_confirmation(
+    credential: &PresentedCredential,
+    presenter: Option<&[u8]>,
+) -> Result<(), PresentedError> {
+    let Some(expected) = &credential.confirmation else {
+        return Ok(());
+    };
+    match presenter {
+        None => Err(PresentedError::Invalid(
+            "token is bound to a certificate (cnf x5t#S256); present the certificate it was \
+             presented with"
+                .to_owned(),
+        )),
+        Some(der) if certificate_thumbprint(der) != *expected => Err(PresentedError::Invalid(
+            "token is bound to another certificate than its presenter's".to_owned(),
+        )),
+        Some(_) => Ok(()),
+    }
+}
+
+/// A name used as a path segment or key: 1 to [`MAX_NAME_BYTES`] letters,
+/// digits, '.', '-' or '_'.
+fn check_name(field: &'static str, name: &str) -> Result<(), IssueError> {
+    let ok = !name.is_empty()
+        && name.len() <= MAX_NAME_BYTES
+        && name != "."
+        && name != ".."
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'));
+    if ok {
+        return Ok(());
+    }
+    Err(invalid(
+        field,
+        format!("must be 1 to {MAX_NAME_BYTES} letters, digits, '.', '-' or '_'"),
+    ))
 }
 
 /// The SPIFFE ID credentials carry: the caller's, or for a per-task

@@ -11,6 +11,7 @@
 //! the entitlement needs approval first.
 
 mod audit_cmd;
+mod revocation_cmd;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -88,6 +89,11 @@ enum Command {
     /// The audit trail.
     #[command(subcommand)]
     Audit(audit_cmd::AuditCommand),
+    /// Delegate a narrower grant from one of yours (delegable entitlements).
+    Delegate(revocation_cmd::DelegateArgs),
+    /// Proof of removal: which relying parties applied a revocation.
+    #[command(subcommand)]
+    Revocation(revocation_cmd::RevocationCommand),
 }
 
 #[derive(Args)]
@@ -299,8 +305,17 @@ struct CompleteArgs {
     /// Your grants of a task.
     #[arg(long, group = "complete_target")]
     task: Option<String>,
+    /// How the task ended; both end its grants.
+    #[arg(long, value_enum, default_value = "completed")]
+    outcome: OutcomeArg,
     #[command(flatten)]
     conn: ConnArgs,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum OutcomeArg {
+    Completed,
+    Failed,
 }
 
 #[derive(Args)]
@@ -475,6 +490,10 @@ struct FetchJwtArgs {
     /// Audience (repeat for several).
     #[arg(long, required = true)]
     audience: Vec<String>,
+    /// Bind the token to the --cert identity (`cnf`, RFC 8705): relying
+    /// parties accept it only from a peer presenting that certificate.
+    #[arg(long)]
+    bind: bool,
     /// What to print: the token alone, or JSON with the grant.
     #[arg(long, value_enum, default_value = "text")]
     output: Output,
@@ -542,10 +561,12 @@ struct NotValid {
 
 /// Maps an error to the documented exit codes.
 fn exit_code(error: &anyhow::Error) -> u8 {
-    if error
-        .chain()
-        .any(|e| e.is::<NotValid>() || e.is::<ChainBroken>() || e.is::<audit_cmd::NotRemoved>())
-    {
+    if error.chain().any(|e| {
+        e.is::<NotValid>()
+            || e.is::<ChainBroken>()
+            || e.is::<audit_cmd::NotRemoved>()
+            || e.is::<revocation_cmd::Overdue>()
+    }) {
         return 6;
     }
     if error.chain().any(|e| e.is::<audit_cmd::NothingFound>()) {
@@ -602,6 +623,8 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Grants(command) => grants(command).await,
         Command::Revoke(args) => revoke(args).await,
         Command::Complete(args) => complete(args).await,
+        Command::Delegate(args) => revocation_cmd::delegate(args).await,
+        Command::Revocation(command) => revocation_cmd::run(command).await,
         Command::Verify(args) => verify(args).await,
         Command::Bench(args) => bench(args).await,
     }
@@ -781,7 +804,11 @@ async fn run_server(
         .with_admins(config.admins.clone())
         .with_auditors(config.audit.auditors.clone())
         .with_environment(config.environment.clone())
-        .with_liveness_sample(config.audit.liveness_sample);
+        .with_liveness_sample(config.audit.liveness_sample)
+        .with_relying_parties(
+            config.revocation.ack_bound,
+            config.revocation.relying_party_ttl,
+        );
     if config.audit.enabled {
         issuer = issuer.with_auditor(Auditor::start(
             audit_log,
@@ -1215,6 +1242,7 @@ fn svid_request(args: &GrantArgs) -> SvidRequest {
         break_glass: args.break_glass,
         labels: args.labels.iter().cloned().collect(),
         grant_id: args.grant.clone().unwrap_or_default(),
+        bind_to_certificate: false,
     }
 }
 
@@ -1304,7 +1332,8 @@ fn write_svid_files(out: &Path, svid: &jitid::client::X509Svid) -> anyhow::Resul
 
 async fn fetch_jwt(args: FetchJwtArgs) -> anyhow::Result<()> {
     let client = connect(&args.conn, true).await?;
-    let request = approved_request(&client, &args.grant).await?;
+    let mut request = approved_request(&client, &args.grant).await?;
+    request.bind_to_certificate = args.bind;
     let svid = client.fetch_jwt_svid(&request, &args.audience).await?;
     match args.output {
         Output::Json => {
@@ -1515,8 +1544,12 @@ async fn complete(args: CompleteArgs) -> anyhow::Result<()> {
         (None, Some(task)) => Target::TaskId(task),
         (None, None) => bail!("name what is done: --grant or --task"),
     };
+    let outcome = match args.outcome {
+        OutcomeArg::Completed => pb::TaskOutcome::Completed,
+        OutcomeArg::Failed => pb::TaskOutcome::Failed,
+    };
     let client = connect(&args.conn, true).await?;
-    let ended = client.complete_task(target).await?;
+    let ended = client.end_task(target, outcome).await?;
     for grant in &ended {
         println!("completed grant {grant}");
     }

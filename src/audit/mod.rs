@@ -62,6 +62,8 @@ pub enum EventKind {
     AuthenticationFailure,
     /// A relying party's liveness check (sampled).
     LivenessChecked,
+    /// Every registered relying party had applied a revocation.
+    RevocationApplied,
 }
 
 /// An event as reported, before it takes its place in the chain.

@@ -55,6 +55,7 @@ impl EventKind {
             Self::CatalogueReloaded => "catalogue_reloaded",
             Self::AuthenticationFailure => "authentication_failure",
             Self::LivenessChecked => "liveness_checked",
+            Self::RevocationApplied => "revocation_applied",
         }
     }
 
@@ -201,6 +202,15 @@ pub fn summary(event: &AuditEvent) -> String {
                 .unwrap_or_default()
         ),
         EventKind::GrantExpired => format!("expired while {}", field("state")),
+        EventKind::RevocationApplied => format!(
+            "applied by all {} relying part(ies), slowest {} ms",
+            d.get("relying_parties")
+                .and_then(|parties| parties.as_array())
+                .map_or(0, Vec::len),
+            d.get("slowest_ms")
+                .map(ToString::to_string)
+                .unwrap_or_default()
+        ),
         EventKind::ReviewAcknowledged => format!("review closed: {}", field("comment")),
         EventKind::LivenessChecked => format!(
             "Verify {} → {}",

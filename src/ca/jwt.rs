@@ -38,6 +38,59 @@ pub struct JwtSvidClaims {
     /// Present and true when the grant was issued on the break-glass path.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub jitid_break_glass: bool,
+    /// For a delegated grant, its ancestors' ids, parent first: ending any
+    /// of them ends this token too.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub jitid_parents: Vec<String>,
+    /// For a delegated grant, who delegated (RFC 8693 §4.1): `act.sub` is
+    /// the SPIFFE ID of the parent's credentials, `act.act.sub` the
+    /// grandparent's, and so on to the root.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub act: Option<Actor>,
+    /// The certificate the token is bound to (RFC 8705 §3.1), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cnf: Option<Confirmation>,
+}
+
+/// An `act` claim: one actor and, nested, the one before it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Actor {
+    /// The actor's SPIFFE ID.
+    pub sub: String,
+    /// The actor that delegated to this one, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub act: Option<Box<Actor>>,
+}
+
+impl Actor {
+    /// Nests `actors` (most recent first) as an `act` claim.
+    pub fn chain<S: AsRef<str>>(actors: &[S]) -> Option<Self> {
+        actors.iter().rev().fold(None, |inner, actor| {
+            Some(Self {
+                sub: actor.as_ref().to_owned(),
+                act: inner.map(Box::new),
+            })
+        })
+    }
+
+    /// The actors, most recent first.
+    pub fn flatten(&self) -> Vec<String> {
+        let mut actors = vec![self.sub.clone()];
+        let mut next = self.act.as_deref();
+        while let Some(actor) = next {
+            actors.push(actor.sub.clone());
+            next = actor.act.as_deref();
+        }
+        actors
+    }
+}
+
+/// A `cnf` claim binding a token to an mTLS client certificate.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Confirmation {
+    /// base64url (no padding) SHA-256 of the certificate's DER.
+    #[serde(rename = "x5t#S256")]
+    pub x5t_s256: String,
 }
 
 /// An EC P-256 public key as JWK coordinates.

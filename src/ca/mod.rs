@@ -19,12 +19,13 @@ use rustls::pki_types::pem::PemObject;
 use x509_parser::certificate::X509Certificate;
 use x509_parser::extensions::GeneralName;
 
+pub use crate::crypto::certificate_thumbprint;
 pub use crate::extension::{
     ExtensionError, GRANT_EXTENSION_OID, GRANT_EXTENSION_OID_STR, GrantExtension,
 };
 pub use bundle::{JwtAuthority, REFRESH_HINT, TrustBundle, X509Authority};
 pub use csr::{CsrError, MAX_CSR_BYTES, VerifiedCsr};
-pub use jwt::{EcPublicJwk, JwtSvidClaims};
+pub use jwt::{Actor, Confirmation, EcPublicJwk, JwtSvidClaims};
 pub use verify::{PresentedCredential, PresentedError, verify_checkpoint};
 pub use x509::BACKDATE;
 

@@ -29,6 +29,18 @@ fn fresh_ca() -> (tempfile::TempDir, Authority) {
 }
 
 #[test]
+fn act_claims_nest_the_most_recent_actor_outermost() {
+    let actors = ["spiffe://td/a/sub/b", "spiffe://td/a"];
+    let act = Actor::chain(&actors).unwrap();
+    assert_eq!(
+        serde_json::to_value(&act).unwrap(),
+        serde_json::json!({"sub": "spiffe://td/a/sub/b", "act": {"sub": "spiffe://td/a"}})
+    );
+    assert_eq!(act.flatten(), actors);
+    assert_eq!(Actor::chain::<&str>(&[]), None);
+}
+
+#[test]
 fn init_writes_private_keys_and_refuses_to_overwrite() {
     let dir = tempfile::tempdir().unwrap();
     let paths = init(dir.path(), &td(), SystemTime::now(), &options()).unwrap();
@@ -99,6 +111,7 @@ fn signed_svid_carries_attested_id_and_grant() {
         actions: vec!["a".to_owned()],
         epoch: "e".to_owned(),
         break_glass: false,
+        parent_grant_ids: Vec::new(),
     };
     let now = SystemTime::now();
     let signed = authority
@@ -191,6 +204,9 @@ fn jwt_header_has_exactly_alg_kid_typ() {
             jitid_entitlement: "e".to_owned(),
             jitid_epoch: "x".to_owned(),
             jitid_break_glass: false,
+            jitid_parents: Vec::new(),
+            act: None,
+            cnf: None,
         })
         .unwrap();
     use base64::Engine as _;

@@ -27,6 +27,11 @@ pub struct PresentedCredential {
     pub grant: GrantExtension,
     /// When it expires.
     pub expires_at: SystemTime,
+    /// Who delegated it, most recent first (a JWT's `act` chain; for an
+    /// X.509-SVID, empty: its extension names the parent grants).
+    pub actors: Vec<String>,
+    /// The `x5t#S256` thumbprint of the certificate a JWT is bound to.
+    pub confirmation: Option<String>,
 }
 
 /// Why a presented credential was not accepted.
@@ -87,6 +92,8 @@ impl Authority {
             is_x509: true,
             grant,
             expires_at: asn1_time(&cert.validity().not_after),
+            actors: Vec::new(),
+            confirmation: None,
         };
         let verifier = self
             .x509_verifier
@@ -179,8 +186,11 @@ impl Authority {
                 actions: claims.scope.split(' ').map(str::to_owned).collect(),
                 epoch: claims.jitid_epoch,
                 break_glass: claims.jitid_break_glass,
+                parent_grant_ids: claims.jitid_parents,
             },
             expires_at: SystemTime::UNIX_EPOCH + Duration::from_secs(claims.exp),
+            actors: claims.act.map(|act| act.flatten()).unwrap_or_default(),
+            confirmation: claims.cnf.map(|cnf| cnf.x5t_s256),
         };
         if presented.expires_at <= now {
             return Err(PresentedError::Expired(Box::new(presented)));

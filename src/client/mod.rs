@@ -19,9 +19,11 @@
 //! ```
 
 mod revocation;
+mod task;
 mod tls;
 
 pub use revocation::{CacheError, CredentialClaims, DEFAULT_MAX_STALENESS, RevocationCache};
+pub use task::{TaskIdentity, check_confirmation};
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -116,6 +118,8 @@ pub struct SvidRequest {
     pub labels: BTreeMap<String, String>,
     /// Mint under this existing active grant instead of creating one.
     pub grant_id: String,
+    /// Bind a JWT-SVID to our attestation certificate (`cnf`, RFC 8705).
+    pub bind_to_certificate: bool,
 }
 
 /// The grant a credential was issued under.
@@ -363,7 +367,14 @@ impl SvidRequest {
         self
     }
 
-    fn to_proto(&self) -> pb::GrantSpec {
+    /// Binds a JWT-SVID to our attestation certificate: relying parties
+    /// accept it only from a peer presenting that certificate.
+    pub fn bound_to_certificate(mut self) -> Self {
+        self.bind_to_certificate = true;
+        self
+    }
+
+    pub(crate) fn to_proto(&self) -> pb::GrantSpec {
         pb::GrantSpec {
             entitlement: self.entitlement.clone(),
             actions: self.actions.clone(),
@@ -548,6 +559,7 @@ impl Client {
             .issue_jwt_svid(pb::IssueJwtSvidRequest {
                 grant: Some(request.to_proto()),
                 audiences: audiences.to_vec(),
+                bind_to_certificate: request.bind_to_certificate,
             })
             .await?
             .into_inner();
@@ -600,11 +612,22 @@ impl Client {
         &self,
         target: pb::complete_task_request::Target,
     ) -> Result<Vec<String>, ClientError> {
+        self.end_task(target, pb::TaskOutcome::Completed).await
+    }
+
+    /// Says a task (or one grant) ended, completed or failed; returns the
+    /// grants ended. Either way its credentials stop being live.
+    pub async fn end_task(
+        &self,
+        target: pb::complete_task_request::Target,
+        outcome: pb::TaskOutcome,
+    ) -> Result<Vec<String>, ClientError> {
         Ok(self
             .grpc
             .clone()
             .complete_task(pb::CompleteTaskRequest {
                 target: Some(target),
+                outcome: outcome.into(),
             })
             .await?
             .into_inner()
@@ -630,9 +653,22 @@ impl Client {
         token: &str,
         audience: &str,
     ) -> Result<pb::VerifyResponse, ClientError> {
+        self.verify_presented_jwt(token, audience, None).await
+    }
+
+    /// [`Client::verify_jwt`] for a token presented over mTLS with the DER
+    /// certificate `presenter`: a token bound to a certificate is valid only
+    /// with that one.
+    pub async fn verify_presented_jwt(
+        &self,
+        token: &str,
+        audience: &str,
+        presenter: Option<&[u8]>,
+    ) -> Result<pb::VerifyResponse, ClientError> {
         let credential = pb::verify_request::Credential::Jwt(pb::JwtCredential {
             token: token.to_owned(),
             audience: audience.to_owned(),
+            presenter_certificate: presenter.map(<[u8]>::to_vec).unwrap_or_default(),
         });
         self.verify(credential).await
     }
@@ -821,10 +857,22 @@ impl Client {
         &self,
         cursor: &str,
     ) -> Result<tonic::Streaming<pb::RevocationEvent>, ClientError> {
+        self.watch_revocations_as(cursor, "").await
+    }
+
+    /// [`Client::watch_revocations`] as registered relying party
+    /// `relying_party` (empty: anonymous), which then acknowledges what it
+    /// applied with [`Client::ack_revocations`].
+    pub async fn watch_revocations_as(
+        &self,
+        cursor: &str,
+        relying_party: &str,
+    ) -> Result<tonic::Streaming<pb::RevocationEvent>, ClientError> {
         let mut grpc = self.grpc.clone();
         Ok(grpc
             .watch_revocations(pb::WatchRevocationsRequest {
                 cursor: cursor.to_owned(),
+                relying_party: relying_party.to_owned(),
             })
             .await?
             .into_inner())

@@ -57,6 +57,9 @@ pub struct CredentialClaims<'a> {
     pub task_id: &'a str,
     /// The store epoch it was minted under.
     pub epoch: &'a str,
+    /// For a delegated credential, its ancestor grants: ending any of
+    /// them ends it too.
+    pub parent_grant_ids: &'a [String],
 }
 
 /// A denylist kept current from the revocation stream. Cheap to clone;
@@ -108,18 +111,49 @@ impl RevocationCache {
     /// Dropping the handle does not stop it; abort it to stop.
     pub fn follow(client: Client, keep_for: Duration) -> (Self, JoinHandle<()>) {
         let cache = Self::new(keep_for);
-        let task = tokio::spawn(cache.clone().run(client));
+        let task = tokio::spawn(cache.clone().run(client, None));
         (cache, task)
     }
 
-    async fn run(self, client: Client) {
+    /// [`Self::follow`] as registered relying party `name`: after applying
+    /// events it acknowledges their cursor (batched while an acknowledgement
+    /// is in flight), so the issuer can prove when this party stopped
+    /// accepting what was revoked (`jitid revocation status`).
+    pub fn follow_as(client: Client, keep_for: Duration, name: &str) -> (Self, JoinHandle<()>) {
+        let cache = Self::new(keep_for);
+        let (applied, acks) = tokio::sync::watch::channel(String::new());
+        let acker = tokio::spawn(acknowledge(client.clone(), name.to_owned(), acks));
+        let follower = cache.clone();
+        let name = name.to_owned();
+        let task = tokio::spawn(async move {
+            follower.run(client, Some((name, applied))).await;
+            acker.abort();
+        });
+        (cache, task)
+    }
+
+    async fn run(
+        self,
+        client: Client,
+        party: Option<(String, tokio::sync::watch::Sender<String>)>,
+    ) {
         let mut backoff = Duration::from_millis(100);
+        let name = party.as_ref().map_or("", |(name, _)| name.as_str());
         loop {
             let cursor = self.cursor().unwrap_or_default();
-            match client.watch_revocations(&cursor).await {
+            match client.watch_revocations_as(&cursor, name).await {
                 Ok(mut stream) => {
                     while let Ok(Some(event)) = stream.message().await {
                         self.apply(&event);
+                        if let Some((_, applied)) = &party
+                            && !event.cursor.is_empty()
+                        {
+                            applied.send_if_modified(|cursor| {
+                                let changed = *cursor != event.cursor;
+                                cursor.clone_from(&event.cursor);
+                                changed
+                            });
+                        }
                         backoff = Duration::from_millis(100);
                     }
                 }
@@ -199,6 +233,10 @@ impl RevocationCache {
             .as_deref()
             .is_some_and(|epoch| epoch != claims.epoch)
             || denied(&state.grants, claims.grant_id)
+            || claims
+                .parent_grant_ids
+                .iter()
+                .any(|parent| denied(&state.grants, parent))
             || denied(&state.credentials, claims.credential_id)
             || denied(&state.tasks, claims.task_id))
     }
@@ -218,6 +256,7 @@ impl RevocationCache {
             credential_id: &serial,
             task_id: &extension.task_id,
             epoch: &extension.epoch,
+            parent_grant_ids: &extension.parent_grant_ids,
         })
     }
 
@@ -241,5 +280,20 @@ impl RevocationCache {
         self.inner
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// Acknowledges the latest applied cursor whenever it changes; changes
+/// made while an acknowledgement is in flight are sent together after it.
+async fn acknowledge(
+    client: Client,
+    name: String,
+    mut applied: tokio::sync::watch::Receiver<String>,
+) {
+    while applied.changed().await.is_ok() {
+        let cursor = applied.borrow_and_update().clone();
+        if let Err(error) = client.ack_revocations(&name, &cursor).await {
+            tracing::warn!(%error, relying_party = %name, "could not acknowledge revocations");
+        }
     }
 }

@@ -283,6 +283,12 @@ pub struct Entitlement {
     pub break_glass: Option<BreakGlassRule>,
     /// Cedar policies every request must satisfy, if any.
     pub conditions: Option<Conditions>,
+    /// How many levels of delegation a grant of it allows below itself:
+    /// 0 (the default) means its holders may not delegate.
+    pub delegation_depth: u8,
+    /// Whether every JWT-SVID of it is bound to the mTLS certificate it was
+    /// requested with (`cnf` with `x5t#S256`, RFC 8705).
+    pub bind_jwt: bool,
 }
 
 /// How grants of an entitlement are approved.
@@ -463,6 +469,9 @@ pub struct RawEntitlement {
     pending_ttl: Option<String>,
     break_glass: Option<RawBreakGlass>,
     conditions: Option<String>,
+    delegation_depth: Option<u8>,
+    #[serde(default)]
+    bind_jwt: bool,
 }
 
 /// `approval` as written: whether grants wait for approvers.
@@ -1168,10 +1177,20 @@ impl Entitlement {
             .transpose()
             .map_err(|message| invalid("conditions", message))?;
 
+        let delegation_depth = raw.delegation_depth.unwrap_or(0);
+        if usize::from(delegation_depth) > crate::grant::MAX_DELEGATION_DEPTH {
+            return Err(invalid(
+                "delegation_depth",
+                format!("must be at most {}", crate::grant::MAX_DELEGATION_DEPTH),
+            ));
+        }
+
         Ok(Self {
             approval,
             break_glass,
             conditions,
+            delegation_depth,
+            bind_jwt: raw.bind_jwt,
             name: raw.name,
             owner: raw.owner,
             purpose: raw.purpose,
@@ -1679,6 +1698,7 @@ max_ttl = "5m"
             ttl: Duration::from_secs(60),
             approvals: Vec::new(),
             decision: String::new(),
+            delegation: None,
         };
         let live = [
             grant("e1", GrantState::Active),

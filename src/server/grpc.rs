@@ -17,8 +17,8 @@ use crate::audit::{EventKind, Record};
 use crate::ca::REFRESH_HINT;
 use crate::grant::{Action, Credential, CredentialId, Grant, GrantId, GrantState};
 use crate::issuer::{
-    Caller, CompleteTarget, GrantFilter, GrantSpec, IssueError, Issuer, Presented, RevokeTarget,
-    VerifyStatus,
+    Caller, CompleteTarget, DelegationSpec, GrantFilter, GrantSpec, IssueError, Issuer, Outcome,
+    Presented, RemovalStatus, RevokeTarget, VerifyStatus,
 };
 use crate::proto::v1::{
     self as pb, FetchBundleRequest, FetchBundleResponse, IssueJwtSvidRequest, IssueJwtSvidResponse,
@@ -115,9 +115,12 @@ impl IssuerApi for IssuerService {
         request: Request<pb::WatchRevocationsRequest>,
     ) -> Result<Response<Self::WatchRevocationsStream>, Status> {
         let caller = self.authenticate(&request);
-        let cursor = request.into_inner().cursor;
+        let pb::WatchRevocationsRequest {
+            cursor,
+            relying_party,
+        } = request.into_inner();
         let (mut feed, permit) = traced(rpc_span("WatchRevocations", None), async {
-            record_caller(caller?);
+            let caller = record_caller(caller?);
             let well_formed = cursor.len() <= 64
                 && cursor.split('-').count() <= 2
                 && cursor
@@ -131,6 +134,12 @@ impl IssuerApi for IssuerService {
             let permit = self.watchers.clone().try_acquire_owned().map_err(|_| {
                 Status::resource_exhausted("too many revocation streams open; retry later")
             })?;
+            if !relying_party.is_empty() {
+                self.issuer
+                    .register_relying_party(&caller, &relying_party, &cursor)
+                    .await
+                    .map_err(status)?;
+            }
             let feed = self.issuer.revocation_feed().await.map_err(status)?;
             Ok((feed, permit))
         })
@@ -267,7 +276,12 @@ impl IssuerApi for IssuerService {
             let spec = grant_spec(request.grant)?;
             let issued = self
                 .issuer
-                .issue_jwt(&caller, &spec, &request.audiences)
+                .issue_jwt(
+                    &caller,
+                    &spec,
+                    &request.audiences,
+                    request.bind_to_certificate,
+                )
                 .await
                 .map_err(status)?;
             Ok(Response::new(IssueJwtSvidResponse {
@@ -347,9 +361,18 @@ impl IssuerApi for IssuerService {
                     ));
                 }
             };
+            let outcome = match pb::TaskOutcome::try_from(request.outcome) {
+                Ok(pb::TaskOutcome::Unspecified | pb::TaskOutcome::Completed) => Outcome::Completed,
+                Ok(pb::TaskOutcome::Failed) => Outcome::Failed,
+                Err(_) => {
+                    return Err(Status::invalid_argument(
+                        "outcome: not a TaskOutcome (COMPLETED or FAILED)",
+                    ));
+                }
+            };
             let ended = self
                 .issuer
-                .complete(&caller, &target)
+                .complete(&caller, &target, outcome)
                 .await
                 .map_err(status)?;
             Ok(Response::new(pb::CompleteTaskResponse {
@@ -388,9 +411,17 @@ impl IssuerApi for IssuerService {
                     if jwt.audience.is_empty() {
                         return Err(Status::invalid_argument("jwt.audience: is empty"));
                     }
+                    if jwt.presenter_certificate.len() > crate::ca::MAX_CSR_BYTES {
+                        return Err(Status::invalid_argument(format!(
+                            "jwt.presenter_certificate: at most {} bytes",
+                            crate::ca::MAX_CSR_BYTES
+                        )));
+                    }
                     Presented::Jwt {
                         token: jwt.token,
                         audience: jwt.audience,
+                        presenter: (!jwt.presenter_certificate.is_empty())
+                            .then_some(jwt.presenter_certificate),
                     }
                 }
                 None => return Err(Status::invalid_argument("credential: send x509 or jwt")),
@@ -430,6 +461,9 @@ impl IssuerApi for IssuerService {
                 response.task_id = credential.grant.task_id;
                 response.credential_id = credential.credential_id;
                 response.expires_at = Some(proto_timestamp(credential.expires_at));
+                response.actors = credential.actors;
+                response.parent_grant_ids = credential.grant.parent_grant_ids;
+                response.certificate_bound = credential.confirmation.is_some();
             }
             Ok(Response::new(response))
         })
@@ -719,6 +753,109 @@ impl IssuerApi for IssuerService {
         tokio::spawn(query.run(log, out, self.shutdown.clone(), permit));
         Ok(Response::new(ReceiverStream::new(receiver)))
     }
+
+    async fn delegate(
+        &self,
+        request: Request<pb::DelegateRequest>,
+    ) -> Result<Response<pb::DelegateResponse>, Status> {
+        let caller = self.authenticate(&request);
+        let request = request.into_inner();
+        traced(rpc_span("Delegate", None), async move {
+            let caller = record_caller(caller?);
+            let spec = DelegationSpec {
+                parent_grant_id: request.parent_grant_id,
+                name: request.name,
+                actions: request.actions,
+                ttl: request.ttl.map(duration_of).transpose()?,
+                justification: request.justification,
+            };
+            let grant = self.issuer.delegate(&caller, &spec).await.map_err(status)?;
+            Ok(Response::new(pb::DelegateResponse {
+                grant: Some(grant_record(&grant, &[])),
+            }))
+        })
+        .await
+    }
+
+    async fn ack_revocations(
+        &self,
+        request: Request<pb::AckRevocationsRequest>,
+    ) -> Result<Response<pb::AckRevocationsResponse>, Status> {
+        let caller = self.authenticate(&request);
+        let request = request.into_inner();
+        traced(rpc_span("AckRevocations", None), async move {
+            let caller = record_caller(caller?);
+            if request.cursor.len() > 64 {
+                return Err(Status::invalid_argument("cursor: at most 64 bytes"));
+            }
+            let applied = self
+                .issuer
+                .ack_revocations(&caller, &request.relying_party, &request.cursor)
+                .await
+                .map_err(status)?;
+            Ok(Response::new(pb::AckRevocationsResponse {
+                applied: u32::try_from(applied).unwrap_or(u32::MAX),
+            }))
+        })
+        .await
+    }
+
+    async fn revocation_status(
+        &self,
+        request: Request<pb::RevocationStatusRequest>,
+    ) -> Result<Response<pb::RevocationStatusResponse>, Status> {
+        let caller = self.authenticate(&request);
+        let request = request.into_inner();
+        traced(rpc_span("RevocationStatus", None), async move {
+            let caller = record_caller(caller?);
+            let removal = self
+                .issuer
+                .revocation_status(&caller, &request.grant_id)
+                .await
+                .map_err(status)?;
+            Ok(Response::new(removal_status(removal)))
+        })
+        .await
+    }
+}
+
+fn removal_status(removal: RemovalStatus) -> pb::RevocationStatusResponse {
+    let record = grant_record(&removal.grant, &[]);
+    let (cursor, ended_at) = match &removal.event {
+        Some((cursor, event)) => (cursor.clone(), Some(proto_timestamp(event.at))),
+        None => (String::new(), None),
+    };
+    pb::RevocationStatusResponse {
+        grant_id: removal.grant.id.to_string(),
+        state: record.state,
+        reason: record.end_reason,
+        cursor,
+        ended_at,
+        all_applied: removal.event.is_some()
+            && removal
+                .parties
+                .iter()
+                .all(|party| party.applied_at.is_some()),
+        relying_parties: removal
+            .parties
+            .into_iter()
+            .map(|party| pb::RelyingPartyStatus {
+                name: party.party.name,
+                spiffe_id: party.party.spiffe_id.to_string(),
+                applied: party.applied_at.is_some(),
+                took: Some(proto_duration(party.took)),
+                overdue: party.overdue,
+                last_seen: Some(proto_timestamp(party.party.last_seen)),
+            })
+            .collect(),
+        ack_bound: Some(proto_duration(removal.bound)),
+    }
+}
+
+/// A request's duration, refused if negative or out of range.
+fn duration_of(duration: prost_types::Duration) -> Result<Duration, Status> {
+    Duration::try_from(duration)
+        .map_err(|_| Status::invalid_argument("ttl: must be a non-negative duration"))
 }
 
 /// How often a grant stream looks at the store when nothing woke it.
@@ -776,6 +913,22 @@ fn grant_record(grant: &Grant, credentials: &[Credential]) -> pb::GrantRecord {
         decision: grant.decision.clone(),
         ticket: grant.ticket.clone(),
         ttl: Some(proto_duration(grant.ttl)),
+        delegation: grant
+            .delegation
+            .as_ref()
+            .map(|delegation| pb::DelegationRecord {
+                spiffe_id: delegation.spiffe_id.to_string(),
+                parent_grant_ids: delegation
+                    .chain
+                    .iter()
+                    .map(|ancestor| ancestor.grant_id.to_string())
+                    .collect(),
+                actors: delegation
+                    .chain
+                    .iter()
+                    .map(|ancestor| ancestor.spiffe_id.to_string())
+                    .collect(),
+            }),
         credentials: credentials
             .iter()
             .map(|credential| pb::CredentialRecord {

@@ -198,6 +198,9 @@ impl Attestor {
             caller: Caller {
                 spiffe_id,
                 source: None,
+                certificate_thumbprint: Some(crate::ca::certificate_thumbprint(
+                    end_entity.as_ref(),
+                )),
             },
             not_after: asn1_time(&cert.validity().not_after),
         })

@@ -13,8 +13,8 @@ use tokio::sync::Notify;
 
 use super::{
     AckOutcome, AddOutcome, CredentialRevocation, EndTarget, Ending, GrantStore, Liveness,
-    LivenessQuery, REVIEW_RETENTION, Review, ReviewAck, RevocationEvent, RevocationFeed,
-    StoreError, judge,
+    LivenessQuery, REVIEW_RETENTION, RelyingParty, Review, ReviewAck, RevocationEvent,
+    RevocationFeed, StoreError, judge,
 };
 use crate::clock::{Clock, SystemClock};
 use crate::grant::{Credential, CredentialId, Epoch, Grant, GrantId, GrantState, TaskId};
@@ -51,6 +51,18 @@ struct State {
     revoked_tasks: HashMap<TaskId, (String, SystemTime, SystemTime)>,
     /// Break-glass reviews by grant.
     reviews: HashMap<GrantId, Review>,
+    /// Relying parties by name, each kept until its `until`.
+    parties: HashMap<String, (RelyingParty, SystemTime)>,
+    /// Who applied each revocation event (by cursor), whether all had, and
+    /// until when the entry is kept.
+    applied: HashMap<String, Applied>,
+}
+
+#[derive(Debug)]
+struct Applied {
+    by: Vec<(String, SystemTime)>,
+    all: bool,
+    until: SystemTime,
 }
 
 #[derive(Debug)]
@@ -97,6 +109,26 @@ impl MemoryStore {
             },
         );
         Ok(())
+    }
+
+    /// The record of who applied the event at `cursor`, made if missing;
+    /// drops records past their time first.
+    fn applied_entry<'a>(
+        &self,
+        state: &'a mut State,
+        cursor: &str,
+        keep_for: Duration,
+    ) -> &'a mut Applied {
+        let now = self.clock.now();
+        state.applied.retain(|_, applied| applied.until > now);
+        state
+            .applied
+            .entry(cursor.to_owned())
+            .or_insert_with(|| Applied {
+                by: Vec::new(),
+                all: false,
+                until: now + keep_for,
+            })
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -402,6 +434,63 @@ impl GrantStore for MemoryStore {
         Ok(Box::new(Feed {
             stream: self.stream.clone(),
         }))
+    }
+
+    async fn register_relying_party(
+        &self,
+        party: &RelyingParty,
+        keep_for: Duration,
+    ) -> Result<(), StoreError> {
+        let until = party.last_seen + keep_for;
+        self.lock()
+            .parties
+            .insert(party.name.clone(), (party.clone(), until));
+        Ok(())
+    }
+
+    async fn relying_parties(&self) -> Result<Vec<RelyingParty>, StoreError> {
+        let now = self.clock.now();
+        let mut state = self.lock();
+        state.parties.retain(|_, (_, until)| *until > now);
+        let mut parties: Vec<RelyingParty> = state
+            .parties
+            .values()
+            .map(|(party, _)| party.clone())
+            .collect();
+        parties.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(parties)
+    }
+
+    async fn mark_applied(
+        &self,
+        cursor: &str,
+        party: &str,
+        at: SystemTime,
+        keep_for: Duration,
+    ) -> Result<(), StoreError> {
+        let mut state = self.lock();
+        let entry = self.applied_entry(&mut state, cursor, keep_for);
+        if !entry.by.iter().any(|(name, _)| name == party) {
+            entry.by.push((party.to_owned(), at));
+        }
+        Ok(())
+    }
+
+    async fn applied(&self, cursor: &str) -> Result<Vec<(String, SystemTime)>, StoreError> {
+        let now = self.clock.now();
+        Ok(self
+            .lock()
+            .applied
+            .get(cursor)
+            .filter(|applied| applied.until > now)
+            .map(|applied| applied.by.clone())
+            .unwrap_or_default())
+    }
+
+    async fn mark_all_applied(&self, cursor: &str, keep_for: Duration) -> Result<bool, StoreError> {
+        let mut state = self.lock();
+        let entry = self.applied_entry(&mut state, cursor, keep_for);
+        Ok(!std::mem::replace(&mut entry.all, true))
     }
 }
 

@@ -35,8 +35,7 @@ pub const MAX_CREDENTIALS_PER_GRANT: usize = 64;
 /// How long an acknowledged review is kept.
 pub const REVIEW_RETENTION: Duration = Duration::from_secs(30 * 24 * 60 * 60);
 
-/// How deep a delegation chain may be followed.
-pub const MAX_DELEGATION_DEPTH: usize = 8;
+pub use crate::grant::MAX_DELEGATION_DEPTH;
 
 /// Errors returned by a [`GrantStore`].
 #[derive(Debug, thiserror::Error)]
@@ -337,6 +336,51 @@ pub trait GrantStore: Send + Sync + std::fmt::Debug + 'static {
 
     /// A reader of the revocation stream.
     async fn revocation_feed(&self) -> Result<Box<dyn RevocationFeed>, StoreError>;
+
+    /// Records a relying party as heard from now (registering it if new);
+    /// it is forgotten `keep_for` after it was last heard from.
+    async fn register_relying_party(
+        &self,
+        party: &RelyingParty,
+        keep_for: Duration,
+    ) -> Result<(), StoreError>;
+
+    /// The relying parties heard from within their `keep_for`, by name.
+    async fn relying_parties(&self) -> Result<Vec<RelyingParty>, StoreError>;
+
+    /// Records that relying party `party` applied the revocation event at
+    /// `cursor` at `at`, kept for `keep_for`. The first record for a party
+    /// stands.
+    async fn mark_applied(
+        &self,
+        cursor: &str,
+        party: &str,
+        at: SystemTime,
+        keep_for: Duration,
+    ) -> Result<(), StoreError>;
+
+    /// Who applied the event at `cursor`, and when.
+    async fn applied(&self, cursor: &str) -> Result<Vec<(String, SystemTime)>, StoreError>;
+
+    /// Marks the event at `cursor` as applied by everyone; true only for
+    /// the first caller, so the fact is audited once.
+    async fn mark_all_applied(&self, cursor: &str, keep_for: Duration) -> Result<bool, StoreError>;
+}
+
+/// A relying party that follows the revocation stream under a name and
+/// acknowledges what it applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RelyingParty {
+    /// Its name: letters, digits, '.', '-', '_'.
+    pub name: String,
+    /// The identity that registered it.
+    pub spiffe_id: SpiffeId,
+    /// When it registered: revocations before that are not its to apply.
+    pub registered_at: SystemTime,
+    /// When it was last heard from.
+    pub last_seen: SystemTime,
+    /// The last cursor it acknowledged (empty: none yet).
+    pub cursor: String,
 }
 
 /// The liveness of a recorded credential, by the same rules for every

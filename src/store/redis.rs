@@ -19,6 +19,8 @@
 //! | `jitid:{audit}:expiring` | sorted set | grants (hex) the trail will record as expired, by expiry (ms) | members when recorded or ended |
 //! | `jitid:{audit}:expiring:grants` | hash | those grants' subject, task, entitlement and state, JSON | with their member |
 //! | `jitid:{audit}:upkeep` | string | the replica that records expiries and trims | after 3 upkeep intervals |
+//! | `jitid:{rp}:parties` | hash | relying parties by name: SPIFFE ID, registered, last seen, kept until (ms), cursor | parties when read after their time |
+//! | `jitid:{rp}:applied:<cursor>` | hash | who applied that revocation event (name → ms), and `*all` once everyone had | after the longest TTL |
 //! | `jitid:pending` | sorted set | ids (hex) of grants waiting for approval, by request expiry | members when read after their expiry or approval |
 //!
 //! Every write is one Lua script on one slot, so it is atomic and takes one
@@ -38,14 +40,14 @@ use redis::{Cmd, Pipeline, RedisError, RedisFuture, Script, Value};
 
 use super::{
     AckOutcome, AddOutcome, CredentialRevocation, EndTarget, Ending, GrantStore, Liveness,
-    LivenessQuery, REVIEW_RETENTION, Review, ReviewAck, RevocationEvent, RevocationFeed,
-    StoreError, judge,
+    LivenessQuery, REVIEW_RETENTION, RelyingParty, Review, ReviewAck, RevocationEvent,
+    RevocationFeed, StoreError, judge,
 };
 use crate::audit::upkeep::{Expiring, ExpiryEffect, SignedCheckpoint, expiry_effects};
 use crate::audit::{AppendOutcome, AuditEvent, Chained, Head};
 use crate::grant::{
-    Action, ApprovalRecord, Credential, CredentialId, Epoch, Grant, GrantId, GrantState, Shard,
-    TaskId,
+    Action, Ancestor, ApprovalRecord, Credential, CredentialId, Delegation, Epoch, Grant, GrantId,
+    GrantState, Shard, TaskId,
 };
 use crate::keyfile;
 use crate::spiffe_id::SpiffeId;
@@ -941,6 +943,147 @@ impl GrantStore for RedisStore {
             key: self.stream_key(),
         }))
     }
+
+    async fn register_relying_party(
+        &self,
+        party: &RelyingParty,
+        keep_for: Duration,
+    ) -> Result<(), StoreError> {
+        let value = format!(
+            "{} {} {} {} {}",
+            party.spiffe_id,
+            millis(party.registered_at),
+            millis(party.last_seen),
+            millis(party.last_seen + keep_for),
+            party.cursor
+        );
+        let mut connection = self.connection.clone();
+        let () = redis::cmd("HSET")
+            .arg(self.parties_key())
+            .arg(&party.name)
+            .arg(value)
+            .query_async(&mut connection)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn relying_parties(&self) -> Result<Vec<RelyingParty>, StoreError> {
+        let now = millis(SystemTime::now());
+        let mut connection = self.connection.clone();
+        let all: HashMap<String, String> = redis::cmd("HGETALL")
+            .arg(self.parties_key())
+            .query_async(&mut connection)
+            .await
+            .map_err(unavailable)?;
+        let mut parties = Vec::with_capacity(all.len());
+        let mut stale = Vec::new();
+        for (name, value) in all {
+            match decode_party(&name, &value) {
+                Some((party, until)) if until > now => parties.push(party),
+                Some(_) => stale.push(name),
+                None => {
+                    tracing::error!(key = %self.parties_key(), %name, "dropping an unreadable relying party");
+                    stale.push(name);
+                }
+            }
+        }
+        if !stale.is_empty() {
+            let () = redis::cmd("HDEL")
+                .arg(self.parties_key())
+                .arg(stale)
+                .query_async(&mut connection)
+                .await
+                .map_err(unavailable)?;
+        }
+        parties.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(parties)
+    }
+
+    async fn mark_applied(
+        &self,
+        cursor: &str,
+        party: &str,
+        at: SystemTime,
+        keep_for: Duration,
+    ) -> Result<(), StoreError> {
+        let key = self.applied_key(cursor);
+        let mut connection = self.connection.clone();
+        let () = redis::pipe()
+            .atomic()
+            .cmd("HSETNX")
+            .arg(&key)
+            .arg(party)
+            .arg(millis(at))
+            .ignore()
+            .cmd("PEXPIRE")
+            .arg(&key)
+            .arg(millis_of(keep_for))
+            .ignore()
+            .query_async(&mut connection)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn applied(&self, cursor: &str) -> Result<Vec<(String, SystemTime)>, StoreError> {
+        let mut connection = self.connection.clone();
+        let all: HashMap<String, u64> = redis::cmd("HGETALL")
+            .arg(self.applied_key(cursor))
+            .query_async(&mut connection)
+            .await
+            .map_err(unavailable)?;
+        let mut applied: Vec<(String, SystemTime)> = all
+            .into_iter()
+            .filter(|(name, _)| name != ALL_APPLIED)
+            .map(|(name, ms)| (name, SystemTime::UNIX_EPOCH + Duration::from_millis(ms)))
+            .collect();
+        applied.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(applied)
+    }
+
+    async fn mark_all_applied(&self, cursor: &str, keep_for: Duration) -> Result<bool, StoreError> {
+        let key = self.applied_key(cursor);
+        let mut connection = self.connection.clone();
+        let (first,): (u8,) = redis::pipe()
+            .atomic()
+            .cmd("HSETNX")
+            .arg(&key)
+            .arg(ALL_APPLIED)
+            .arg(millis(SystemTime::now()))
+            .cmd("PEXPIRE")
+            .arg(&key)
+            .arg(millis_of(keep_for))
+            .ignore()
+            .query_async(&mut connection)
+            .await
+            .map_err(unavailable)?;
+        Ok(first == 1)
+    }
+}
+
+/// The field of an applied hash marking that every party had applied it
+/// (not a valid party name).
+const ALL_APPLIED: &str = "*all";
+
+/// A relying party record: `<spiffe id> <registered ms> <last seen ms>
+/// <until ms> <cursor>`; returns it with its until.
+fn decode_party(name: &str, value: &str) -> Option<(RelyingParty, u64)> {
+    let mut parts = value.splitn(5, ' ');
+    let spiffe_id = SpiffeId::new(parts.next()?).ok()?;
+    let mut time = || -> Option<u64> { parts.next()?.parse().ok() };
+    let (registered, seen, until) = (time()?, time()?, time()?);
+    let at = |ms: u64| SystemTime::UNIX_EPOCH + Duration::from_millis(ms);
+    Some((
+        RelyingParty {
+            name: name.to_owned(),
+            spiffe_id,
+            registered_at: at(registered),
+            last_seen: at(seen),
+            cursor: parts.next().unwrap_or_default().to_owned(),
+        },
+        until,
+    ))
 }
 
 /// Longest a blocking stream read waits before returning empty.
@@ -1235,6 +1378,14 @@ impl RedisStore {
         format!("{}:revocations", self.prefix())
     }
 
+    fn parties_key(&self) -> String {
+        format!("{}:{{rp}}:parties", self.prefix())
+    }
+
+    fn applied_key(&self, cursor: &str) -> String {
+        format!("{}:{{rp}}:applied:{cursor}", self.prefix())
+    }
+
     async fn end_subject(
         &self,
         subject: &SpiffeId,
@@ -1391,10 +1542,36 @@ fn encode_grant(grant: &Grant, credentials: &[Credential]) -> String {
             record.push_str(":r");
         }
     }
+    if let Some(delegation) = &grant.delegation {
+        record.push_str(&format!("{SECTION}g{}", delegation.spiffe_id));
+        for ancestor in &delegation.chain {
+            record.push_str(&format!(
+                " {}={}",
+                ancestor.grant_id.simple(),
+                ancestor.spiffe_id
+            ));
+        }
+    }
     if let Some(reason) = &grant.end_reason {
         record.push_str(&format!("{SECTION}e{}", free_text(reason)));
     }
     record
+}
+
+/// The `g` section: `<spiffe id>( <ancestor grant>=<its spiffe id>)*`.
+fn decode_delegation(text: &str) -> Option<Delegation> {
+    let mut parts = text.split(' ');
+    let spiffe_id = SpiffeId::new(parts.next()?).ok()?;
+    let chain = parts
+        .map(|part| {
+            let (grant, id) = part.split_once('=')?;
+            Some(Ancestor {
+                grant_id: GrantId::parse(grant)?,
+                spiffe_id: SpiffeId::new(id).ok()?,
+            })
+        })
+        .collect::<Option<Vec<_>>>()?;
+    Some(Delegation { spiffe_id, chain })
 }
 
 fn free_text(text: &str) -> String {
@@ -1469,9 +1646,14 @@ fn decode_grant(
     let mut end_reason = None;
     let mut credentials = Vec::new();
     let mut approvals = Vec::new();
+    let mut delegation = None;
     for section in sections {
         match section.split_at_checked(1) {
             Some(("e", reason)) => end_reason = Some(reason.to_owned()),
+            Some(("g", text)) => {
+                delegation =
+                    Some(decode_delegation(text).ok_or_else(|| corrupt("bad delegation"))?);
+            }
             Some(("p", approval)) => {
                 let mut parts = approval.splitn(3, ' ');
                 let (Some(approver), Some(at), Some(comment)) =
@@ -1513,6 +1695,7 @@ fn decode_grant(
         ttl: Duration::from_millis(ttl.parse().map_err(|_| corrupt("bad ttl"))?),
         approvals,
         decision: (*decision).to_owned(),
+        delegation,
     };
     Ok(Some((grant, credentials)))
 }
@@ -1657,6 +1840,12 @@ fn millis(time: SystemTime) -> u64 {
     time.duration_since(SystemTime::UNIX_EPOCH)
         .map(|elapsed| u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX))
         .unwrap_or(0)
+}
+
+fn millis_of(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis())
+        .unwrap_or(u64::MAX)
+        .max(1)
 }
 
 fn unavailable(error: RedisError) -> StoreError {

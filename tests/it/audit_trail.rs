@@ -4,7 +4,7 @@
 //! `jitid audit tail|search|export|report|grant`. First, one conformance
 //! suite for every `AuditLog` (memory, Redis, Redis Cluster).
 
-use std::process::{Command, Output};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -446,19 +446,6 @@ async fn query_audit_serves_admins_and_auditors_and_follows_the_trail() {
     assert_eq!(event.details["id"], third.serial.as_str());
 }
 
-fn cli(env: &TestEnv, id: &str, args: &[&str]) -> Output {
-    let (cert, key) = env.identity_files(id);
-    Command::new(jitid_bin())
-        .env_clear()
-        .env("JITID_SERVER", env.url())
-        .env("JITID_CA", &env.ca.root_cert)
-        .env("JITID_CERT", &cert)
-        .env("JITID_KEY", &key)
-        .args(args)
-        .output()
-        .unwrap()
-}
-
 // The server runs in this process while the test blocks on the CLI.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cli_shows_a_grants_life_and_reports_per_entitlement() {
@@ -482,7 +469,7 @@ async fn the_cli_shows_a_grants_life_and_reports_per_entitlement() {
     let grant = jwt.grant.grant_id.clone();
 
     // The grant's whole life, and the proof that nothing accepted it after.
-    let life = exited(&cli(&env, AUDITOR, &["audit", "grant", &grant]), 0);
+    let life = exited(&env.cli(AUDITOR, &["audit", "grant", &grant]), 0);
     for text in [
         "request_received",
         "decision",
@@ -495,11 +482,10 @@ async fn the_cli_shows_a_grants_life_and_reports_per_entitlement() {
     ] {
         assert!(life.contains(text), "expected {text:?} in {life}");
     }
-    let refused = exited(&cli(&env, CI_RUNNER, &["audit", "grant", &grant]), 3);
+    let refused = exited(&env.cli(CI_RUNNER, &["audit", "grant", &grant]), 3);
     assert!(refused.contains("only admins and auditors"), "{refused}");
     let unknown = exited(
-        &cli(
-            &env,
+        &env.cli(
             AUDITOR,
             &["audit", "grant", "0b7a4a3e-6c8b-4d0e-9d55-2f0c7b4c1e11"],
         ),
@@ -509,8 +495,7 @@ async fn the_cli_shows_a_grants_life_and_reports_per_entitlement() {
 
     // Search and tail.
     let found = exited(
-        &cli(
-            &env,
+        &env.cli(
             AUDITOR,
             &[
                 "audit",
@@ -531,11 +516,11 @@ async fn the_cli_shows_a_grants_life_and_reports_per_entitlement() {
             .lines()
             .all(|line| AuditEvent::from_line(line).is_ok())
     );
-    let tail = exited(&cli(&env, AUDITOR, &["audit", "tail", "-n", "2"]), 0);
+    let tail = exited(&env.cli(AUDITOR, &["audit", "tail", "-n", "2"]), 0);
     assert_eq!(tail.lines().count(), 2, "{tail}");
     assert!(tail.contains("liveness_checked"), "{tail}");
     let bad = exited(
-        &cli(&env, AUDITOR, &["audit", "search", "--since", "last week"]),
+        &env.cli(AUDITOR, &["audit", "search", "--since", "last week"]),
         1,
     );
     assert!(
@@ -545,10 +530,7 @@ async fn the_cli_shows_a_grants_life_and_reports_per_entitlement() {
 
     // The report: one ci-publish grant, completed, nothing live, nothing
     // VALID after its end.
-    let report = exited(
-        &cli(&env, AUDITOR, &["audit", "report", "--since", "1h"]),
-        0,
-    );
+    let report = exited(&env.cli(AUDITOR, &["audit", "report", "--since", "1h"]), 0);
     let row: Vec<&str> = report
         .lines()
         .find(|line| line.starts_with("ci-publish"))
@@ -627,8 +609,7 @@ async fn trimming_keeps_the_trail_verifiable_from_a_signed_checkpoint() {
     // An export starts with the checkpoint and verifies against the bundle.
     let export = env.dir.path().join("export.jsonl");
     exited(
-        &cli(
-            &env,
+        &env.cli(
             AUDITOR,
             &["audit", "export", "--out", export.to_str().unwrap()],
         ),

@@ -650,6 +650,7 @@ async fn a_forged_expired_certificate_is_invalid_not_expired() {
         actions: vec!["publish:artifacts".to_owned()],
         epoch: "e".to_owned(),
         break_glass: false,
+        parent_grant_ids: Vec::new(),
     };
     params.custom_extensions = vec![rcgen::CustomExtension::from_oid_content(
         jitid::ca::GRANT_EXTENSION_OID,

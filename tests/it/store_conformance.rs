@@ -6,14 +6,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use jitid::grant::{
-    Action, ApprovalRecord, Credential, CredentialId, Epoch, Grant, GrantId, GrantState, Shard,
-    TaskId,
+    Action, Ancestor, ApprovalRecord, Credential, CredentialId, Delegation, Epoch, Grant, GrantId,
+    GrantState, Shard, TaskId,
 };
 use jitid::spiffe_id::SpiffeId;
 use jitid::store::{
     AckOutcome, AddOutcome, CredentialRevocation, EndTarget, Ending, GrantStore, Liveness,
-    LivenessQuery, MemoryStore, RedisStore, RedisStoreConfig, Review, ReviewAck, RevocationEvent,
-    StoreError,
+    LivenessQuery, MemoryStore, RedisStore, RedisStoreConfig, RelyingParty, Review, ReviewAck,
+    RevocationEvent, StoreError,
 };
 
 use crate::support::redis::{RedisCluster, RedisServer};
@@ -62,6 +62,7 @@ async fn issue(
         ttl,
         approvals: Vec::new(),
         decision: r#"{"outcome":"allow ci-publish"}"#.to_owned(),
+        delegation: None,
     };
     let credential = Credential {
         id: CredentialId::new_jwt(grant.id),
@@ -666,11 +667,86 @@ async fn approvals_conformance(store: &dyn GrantStore) {
     );
 }
 
+/// Delegation records and relying parties' acknowledgements.
+async fn delegation_and_parties_conformance(store: &dyn GrantStore) {
+    let minute = Duration::from_secs(60);
+    let (root, _) = issue(store, ALICE, "agent-7", minute, None).await;
+    let (mut child, _) = issue(store, ALICE, "agent-7", minute, Some(root.id)).await;
+    child.delegation = Some(Delegation {
+        spiffe_id: SpiffeId::new("spiffe://example.org/alice/task/agent-7/sub/search").unwrap(),
+        chain: vec![Ancestor {
+            grant_id: root.id,
+            spiffe_id: SpiffeId::new("spiffe://example.org/alice/task/agent-7").unwrap(),
+        }],
+    });
+    let child = Grant {
+        id: GrantId::generate(Shard::of(&child.subject)),
+        ..child
+    };
+    store.record_grant(&child).await.unwrap();
+    assert_eq!(
+        store.grant(child.id).await.unwrap(),
+        Some(child.clone()),
+        "the chain round-trips"
+    );
+
+    let now = SystemTime::UNIX_EPOCH + Duration::from_millis(millis_of(SystemTime::now()) as u64);
+    let party = |name: &str, seen: SystemTime| RelyingParty {
+        name: name.to_owned(),
+        spiffe_id: SpiffeId::new("spiffe://example.org/svc/ledger").unwrap(),
+        registered_at: now,
+        last_seen: seen,
+        cursor: "1-0".to_owned(),
+    };
+    store
+        .register_relying_party(&party("ledger-a", now), minute)
+        .await
+        .unwrap();
+    store
+        .register_relying_party(&party("ledger-b", now), minute)
+        .await
+        .unwrap();
+    // Heard from too long ago: forgotten.
+    store
+        .register_relying_party(&party("gone", now - 2 * minute), minute)
+        .await
+        .unwrap();
+    let parties = store.relying_parties().await.unwrap();
+    assert_eq!(
+        parties.iter().map(|p| p.name.as_str()).collect::<Vec<_>>(),
+        ["ledger-a", "ledger-b"]
+    );
+    assert_eq!(parties[0], party("ledger-a", now));
+
+    let cursor = format!("{}-0", millis_of(now));
+    assert!(store.applied(&cursor).await.unwrap().is_empty());
+    store
+        .mark_applied(&cursor, "ledger-a", now, minute)
+        .await
+        .unwrap();
+    store
+        .mark_applied(&cursor, "ledger-a", now + minute, minute)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.applied(&cursor).await.unwrap(),
+        vec![("ledger-a".to_owned(), now)],
+        "the first acknowledgement stands"
+    );
+    assert!(store.mark_all_applied(&cursor, minute).await.unwrap());
+    assert!(
+        !store.mark_all_applied(&cursor, minute).await.unwrap(),
+        "only once"
+    );
+    assert_eq!(store.applied(&cursor).await.unwrap().len(), 1);
+}
+
 #[tokio::test]
 async fn memory_store_conforms() {
     let store = MemoryStore::new(Arc::new(jitid::clock::SystemClock));
     conformance(&store).await;
     approvals_conformance(&store).await;
+    delegation_and_parties_conformance(&store).await;
 }
 
 #[tokio::test]
@@ -681,6 +757,7 @@ async fn redis_store_conforms() {
         .unwrap();
     conformance(&store).await;
     approvals_conformance(&store).await;
+    delegation_and_parties_conformance(&store).await;
 }
 
 #[tokio::test]
@@ -691,6 +768,7 @@ async fn redis_cluster_store_conforms() {
         .unwrap();
     conformance(&store).await;
     approvals_conformance(&store).await;
+    delegation_and_parties_conformance(&store).await;
     // Grants of many subjects spread over the cluster's masters.
     for n in 0..20 {
         issue(

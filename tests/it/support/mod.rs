@@ -198,6 +198,10 @@ impl TestEnv {
             .with_admins(self.config.admins.clone())
             .with_environment(self.config.environment.clone())
             .with_auditors(self.config.audit.auditors.clone())
+            .with_relying_parties(
+                self.config.revocation.ack_bound,
+                self.config.revocation.relying_party_ttl,
+            )
             .with_auditor(Auditor::start(
                 audit,
                 sink,
@@ -281,6 +285,25 @@ impl TestEnv {
             issued.chain,
             PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(issued.key_pkcs8)),
         )
+    }
+
+    /// Runs the `jitid` binary as `id` against the first server.
+    pub fn cli(&self, id: &str, args: &[&str]) -> std::process::Output {
+        self.cli_at(&self.url(), id, args)
+    }
+
+    /// Runs the `jitid` binary as `id` against the server at `url`.
+    pub fn cli_at(&self, url: &str, id: &str, args: &[&str]) -> std::process::Output {
+        let (cert, key) = self.identity_files(id);
+        std::process::Command::new(jitid_bin())
+            .env_clear()
+            .env("JITID_SERVER", url)
+            .env("JITID_CA", &self.ca.root_cert)
+            .env("JITID_CERT", &cert)
+            .env("JITID_KEY", &key)
+            .args(args)
+            .output()
+            .unwrap()
     }
 
     /// Writes an identity for `id` as PEM files (key 0600), for the CLI.

@@ -1,0 +1,195 @@
+//! `jitid delegate` and `jitid revocation status`: narrower grants for
+//! sub-tasks, and proof that a revocation reached every relying party.
+
+use std::time::{Duration, SystemTime};
+
+use clap::{Args, Subcommand};
+use jitid::proto::v1 as pb;
+use serde_json::json;
+
+use crate::{ConnArgs, Output, connect, duration};
+
+#[derive(Args)]
+pub(crate) struct DelegateArgs {
+    /// Your grant to delegate from.
+    #[arg(long)]
+    grant: String,
+    /// The child's name: its SPIFFE ID is the parent's with `/sub/<name>`.
+    #[arg(long)]
+    name: String,
+    /// Actions, a subset of the parent's (default: all of them).
+    #[arg(long, value_delimiter = ',')]
+    actions: Vec<String>,
+    /// Lifetime (default: until the parent expires; never later).
+    #[arg(long, value_parser = duration)]
+    ttl: Option<Duration>,
+    /// Why, recorded on the child grant.
+    #[arg(long, default_value = "")]
+    justification: String,
+    #[command(flatten)]
+    conn: ConnArgs,
+    /// What to print.
+    #[arg(long, value_enum, default_value = "text")]
+    output: Output,
+}
+
+#[derive(Subcommand)]
+pub(crate) enum RevocationCommand {
+    /// For an ended grant: which registered relying parties have applied
+    /// its revocation and how long each took. Exit 6 if one is overdue.
+    Status {
+        /// The grant.
+        #[arg(long)]
+        grant: String,
+        #[command(flatten)]
+        conn: ConnArgs,
+        /// What to print.
+        #[arg(long, value_enum, default_value = "text")]
+        output: Output,
+    },
+}
+
+/// A relying party has not applied a revocation within the bound.
+#[derive(Debug, thiserror::Error)]
+#[error("{0} relying part(ies) overdue")]
+pub(crate) struct Overdue(usize);
+
+pub(crate) async fn delegate(args: DelegateArgs) -> anyhow::Result<()> {
+    let client = connect(&args.conn, true).await?;
+    let grant = client
+        .delegate(pb::DelegateRequest {
+            parent_grant_id: args.grant,
+            name: args.name,
+            actions: args.actions,
+            ttl: args.ttl.map(|ttl| prost_types::Duration {
+                seconds: i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX),
+                nanos: 0,
+            }),
+            justification: args.justification,
+        })
+        .await?;
+    let summary = grant.summary.clone().unwrap_or_default();
+    let delegation = grant.delegation.unwrap_or_default();
+    let expires = summary
+        .expires_at
+        .map(|at| timestamp(&at))
+        .unwrap_or_default();
+    match args.output {
+        Output::Json => println!(
+            "{}",
+            json!({
+                "grant_id": summary.grant_id,
+                "spiffe_id": delegation.spiffe_id,
+                "actions": summary.actions,
+                "task_id": summary.task_id,
+                "expires_at": expires,
+                "parent_grant_ids": delegation.parent_grant_ids,
+                "actors": delegation.actors,
+            })
+        ),
+        Output::Text => {
+            println!("grant {}", summary.grant_id);
+            println!("  spiffe id: {}", delegation.spiffe_id);
+            println!("  actions:   {}", summary.actions.join(", "));
+            println!("  task:      {}", summary.task_id);
+            println!("  expires:   {expires}");
+            println!("  parents:   {}", delegation.parent_grant_ids.join(" <- "));
+        }
+    }
+    Ok(())
+}
+
+pub(crate) async fn run(command: RevocationCommand) -> anyhow::Result<()> {
+    let RevocationCommand::Status {
+        grant,
+        conn,
+        output,
+    } = command;
+    let client = connect(&conn, true).await?;
+    let status = client.revocation_status(&grant).await?;
+    let state = pb::GrantState::try_from(status.state)
+        .unwrap_or_default()
+        .as_str_name()
+        .trim_start_matches("GRANT_STATE_")
+        .to_lowercase();
+    let bound = status.ack_bound.map(millis).unwrap_or_default();
+    let applied = status
+        .relying_parties
+        .iter()
+        .filter(|party| party.applied)
+        .count();
+    let overdue = status
+        .relying_parties
+        .iter()
+        .filter(|party| party.overdue)
+        .count();
+    let slowest = status
+        .relying_parties
+        .iter()
+        .filter(|party| party.applied)
+        .filter_map(|party| party.took.map(millis))
+        .max();
+    match output {
+        Output::Json => println!(
+            "{}",
+            json!({
+                "grant_id": status.grant_id,
+                "state": state,
+                "reason": status.reason,
+                "cursor": status.cursor,
+                "ended_at": status.ended_at.map(|at| timestamp(&at)),
+                "all_applied": status.all_applied,
+                "ack_bound_ms": bound,
+                "relying_parties": status.relying_parties.iter().map(|party| json!({
+                    "name": party.name,
+                    "spiffe_id": party.spiffe_id,
+                    "applied": party.applied,
+                    "took_ms": party.took.map(millis),
+                    "overdue": party.overdue,
+                })).collect::<Vec<_>>(),
+            })
+        ),
+        Output::Text => {
+            println!("grant {} {state}: {}", status.grant_id, status.reason);
+            if status.cursor.is_empty() {
+                println!("no revocation of it on the stream: nothing to apply");
+            } else {
+                let total = status.relying_parties.len();
+                match slowest {
+                    Some(slowest) => println!(
+                        "visible at {applied}/{total} relying parties, slowest {slowest} ms"
+                    ),
+                    None => println!("visible at {applied}/{total} relying parties"),
+                }
+                for party in &status.relying_parties {
+                    let took = party.took.map(millis).unwrap_or_default();
+                    if party.applied {
+                        println!("  {:<24} applied after {took} ms", party.name);
+                    } else if party.overdue {
+                        println!(
+                            "  {:<24} NOT APPLIED after {took} ms (bound {bound} ms): overdue",
+                            party.name
+                        );
+                    } else {
+                        println!("  {:<24} pending for {took} ms", party.name);
+                    }
+                }
+            }
+        }
+    }
+    if overdue > 0 {
+        return Err(Overdue(overdue).into());
+    }
+    Ok(())
+}
+
+fn millis(duration: prost_types::Duration) -> u64 {
+    Duration::try_from(duration)
+        .map(|duration| u64::try_from(duration.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+fn timestamp(at: &prost_types::Timestamp) -> String {
+    let time = SystemTime::UNIX_EPOCH + Duration::from_secs(u64::try_from(at.seconds).unwrap_or(0));
+    humantime::format_rfc3339_seconds(time).to_string()
+}
