@@ -14,6 +14,7 @@ mod audit;
 mod audit_trail;
 mod bench;
 mod cli;
+mod exec;
 mod issue_jwt;
 mod issue_x509;
 mod policy;
