@@ -14,9 +14,9 @@
 use std::ffi::OsString;
 use std::fs::{self, File, OpenOptions};
 use std::io;
-use std::os::unix::fs::{DirBuilderExt, FileExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, FileExt, MetadataExt, PermissionsExt};
 use std::os::unix::process::ExitStatusExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{ExitCode, ExitStatus};
 use std::time::{Duration, SystemTime};
 
@@ -90,8 +90,8 @@ pub(crate) async fn run(args: ExecArgs) -> anyhow::Result<ExitCode> {
         Ok(issued) => issued,
         Err(failed) => {
             if let Some(grant) = &failed.made {
-                // The X.509-SVID's grant exists; its key is gone with this
-                // process, and its task ends here.
+                // The X.509-SVID was issued but is not used: its grant
+                // ends here with the task.
                 let ledger = Ledger::new(grant);
                 finish(&client, &ledger, TaskOutcome::Failed).await;
             }
@@ -277,13 +277,14 @@ impl CredentialDir {
     fn write(&mut self, issued: &Issued) -> anyhow::Result<()> {
         let replaced: Vec<File> = [KEY_FILE, JWT_FILE]
             .iter()
-            .filter_map(|name| OpenOptions::new().write(true).open(self.file(name)).ok())
+            .filter_map(|name| open_regular(&self.file(name)).ok().flatten())
             .collect();
         write_svid_files(&self.path, &issued.svid)?;
         if let Some(jwt) = &issued.jwt {
             keyfile::write_replace(&self.file(JWT_FILE), jwt.token.as_bytes(), KEY_MODE)?;
         }
-        // Only now do the handles name files no path leads to any more.
+        // Now no path leads to the files `replaced` holds: they retire, and
+        // those the previous renewal retired are zeroed.
         for file in std::mem::replace(&mut self.retired, replaced) {
             if let Err(error) = zero(&file) {
                 eprintln!("jitid: warning: could not zero a replaced key: {error}");
@@ -305,21 +306,11 @@ impl CredentialDir {
             result = result.and(zero(&file));
         }
         for name in [KEY_FILE, JWT_FILE] {
-            let path = self.path.join(name);
-            // Never follow a link the command may have put in its place.
-            match fs::symlink_metadata(&path) {
-                Ok(metadata) if metadata.is_file() => {
-                    result = result.and(
-                        OpenOptions::new()
-                            .write(true)
-                            .open(&path)
-                            .and_then(|f| zero(&f)),
-                    );
-                }
-                Ok(_) => {}
-                Err(error) if error.kind() == io::ErrorKind::NotFound => {}
-                Err(error) => result = result.and(Err(error)),
-            }
+            result = result.and(match open_regular(&self.file(name)) {
+                Ok(Some(file)) => zero(&file),
+                Ok(None) => Ok(()),
+                Err(error) => Err(error),
+            });
         }
         result.and(fs::remove_dir_all(&self.path))
     }
@@ -335,6 +326,22 @@ impl Drop for CredentialDir {
             );
         }
     }
+}
+
+/// Opens `path` for writing if it is a regular file (`None` if missing),
+/// never through a link the command may have put in its place: zeroing
+/// must not reach a file outside the directory.
+fn open_regular(path: &Path) -> io::Result<Option<File>> {
+    let before = match fs::symlink_metadata(path) {
+        Ok(metadata) if metadata.is_file() => metadata,
+        Ok(_) => return Ok(None),
+        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(error) => return Err(error),
+    };
+    let file = OpenOptions::new().write(true).open(path)?;
+    // Swapped for a link between the two looks: not the file we checked.
+    let opened = file.metadata()?;
+    Ok((opened.dev() == before.dev() && opened.ino() == before.ino()).then_some(file))
 }
 
 /// Overwrites a file's contents with zeros, in place.

@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::fs::File;
+use std::io::{Read, Seek};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
@@ -160,6 +161,20 @@ fn kill(pid: u32, signal: Signal) {
     rustix::process::kill_process(pid, signal).unwrap();
 }
 
+/// A file's whole contents through an open handle, which keeps reading
+/// the same file after its path is renamed over or removed.
+fn contents(file: &File) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    let mut reader = file;
+    reader.rewind().unwrap();
+    reader.read_to_end(&mut bytes).unwrap();
+    bytes
+}
+
+fn is_zeroed(bytes: &[u8]) -> bool {
+    !bytes.is_empty() && bytes.iter().all(|byte| *byte == 0)
+}
+
 fn mode(path: &Path) -> u32 {
     std::fs::metadata(path).unwrap().permissions().mode() & 0o777
 }
@@ -280,6 +295,9 @@ async fn exec_hands_private_credentials_to_the_command_and_revokes_them_after() 
     assert_eq!(jwt.status(), pb::VerifyStatus::Valid);
     assert_eq!(jwt.grant_id, vars["JITID_GRANT"], "one grant for both");
 
+    // Held open, the secrets show what the wipe did to them.
+    let key_file = File::open(&vars["JITID_SVID_KEY"]).unwrap();
+    let jwt_file = File::open(&vars["JITID_JWT"]).unwrap();
     run.go();
     assert_ended(
         &mut run,
@@ -288,6 +306,8 @@ async fn exec_hands_private_credentials_to_the_command_and_revokes_them_after() 
         "task build-1 ended (completed)",
     )
     .await;
+    assert!(is_zeroed(&contents(&key_file)), "the key is zeroed");
+    assert!(is_zeroed(&contents(&jwt_file)), "the JWT is zeroed");
     let jwt = relying_party
         .verify_jwt(&token, "artifacts.example.org")
         .await
@@ -417,13 +437,16 @@ async fn after_sigkill_to_exec_the_credential_lives_until_its_short_ttl() {
 async fn credentials_are_renewed_in_place_while_the_command_runs() {
     let (_redis, env) = redis_env().await;
     let relying_party = env.client_for(CI_RUNNER).await;
-    // No --task: the server's task id is kept for renewals.
+    // No --task: the server's task id is kept for renewals. The script
+    // holds the first key open, as a command reading it at that moment
+    // would.
     let mut run = ExecRun::start(
         &env,
         &["--entitlement", "ci-publish", "--ttl", "3s"],
-        &format!("{REPORT}; {WAIT_FOR_GO}"),
+        &format!(r#"exec 3<"$JITID_SVID_KEY"; {REPORT}; {WAIT_FOR_GO}"#),
     );
     let vars = run.reported();
+    let first_key = File::open(format!("/proc/{}/fd/3", vars["PID"])).unwrap();
     let svid = PathBuf::from(&vars["JITID_SVID"]);
     let first_grant = vars["JITID_GRANT"].clone();
     assert_eq!(grant_of(&svid), first_grant);
@@ -433,27 +456,39 @@ async fn credentials_are_renewed_in_place_while_the_command_runs() {
         std::thread::sleep(Duration::from_millis(50));
     }
 
-    // Same paths, a new grant of the same task, with its own key; no temp
-    // file left beside them.
+    // Read at once, before the next renewal (every 2 s or so).
+    let first_key_pem = contents(&first_key);
     let key_pem = std::fs::read(&vars["JITID_SVID_KEY"]).unwrap();
+    let renewed = run.work().join("renewed.pem");
+    std::fs::copy(&svid, &renewed).unwrap();
+
+    // Same paths, a new grant of the same task, with its own key.
     let key = PrivateKeyDer::from_pem_slice(&key_pem).unwrap();
-    let renewed_chain = chain(&svid);
     let extension = check_x509_svid(
-        &renewed_chain,
+        &chain(&renewed),
         Some(key.secret_der()),
         &env.roots(),
         CI_RUNNER,
     );
     assert_eq!(extension.task_id, vars["JITID_TASK"]);
     assert_eq!(mode(Path::new(&vars["JITID_SVID_KEY"])), 0o600);
-    let mut files: Vec<String> = std::fs::read_dir(svid.parent().unwrap())
-        .unwrap()
-        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    files.sort();
-    assert_eq!(files, ["bundle.pem", "svid.key", "svid.pem"]);
-    let renewed = run.work().join("renewed.pem");
-    std::fs::copy(&svid, &renewed).unwrap();
+    // The replaced key is left intact for readers that opened it.
+    assert!(first_key_pem.starts_with(b"-----BEGIN PRIVATE KEY-----"));
+    assert_ne!(first_key_pem, key_pem);
+    // No temp file is left beside them (a later renewal may be writing
+    // one right now: poll).
+    let listing = || {
+        let mut files: Vec<String> = std::fs::read_dir(svid.parent().unwrap())
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        files.sort();
+        files
+    };
+    while listing() != ["bundle.pem", "svid.key", "svid.pem"] {
+        assert!(Instant::now() < deadline, "{:?}", listing());
+        std::thread::sleep(Duration::from_millis(10));
+    }
 
     run.go();
     let (status, stderr) = run.wait();
@@ -462,6 +497,10 @@ async fn credentials_are_renewed_in_place_while_the_command_runs() {
     assert!(
         stderr.contains(&format!("task {} ended (completed)", vars["JITID_TASK"])),
         "{stderr}"
+    );
+    assert!(
+        is_zeroed(&contents(&first_key)),
+        "replaced keys are zeroed too"
     );
     // Completing the task ended the renewed grant too (unless it ran out
     // first on a slow machine).
