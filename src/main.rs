@@ -1,5 +1,5 @@
 //! The `jitid` command line: the server (`serve`, `dev`), the CA (`ca`),
-//! and the client side (`fetch`, `bundle`).
+//! and the client side (`fetch`, `bundle`, `exec`).
 //!
 //! Exit codes: 0 success; 1 error; 2 usage; 3 the server refused the caller
 //! (unauthenticated or permission denied); 4 the server found the request
@@ -8,9 +8,11 @@
 //! `Verify` that answered VALID after the grant ended); 7 the named grant or
 //! credential does not exist (or the audit trail holds nothing about it);
 //! 8 the grant is not in a state that allows it (pending, denied, ended) or
-//! the entitlement needs approval first.
+//! the entitlement needs approval first. `exec` exits with its command's
+//! status once the command ran (see `exec_cmd`).
 
 mod audit_cmd;
+mod exec_cmd;
 mod revocation_cmd;
 
 use std::net::SocketAddr;
@@ -63,6 +65,9 @@ enum Command {
     /// Fetch a credential from the server.
     #[command(subcommand)]
     Fetch(FetchCommand),
+    /// Run a command with credentials for one task, renewed while it runs
+    /// and revoked when it exits.
+    Exec(exec_cmd::ExecArgs),
     /// Print the trust bundle served by the server.
     Bundle(BundleArgs),
     /// Inspect grants.
@@ -419,8 +424,9 @@ struct ConnArgs {
     ca: PathBuf,
 }
 
+/// What to ask for: the grant flags `fetch` and `exec` share.
 #[derive(Args)]
-struct GrantArgs {
+struct RequestArgs {
     /// Entitlement to use.
     #[arg(long)]
     entitlement: Option<String>,
@@ -439,13 +445,19 @@ struct GrantArgs {
     /// A change or incident ticket reference; recorded on the grant.
     #[arg(long)]
     ticket: Option<String>,
+    /// A label for the entitlement's conditions, key=value (repeat).
+    #[arg(long = "label", value_parser = key_value)]
+    labels: Vec<(String, String)>,
+}
+
+#[derive(Args)]
+struct GrantArgs {
+    #[command(flatten)]
+    request: RequestArgs,
     /// Emergency path: issued at once, flagged, and reviewed afterwards
     /// (needs --justification and an entitlement that allows it).
     #[arg(long)]
     break_glass: bool,
-    /// A label for the entitlement's conditions, key=value (repeat).
-    #[arg(long = "label", value_parser = key_value)]
-    labels: Vec<(String, String)>,
     /// Mint under this existing active grant (e.g. an approved one).
     #[arg(long, conflicts_with_all = ["entitlement", "actions", "task", "justification", "ticket", "break_glass", "labels", "wait"])]
     grant: Option<String>,
@@ -532,7 +544,7 @@ fn main() -> ExitCode {
         }
     };
     match runtime.block_on(run(cli.command)) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(error) => {
             eprintln!("jitid: error: {error:#}");
             ExitCode::from(exit_code(&error))
@@ -600,8 +612,10 @@ struct ChainBroken(String);
 #[error("{0}")]
 struct Refused(String);
 
-async fn run(command: Command) -> anyhow::Result<()> {
+async fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
+        // The one command whose success is not always 0.
+        Command::Exec(args) => return exec_cmd::run(args).await,
         Command::Dev(args) => dev(args).await,
         Command::Serve(args) => {
             let config = Config::load(&args.config)?;
@@ -627,7 +641,8 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Revocation(command) => revocation_cmd::run(command).await,
         Command::Verify(args) => verify(args).await,
         Command::Bench(args) => bench(args).await,
-    }
+    }?;
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn bench(args: BenchArgs) -> anyhow::Result<()> {
@@ -1233,16 +1248,27 @@ async fn connect(conn: &ConnArgs, need_identity: bool) -> anyhow::Result<Client>
 
 fn svid_request(args: &GrantArgs) -> SvidRequest {
     SvidRequest {
-        entitlement: args.entitlement.clone().unwrap_or_default(),
-        actions: args.actions.clone(),
-        task_id: args.task.clone().unwrap_or_default(),
-        ttl: args.ttl,
-        justification: args.justification.clone().unwrap_or_default(),
-        ticket: args.ticket.clone().unwrap_or_default(),
         break_glass: args.break_glass,
-        labels: args.labels.iter().cloned().collect(),
         grant_id: args.grant.clone().unwrap_or_default(),
-        bind_to_certificate: false,
+        ..args.request.to_svid_request()
+    }
+}
+
+// === impl RequestArgs ===
+
+impl RequestArgs {
+    /// The request these flags describe, for a new grant.
+    fn to_svid_request(&self) -> SvidRequest {
+        SvidRequest {
+            entitlement: self.entitlement.clone().unwrap_or_default(),
+            actions: self.actions.clone(),
+            task_id: self.task.clone().unwrap_or_default(),
+            ttl: self.ttl,
+            justification: self.justification.clone().unwrap_or_default(),
+            ticket: self.ticket.clone().unwrap_or_default(),
+            labels: self.labels.iter().cloned().collect(),
+            ..SvidRequest::default()
+        }
     }
 }
 
@@ -1294,9 +1320,9 @@ async fn fetch_x509(args: FetchX509Args) -> anyhow::Result<()> {
             let mut value = grant_json(&svid.grant);
             value["serial"] = json!(svid.serial);
             value["files"] = json!({
-                "svid": args.out.join("svid.pem"),
-                "key": args.out.join("svid.key"),
-                "bundle": args.out.join("bundle.pem"),
+                "svid": args.out.join(SVID_FILE),
+                "key": args.out.join(KEY_FILE),
+                "bundle": args.out.join(BUNDLE_FILE),
             });
             println!("{value}");
         }
@@ -1312,18 +1338,26 @@ async fn fetch_x509(args: FetchX509Args) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The X.509-SVID chain, leaf first, in a directory `fetch x509` or `exec`
+/// writes.
+const SVID_FILE: &str = "svid.pem";
+/// Its private key (0600).
+const KEY_FILE: &str = "svid.key";
+/// The trust anchors.
+const BUNDLE_FILE: &str = "bundle.pem";
+
 /// Writes key first, then chain, then bundle, each atomically, so a reader
 /// that sees the new chain also finds the new key.
 fn write_svid_files(out: &Path, svid: &jitid::client::X509Svid) -> anyhow::Result<()> {
     keyfile::create_private_dir(out)?;
-    keyfile::write_replace(&out.join("svid.key"), svid.key_pem().as_bytes(), KEY_MODE)?;
+    keyfile::write_replace(&out.join(KEY_FILE), svid.key_pem().as_bytes(), KEY_MODE)?;
     keyfile::write_replace(
-        &out.join("svid.pem"),
+        &out.join(SVID_FILE),
         svid.chain_pem().as_bytes(),
         PUBLIC_MODE,
     )?;
     keyfile::write_replace(
-        &out.join("bundle.pem"),
+        &out.join(BUNDLE_FILE),
         svid.bundle_pem().as_bytes(),
         PUBLIC_MODE,
     )?;
