@@ -19,9 +19,15 @@
 //! ```
 
 mod revocation;
+mod rotating;
 mod tls;
 
 pub use revocation::{CacheError, CredentialClaims, DEFAULT_MAX_STALENESS, RevocationCache};
+pub use rotating::{
+    CurrentSvid, PeerError, RenewalSchedule, RotatingIdentity, RotatingIdentityBuilder,
+    RotationError, SpiffeIncoming, SpiffePeer, SpiffePeerVerifier, SpiffeTlsStream, SvidResolver,
+    TrustBundle,
+};
 
 use std::collections::BTreeMap;
 use std::fmt;
