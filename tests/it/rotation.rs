@@ -9,11 +9,14 @@ use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use jitid::client::{RevocationCache, RotatingIdentity, SpiffePeerVerifier, SvidRequest};
+use jitid::client::{
+    CurrentSvid, RevocationCache, RotatingIdentity, SpiffePeerVerifier, SvidRequest,
+};
 use jitid::proto::v1::revoke_request::Target;
+use rustls::client::ResolvesClientCert;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tonic_health::pb::HealthCheckRequest;
@@ -393,6 +396,22 @@ async fn peers_are_authorized_by_spiffe_id_and_revocation_fails_closed() {
     );
 }
 
+/// The first SVID `identity` publishes after the one with `serial`.
+async fn next_svid(identity: &RotatingIdentity, serial: &str) -> Arc<CurrentSvid> {
+    let mut updates = identity.subscribe();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let svid = updates.borrow_and_update().clone();
+        if svid.serial() != serial {
+            return svid;
+        }
+        tokio::time::timeout_at(deadline, updates.changed())
+            .await
+            .expect("no new SVID in time")
+            .unwrap();
+    }
+}
+
 #[tokio::test]
 async fn new_svids_are_published_and_used_by_new_handshakes() {
     let env = TestEnv::start_with_catalogue(GREETER).await;
@@ -400,28 +419,23 @@ async fn new_svids_are_published_and_used_by_new_handshakes() {
     // 2% of a minute: a renewal every 1.1 to 1.2 s.
     let caller = identity_for(&env, CLIENT_ID, 0.02).await;
     let url = serve_health(&server, server.peer_verifier()).await;
-    let mut updates = caller.subscribe();
+    let first_server = server.svid();
     let first = caller.svid();
-    tokio::time::timeout(Duration::from_secs(10), updates.changed())
-        .await
-        .unwrap()
-        .unwrap();
-    let second = updates.borrow_and_update().clone();
+    let second = next_svid(&caller, first.serial()).await;
     assert_ne!(first.serial(), second.serial());
     assert_ne!(first.grant().grant_id, second.grant().grant_id);
     assert!(second.not_after() > first.not_after());
-    // The resolver presents the new one: same certified key as published.
-    assert_eq!(
-        caller.svid().certified_key().cert[0],
-        caller.svid().svid().chain[0]
-    );
-    check(
-        &caller,
-        &url,
-        caller.peer_verifier().allow(SERVER_ID).unwrap(),
-    )
-    .await
-    .unwrap();
+    let to_server = caller.peer_verifier().allow(SERVER_ID).unwrap();
+    check(&caller, &url, to_server.clone()).await.unwrap();
+    // On demand, long before the schedule of a 1-minute SVID at 70%; the
+    // resolver presents each SVID's key as built once when it came.
+    let resolver = server.cert_resolver();
+    let presented = || ResolvesClientCert::resolve(&*resolver, &[], &[]).unwrap();
+    assert!(Arc::ptr_eq(&presented(), first_server.certified_key()));
+    server.renew_now();
+    let renewed = next_svid(&server, first_server.serial()).await;
+    assert!(Arc::ptr_eq(&presented(), renewed.certified_key()));
+    check(&caller, &url, to_server).await.unwrap();
     // A bad renew fraction is refused up front.
     let error = RotatingIdentity::builder_with_client(
         env.client_for(CLIENT_ID).await,

@@ -21,7 +21,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use rustls::server::WebPkiClientVerifier;
 use rustls::server::danger::ClientCertVerifier;
 use rustls::sign::CertifiedKey;
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
 use super::{Bundle, Client, ClientConfig, ClientError, GrantInfo, SvidRequest, X509Svid};
@@ -150,6 +150,7 @@ pub struct RotatingIdentity {
 struct Shared {
     client: Client,
     provider: Arc<CryptoProvider>,
+    renew_now: Arc<Notify>,
     svid: watch::Receiver<Arc<CurrentSvid>>,
     bundle: watch::Receiver<Arc<TrustBundle>>,
     tasks: [JoinHandle<()>; 2],
@@ -216,6 +217,12 @@ impl RotatingIdentity {
     /// [`SpiffePeerVerifier::check_revocation`].
     pub fn peer_verifier(&self) -> SpiffePeerVerifier {
         SpiffePeerVerifier::new(self.shared.bundle.clone(), &self.shared.provider)
+    }
+
+    /// Renews the SVID now instead of at its scheduled time, e.g. after a
+    /// peer refused it as revoked. The new one is published as usual.
+    pub fn renew_now(&self) {
+        self.shared.renew_now.notify_one();
     }
 
     /// A certificate resolver, for rustls clients and servers, that always
@@ -326,6 +333,7 @@ impl RotatingIdentityBuilder {
         );
         let (svid_sender, svid) = watch::channel(Arc::new(first_svid));
         let (bundle_sender, bundle) = watch::channel(Arc::new(first_bundle));
+        let renew_now = Arc::new(Notify::new());
         let tasks = [
             tokio::spawn(renew_svids(
                 client.clone(),
@@ -333,6 +341,7 @@ impl RotatingIdentityBuilder {
                 schedule,
                 provider.clone(),
                 svid_sender,
+                renew_now.clone(),
             )),
             tokio::spawn(refresh_bundles(
                 client.clone(),
@@ -345,6 +354,7 @@ impl RotatingIdentityBuilder {
             shared: Arc::new(Shared {
                 client,
                 provider,
+                renew_now,
                 svid,
                 bundle,
                 tasks,
@@ -525,14 +535,16 @@ impl fmt::Debug for TrustBundle {
 
 // === background tasks ===
 
-/// Renews the SVID on `schedule` forever, publishing each new one; on
-/// failure keeps the current one and retries with backoff.
+/// Renews the SVID on `schedule` (or when `renew_now` is notified)
+/// forever, publishing each new one; on failure keeps the current one and
+/// retries with backoff.
 async fn renew_svids(
     client: Client,
     request: SvidRequest,
     schedule: RenewalSchedule,
     provider: Arc<CryptoProvider>,
     sender: watch::Sender<Arc<CurrentSvid>>,
+    renew_now: Arc<Notify>,
 ) {
     let mut failures = 0u32;
     loop {
@@ -545,7 +557,10 @@ async fn renew_svids(
         } else {
             schedule.retry_in(failures, random_sample())
         };
-        tokio::time::sleep(wait).await;
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            () = renew_now.notified() => {}
+        }
         match CurrentSvid::fetch(&client, &request, &provider).await {
             Ok(svid) => {
                 failures = 0;
@@ -606,3 +621,6 @@ async fn refresh_bundles(
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -288,11 +288,9 @@ pub(super) fn parse_svid_leaf(der: &[u8]) -> Result<SvidLeaf, PeerError> {
             uris.len()
         )));
     };
+    // `SpiffeId` also refuses an ID without a path (a trust domain's).
     let spiffe_id = SpiffeId::new(uri)
         .map_err(|error| PeerError::NotAnSvid(format!("invalid SPIFFE ID: {error}")))?;
-    if spiffe_id.path().is_empty() {
-        return Err(bad("the SPIFFE ID of a leaf must have a path"));
-    }
     if cert.is_ca() {
         return Err(bad("a CA certificate is not a leaf"));
     }
