@@ -1,5 +1,5 @@
-//! Compiles proto/ with protox (a pure-Rust protobuf compiler), so a build
-//! needs no system protoc.
+//! Compiles proto/ (and the examples' proto) with protox (a pure-Rust
+//! protobuf compiler), so a build needs no system protoc.
 
 use std::path::PathBuf;
 
@@ -19,5 +19,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_client(true)
         .build_server(true)
         .compile_fds(descriptors)?;
+
+    // The examples' own service (examples/svid_server.rs, svid_client.rs).
+    let greeter = "examples/proto/greeter.proto";
+    println!("cargo:rerun-if-changed={greeter}");
+    tonic_prost_build::configure().compile_fds(protox::compile([greeter], ["examples/proto"])?)?;
     Ok(())
 }

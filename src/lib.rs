@@ -17,6 +17,8 @@
 //!   the shared crypto provider.
 //! - [`server`]: gRPC over mTLS; the only module that sees tonic statuses
 //!   and peer certificates.
+//! - [`incoming`]: the TLS accept loop that the server and the client
+//!   library's rotating identity share.
 //! - [`client`]: the library workloads embed.
 //! - [`mod@bench`]: the load generator behind `jitid bench`.
 //! - [`dev`]: the one-command development trust domain.
@@ -32,6 +34,7 @@ pub mod crypto;
 pub mod dev;
 pub mod extension;
 pub mod grant;
+pub mod incoming;
 pub mod issuer;
 pub mod keyfile;
 pub mod policy;

@@ -19,10 +19,16 @@
 //! ```
 
 mod revocation;
+mod rotating;
 mod task;
 mod tls;
 
 pub use revocation::{CacheError, CredentialClaims, DEFAULT_MAX_STALENESS, RevocationCache};
+pub use rotating::{
+    CurrentSvid, PeerError, RenewalSchedule, RotatingIdentity, RotatingIdentityBuilder,
+    RotationError, SpiffeIncoming, SpiffePeer, SpiffePeerVerifier, SpiffeTlsStream, SvidResolver,
+    TrustBundle,
+};
 pub use task::{TaskIdentity, check_confirmation};
 
 use std::collections::BTreeMap;

@@ -217,13 +217,7 @@ impl RevocationCache {
     /// cache has not caught up, or has not heard from the issuer lately.
     pub fn is_revoked(&self, claims: &CredentialClaims<'_>) -> Result<bool, CacheError> {
         let state = self.read();
-        let Some(caught_up_at) = state.caught_up_at else {
-            return Err(CacheError::NotSynced);
-        };
-        let silence = caught_up_at.elapsed();
-        if silence > state.max_staleness {
-            return Err(CacheError::Stale(silence));
-        }
+        state.ready()?;
         let now = SystemTime::now();
         let denied = |entries: &HashMap<String, SystemTime>, key: &str| {
             entries.get(key).is_some_and(|until| *until > now)
@@ -258,6 +252,13 @@ impl RevocationCache {
             epoch: &extension.epoch,
             parent_grant_ids: &extension.parent_grant_ids,
         })
+    }
+
+    /// Whether the cache can answer now: it has caught up with the stream
+    /// and heard from the issuer lately. A service may wait for this
+    /// before it starts accepting peers.
+    pub fn ready(&self) -> Result<(), CacheError> {
+        self.read().ready()
     }
 
     /// The cursor of the last event applied.
@@ -295,5 +296,20 @@ async fn acknowledge(
         if let Err(error) = client.ack_revocations(&name, &cursor).await {
             tracing::warn!(%error, relying_party = %name, "could not acknowledge revocations");
         }
+    }
+}
+
+// === impl State ===
+
+impl State {
+    fn ready(&self) -> Result<(), CacheError> {
+        let Some(caught_up_at) = self.caught_up_at else {
+            return Err(CacheError::NotSynced);
+        };
+        let silence = caught_up_at.elapsed();
+        if silence > self.max_staleness {
+            return Err(CacheError::Stale(silence));
+        }
+        Ok(())
     }
 }

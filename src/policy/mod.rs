@@ -19,6 +19,7 @@ pub use self::conditions::Conditions;
 pub use self::window::{ChangeWindow, RawWindow};
 use crate::clock::unix_seconds;
 use crate::grant::{Action, Grant, GrantState};
+pub use crate::spiffe_id::IdPattern;
 use crate::spiffe_id::{SpiffeId, TrustDomain};
 
 /// Default TTL of an entitlement that names none.
@@ -232,21 +233,6 @@ pub enum Denial {
         entitlement: String,
         /// Its `max_active`.
         max: u32,
-    },
-}
-
-/// Which SPIFFE IDs an entitlement accepts as requesters.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum IdPattern {
-    /// Exactly this ID.
-    Exact(SpiffeId),
-    /// Any ID of the trust domain whose path starts with `path_prefix`
-    /// (which ends in `/`). Written `spiffe://<td>/<prefix>/*`.
-    Prefix {
-        /// The trust domain.
-        trust_domain: TrustDomain,
-        /// The path prefix, ending in `/`.
-        path_prefix: String,
     },
 }
 
@@ -1238,65 +1224,6 @@ impl Default for TtlLimits {
         Self {
             ceiling: DEFAULT_TTL_CEILING,
             by_risk: [60 * MINUTE, 30 * MINUTE, 15 * MINUTE, 5 * MINUTE],
-        }
-    }
-}
-
-// === impl IdPattern ===
-
-impl std::fmt::Display for IdPattern {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Exact(id) => write!(f, "{id}"),
-            Self::Prefix {
-                trust_domain,
-                path_prefix,
-            } => write!(f, "spiffe://{trust_domain}{path_prefix}*"),
-        }
-    }
-}
-
-impl IdPattern {
-    /// Parses `spiffe://td/exact/path` or `spiffe://td/prefix/*`.
-    pub fn parse(text: &str) -> Result<Self, String> {
-        if let Some(prefix) = text.strip_suffix("/*") {
-            // Validate the prefix as an ID (or a bare trust domain).
-            let (trust_domain, path) = match SpiffeId::new(prefix) {
-                Ok(id) => (id.trust_domain_name().to_owned(), format!("{}/", id.path())),
-                Err(_) => {
-                    let name = prefix.strip_prefix("spiffe://").unwrap_or("");
-                    (name.to_owned(), "/".to_owned())
-                }
-            };
-            let trust_domain = TrustDomain::new(&trust_domain)
-                .map_err(|error| format!("{text:?} is not a valid pattern: {error}"))?;
-            return Ok(Self::Prefix {
-                trust_domain,
-                path_prefix: path,
-            });
-        }
-        SpiffeId::new(text)
-            .map(Self::Exact)
-            .map_err(|error| format!("{text:?} is not a valid SPIFFE ID: {error}"))
-    }
-
-    /// Whether `id` matches.
-    pub fn matches(&self, id: &SpiffeId) -> bool {
-        match self {
-            Self::Exact(exact) => exact == id,
-            Self::Prefix {
-                trust_domain,
-                path_prefix,
-            } => id.is_member_of(trust_domain) && id.path().starts_with(path_prefix.as_str()),
-        }
-    }
-
-    fn is_in(&self, trust_domain: &TrustDomain) -> bool {
-        match self {
-            Self::Exact(id) => id.is_member_of(trust_domain),
-            Self::Prefix {
-                trust_domain: own, ..
-            } => own == trust_domain,
         }
     }
 }

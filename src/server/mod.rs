@@ -9,29 +9,18 @@ mod grpc;
 mod tls;
 
 use std::future::Future;
-use std::io;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use rustls::pki_types::CertificateDer;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
-use tokio_rustls::server::TlsStream;
-use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::server::Connected;
 
 pub use tls::{AttestationError, AttestedCaller, Attestor, PeerInfo, TlsSetupError};
 
 use crate::config::ServerIdentityConfig;
 use crate::issuer::Issuer;
 use crate::proto::v1::issuer_server::IssuerServer;
-
-/// How long a client may take to finish the TLS handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What the server needs besides the issuer.
 #[derive(Debug, Clone)]
@@ -59,12 +48,6 @@ pub enum ServeError {
     Transport(#[from] tonic::transport::Error),
 }
 
-/// A TLS connection together with what attestation made of its peer.
-struct AttestedStream {
-    inner: TlsStream<TcpStream>,
-    peer: PeerInfo,
-}
-
 /// Serves on `listener` until `shutdown` resolves, then drains in-flight
 /// RPCs and returns.
 pub async fn serve(
@@ -89,51 +72,17 @@ pub async fn serve(
         server_tls.cert_sender,
     ));
 
-    let (connections, incoming) = mpsc::channel::<io::Result<AttestedStream>>(256);
-    let accept_loop = tokio::spawn(async move {
-        loop {
-            let (tcp, remote_addr) = match listener.accept().await {
-                Ok(accepted) => accepted,
-                Err(error) => {
-                    // Out of file descriptors and the like: back off briefly.
-                    tracing::warn!(%error, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            };
-            let acceptor = acceptor.clone();
-            let attestor = attestor.clone();
-            let clock = clock.clone();
-            let connections = connections.clone();
-            tokio::spawn(async move {
-                let _ = tcp.set_nodelay(true);
-                let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await
-                {
-                    Ok(Ok(tls)) => tls,
-                    Ok(Err(error)) => {
-                        tracing::debug!(%remote_addr, %error, "TLS handshake failed");
-                        return;
-                    }
-                    Err(_) => {
-                        tracing::debug!(%remote_addr, "TLS handshake timed out");
-                        return;
-                    }
-                };
-                let attestation = attestor.attest(tls.get_ref().1.peer_certificates(), clock.now());
-                if let Err(error) = &attestation {
-                    tracing::info!(%remote_addr, %error, "client attestation failed");
-                }
-                let stream = AttestedStream {
-                    inner: tls,
-                    peer: PeerInfo {
-                        remote_addr,
-                        attestation,
-                    },
-                };
-                let _ = connections.send(Ok(stream)).await;
-            });
-        }
-    });
+    let (incoming, accept_loop) =
+        crate::incoming::accept(listener, acceptor, move |tls, remote_addr| {
+            let attestation = attestor.attest(tls.get_ref().1.peer_certificates(), clock.now());
+            if let Err(error) = &attestation {
+                tracing::info!(%remote_addr, %error, "client attestation failed");
+            }
+            Some(PeerInfo {
+                remote_addr,
+                attestation,
+            })
+        });
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter
@@ -156,7 +105,7 @@ pub async fn serve(
         .add_service(health_service)
         .add_service(reflection)
         .add_service(issuer_service)
-        .serve_with_incoming_shutdown(ReceiverStream::new(incoming), shutdown)
+        .serve_with_incoming_shutdown(incoming, shutdown)
         .await;
     accept_loop.abort();
     rotation.abort();
@@ -187,55 +136,5 @@ async fn rotate_server_cert(
                 wait = Duration::from_secs(10);
             }
         }
-    }
-}
-
-// === impl AttestedStream ===
-
-impl Connected for AttestedStream {
-    type ConnectInfo = PeerInfo;
-
-    fn connect_info(&self) -> PeerInfo {
-        self.peer.clone()
-    }
-}
-
-impl AsyncRead for AttestedStream {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for AttestedStream {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
     }
 }

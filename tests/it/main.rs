@@ -21,5 +21,6 @@ mod issue_x509;
 mod policy;
 mod requests;
 mod revocation;
+mod rotation;
 mod store_conformance;
 mod tidy;
