@@ -1981,8 +1981,9 @@ impl Issuer {
         Ok((ended, descendants.iter().map(|grant| grant.id).collect()))
     }
 
-    /// Registers (or refreshes) relying party `name` of `caller` at
-    /// `cursor`; refuses a name another identity holds.
+    /// Relying party `name` of `caller` as heard from now at `cursor`, to
+    /// be written, and its record before; refuses a name another identity
+    /// holds.
     async fn relying_party(
         &self,
         caller: &Caller,
@@ -2012,9 +2013,6 @@ impl Issuer {
             last_seen: now,
             cursor: cursor.to_owned(),
         };
-        self.store
-            .register_relying_party(&party, self.party_ttl)
-            .await?;
         Ok((party, previous))
     }
 
@@ -2026,20 +2024,15 @@ impl Issuer {
         name: &str,
         cursor: &str,
     ) -> Result<(), IssueError> {
-        let (party, previous) = self.relying_party(caller, name, cursor).await?;
+        let (mut party, previous) = self.relying_party(caller, name, cursor).await?;
         // Re-registering (a reconnect) keeps the acknowledged cursor, so
         // nothing between it and the new one goes unrecorded.
         if let Some(previous) = previous {
-            self.store
-                .register_relying_party(
-                    &RelyingParty {
-                        cursor: previous.cursor,
-                        ..party
-                    },
-                    self.party_ttl,
-                )
-                .await?;
+            party.cursor = previous.cursor;
         }
+        self.store
+            .register_relying_party(&party, self.party_ttl)
+            .await?;
         Ok(())
     }
 
@@ -2054,11 +2047,18 @@ impl Issuer {
         cursor: &str,
     ) -> Result<usize, IssueError> {
         let now = self.clock.now();
-        let (party, previous) = self.relying_party(caller, name, cursor).await?;
+        let (mut party, previous) = self.relying_party(caller, name, cursor).await?;
         let from = previous.map(|party| party.cursor).unwrap_or_default();
         if cursor.is_empty() || cursor == from {
+            party.cursor = from;
+            self.store
+                .register_relying_party(&party, self.party_ttl)
+                .await?;
             return Ok(0);
         }
+        // The events after the last acknowledgement, up to `cursor`; a
+        // cursor that is not on the stream is refused before anything is
+        // written.
         let mut feed = self.store.revocation_feed().await?;
         let mut events = Vec::new();
         let mut after = if from.is_empty() {
@@ -2067,10 +2067,18 @@ impl Issuer {
             from
         };
         let mut reached = false;
-        while !reached && events.len() < MAX_ACKED_EVENTS {
+        while !reached {
+            if events.len() >= MAX_ACKED_EVENTS {
+                // The rest is recorded with the next acknowledgement.
+                party.cursor.clone_from(&after);
+                break;
+            }
             let batch = feed.read(&after, Duration::ZERO).await?;
             let Some((last, _)) = batch.last() else {
-                break;
+                return Err(invalid(
+                    "cursor",
+                    format!("{cursor:?} is not an event of the revocation stream"),
+                ));
             };
             after = last.clone();
             for (at, event) in batch {
@@ -2081,12 +2089,9 @@ impl Issuer {
                 }
             }
         }
-        if !reached {
-            return Err(invalid(
-                "cursor",
-                format!("{cursor:?} is not an event of the revocation stream"),
-            ));
-        }
+        self.store
+            .register_relying_party(&party, self.party_ttl)
+            .await?;
         let keep_for = self.catalogue().longest_ttl() + BACKDATE;
         let parties = self.store.relying_parties().await?;
         let mut recorded = 0;

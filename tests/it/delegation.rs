@@ -544,6 +544,12 @@ async fn relying_parties_acknowledge_revocations_and_the_issuer_proves_removal()
         "{text}"
     );
 
+    // A cursor that is not on the stream is refused and changes nothing.
+    let error = ledger
+        .ack_revocations("ledger-stalled", "99999999999999-0")
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), Some(tonic::Code::InvalidArgument), "{error}");
     // The third catches up; then all have applied it, and the trail says
     // so once.
     ledger
