@@ -322,11 +322,15 @@ impl TestEnv {
                 now,
             )
             .unwrap();
+        // A directory per call: a process reading one pair never sees a key
+        // from one call with the certificate of another.
+        static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let dir = self
             .dir
             .path()
             .join("identities")
-            .join(spiffe_id.path().replace('/', "_"));
+            .join(format!("{}-{call}", spiffe_id.path().replace('/', "_")));
         jitid::keyfile::create_private_dir(&dir).unwrap();
         let cert = dir.join("identity.pem");
         let key = dir.join("identity.key");
