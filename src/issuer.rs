@@ -1144,33 +1144,8 @@ impl Issuer {
                 )));
             }
         }
-        let catalogue = self.catalogue();
-        let entitlement = catalogue
-            .entitlement(&grant.entitlement)
-            .ok_or_else(|| Denial::UnknownEntitlement(grant.entitlement.clone()))?;
-        if !entitlement.admits(&caller.spiffe_id) {
-            return Err(Denial::NotARequester {
-                caller: caller.spiffe_id.clone(),
-                entitlement: grant.entitlement.clone(),
-            }
-            .into());
-        }
-        let left = grant.expires_at.duration_since(now).unwrap_or_default();
-        let expires_at = match spec.ttl.filter(|ttl| !ttl.is_zero()) {
-            None => grant.expires_at,
-            Some(ttl) if ttl < policy::MIN_TTL => return Err(Denial::TtlTooShort.into()),
-            Some(ttl) if ttl > left => {
-                return Err(invalid(
-                    "ttl",
-                    format!(
-                        "{} exceeds what is left of grant {id} ({})",
-                        humantime::format_duration(ttl),
-                        humantime::format_duration(Duration::from_secs(left.as_secs()))
-                    ),
-                ));
-            }
-            Some(ttl) => whole_seconds(now + ttl).min(grant.expires_at),
-        };
+        self.still_requester(&self.catalogue(), caller, &grant.entitlement)?;
+        let expires_at = within_grant(spec.ttl, &grant, now, "")?;
         let spiffe_id = grant_spiffe_id(&grant)?;
         Ok((grant, spiffe_id, expires_at))
     }
@@ -1778,16 +1753,7 @@ impl Issuer {
             }
         }
         let catalogue = self.catalogue();
-        let entitlement = catalogue
-            .entitlement(&parent.entitlement)
-            .ok_or_else(|| Denial::UnknownEntitlement(parent.entitlement.clone()))?;
-        if !entitlement.admits(&caller.spiffe_id) {
-            return Err(Denial::NotARequester {
-                caller: caller.spiffe_id.clone(),
-                entitlement: parent.entitlement.clone(),
-            }
-            .into());
-        }
+        let entitlement = self.still_requester(&catalogue, caller, &parent.entitlement)?;
         let depth = parent.delegation.as_ref().map_or(0, Delegation::depth) + 1;
         if entitlement.delegation_depth == 0 {
             return Err(IssueError::Forbidden(format!(
@@ -1803,23 +1769,12 @@ impl Issuer {
             )));
         }
         let actions = delegated_actions(&parent, &spec.actions)?;
-        let left = parent.expires_at.duration_since(now).unwrap_or_default();
-        let expires_at = match spec.ttl.filter(|ttl| !ttl.is_zero()) {
-            None => parent.expires_at,
-            Some(ttl) if ttl < policy::MIN_TTL => return Err(Denial::TtlTooShort.into()),
-            Some(ttl) if ttl > left => {
-                return Err(invalid(
-                    "ttl",
-                    format!(
-                        "{} exceeds what is left of parent grant {parent_id} ({}): a \
-                         delegation never outlives its parent",
-                        humantime::format_duration(ttl),
-                        humantime::format_duration(Duration::from_secs(left.as_secs()))
-                    ),
-                ));
-            }
-            Some(ttl) => whole_seconds(now + ttl).min(parent.expires_at),
-        };
+        let expires_at = within_grant(
+            spec.ttl,
+            &parent,
+            now,
+            ": a delegation never outlives its parent",
+        )?;
         let actor = grant_spiffe_id(&parent)?;
         let spiffe_id = SpiffeId::new(&format!("{actor}/sub/{}", spec.name))
             .map_err(|error| invalid("name", format!("makes an invalid SPIFFE ID: {error}")))?;
@@ -1929,6 +1884,28 @@ impl Issuer {
         ])
         .await?;
         Ok(grant)
+    }
+
+    /// The entitlement `name` of the catalogue in force, if `caller` may
+    /// still request it: what minting under or delegating from an existing
+    /// grant needs.
+    fn still_requester<'a>(
+        &self,
+        catalogue: &'a Catalogue,
+        caller: &Caller,
+        name: &str,
+    ) -> Result<&'a Entitlement, IssueError> {
+        let entitlement = catalogue
+            .entitlement(name)
+            .ok_or_else(|| Denial::UnknownEntitlement(name.to_owned()))?;
+        if !entitlement.admits(&caller.spiffe_id) {
+            return Err(Denial::NotARequester {
+                caller: caller.spiffe_id.clone(),
+                entitlement: name.to_owned(),
+            }
+            .into());
+        }
+        Ok(entitlement)
     }
 
     /// Refuses to delegate from a grant that is not active.
@@ -2610,6 +2587,32 @@ fn grant_spiffe_id(grant: &Grant) -> Result<SpiffeId, IssueError> {
     match &grant.delegation {
         Some(delegation) => Ok(delegation.spiffe_id.clone()),
         None => credential_id(&grant.subject, &grant.task_id, grant.per_task),
+    }
+}
+
+/// When something asked for `ttl` under `grant` expires: the grant's
+/// expiry when no TTL is asked; refused below [`policy::MIN_TTL`] or past
+/// what is left of the grant (`why` ends the message), never shortened.
+fn within_grant(
+    ttl: Option<Duration>,
+    grant: &Grant,
+    now: SystemTime,
+    why: &str,
+) -> Result<SystemTime, IssueError> {
+    let left = grant.expires_at.duration_since(now).unwrap_or_default();
+    match ttl.filter(|ttl| !ttl.is_zero()) {
+        None => Ok(grant.expires_at),
+        Some(ttl) if ttl < policy::MIN_TTL => Err(Denial::TtlTooShort.into()),
+        Some(ttl) if ttl > left => Err(invalid(
+            "ttl",
+            format!(
+                "{} exceeds what is left of grant {} ({}){why}",
+                humantime::format_duration(ttl),
+                grant.id,
+                humantime::format_duration(Duration::from_secs(left.as_secs()))
+            ),
+        )),
+        Some(ttl) => Ok(whole_seconds(now + ttl).min(grant.expires_at)),
     }
 }
 

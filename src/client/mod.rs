@@ -448,52 +448,8 @@ impl Client {
     /// reached or its certificate does not chain to `server_roots` for the
     /// host in the URL.
     pub async fn connect(config: ClientConfig) -> Result<Self, ClientError> {
-        let uri: Uri = config
-            .server
-            .parse()
-            .map_err(|_| ClientError::Config(format!("invalid server URL {:?}", config.server)))?;
-        if uri.scheme_str() != Some("https") {
-            return Err(ClientError::Config(format!(
-                "server URL {:?} must start with https://",
-                config.server
-            )));
-        }
-        let host = uri
-            .host()
-            .ok_or_else(|| {
-                ClientError::Config(format!("server URL {:?} has no host", config.server))
-            })?
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_owned();
-        let port = uri.port_u16().unwrap_or(443);
-        let server_name = ServerName::try_from(host.clone())
-            .map_err(|_| ClientError::Config(format!("invalid server host {host:?}")))?;
         let connector = tls::connector(&config)?;
-
-        // TLS is done here rather than by tonic, so the scheme tonic sees
-        // is plain http.
-        let endpoint = Endpoint::from_shared(format!("http://{}", authority(&host, port)))
-            .map_err(|_| ClientError::Config(format!("invalid server URL {:?}", config.server)))?
-            .connect_timeout(CONNECT_TIMEOUT)
-            .timeout(RPC_TIMEOUT);
-        let channel = endpoint
-            .connect_with_connector(tower::service_fn(move |_: Uri| {
-                let connector = connector.clone();
-                let server_name = server_name.clone();
-                let host = host.clone();
-                async move {
-                    let tcp = TcpStream::connect((host.as_str(), port)).await?;
-                    tcp.set_nodelay(true)?;
-                    let tls = connector.connect(server_name, tcp).await?;
-                    Ok::<_, std::io::Error>(TokioIo::new(tls))
-                }
-            }))
-            .await
-            .map_err(|source| ClientError::Connect {
-                server: config.server.clone(),
-                source,
-            })?;
+        let channel = tls_channel(&config.server, connector, Some(RPC_TIMEOUT)).await?;
         Ok(Self {
             grpc: IssuerClient::new(channel.clone()),
             channel,
@@ -894,6 +850,56 @@ impl Client {
     pub fn grpc(&self) -> IssuerClient<Channel> {
         self.grpc.clone()
     }
+}
+
+/// A tonic channel to `server` (`https://host:port`) over `connector`:
+/// TLS is done by the connector, so the scheme tonic sees is plain http.
+/// The host is sent as SNI (not for an IP address) and checked by the
+/// connector's verifier.
+pub(crate) async fn tls_channel(
+    server: &str,
+    connector: tokio_rustls::TlsConnector,
+    rpc_timeout: Option<Duration>,
+) -> Result<Channel, ClientError> {
+    let invalid = || ClientError::Config(format!("invalid server URL {server:?}"));
+    let uri: Uri = server.parse().map_err(|_| invalid())?;
+    if uri.scheme_str() != Some("https") {
+        return Err(ClientError::Config(format!(
+            "server URL {server:?} must start with https://"
+        )));
+    }
+    let host = uri
+        .host()
+        .ok_or_else(|| ClientError::Config(format!("server URL {server:?} has no host")))?
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned();
+    let port = uri.port_u16().unwrap_or(443);
+    let server_name = ServerName::try_from(host.clone())
+        .map_err(|_| ClientError::Config(format!("invalid server host {host:?}")))?;
+    let mut endpoint = Endpoint::from_shared(format!("http://{}", authority(&host, port)))
+        .map_err(|_| invalid())?
+        .connect_timeout(CONNECT_TIMEOUT);
+    if let Some(timeout) = rpc_timeout {
+        endpoint = endpoint.timeout(timeout);
+    }
+    endpoint
+        .connect_with_connector(tower::service_fn(move |_: Uri| {
+            let connector = connector.clone();
+            let server_name = server_name.clone();
+            let host = host.clone();
+            async move {
+                let tcp = TcpStream::connect((host.as_str(), port)).await?;
+                tcp.set_nodelay(true)?;
+                let tls = connector.connect(server_name, tcp).await?;
+                Ok::<_, std::io::Error>(TokioIo::new(tls))
+            }
+        }))
+        .await
+        .map_err(|source| ClientError::Connect {
+            server: server.to_owned(),
+            source,
+        })
 }
 
 fn authority(host: &str, port: u16) -> String {

@@ -8,29 +8,23 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
-use hyper_util::rt::TokioIo;
 use rustls::client::ResolvesClientCert;
-use rustls::pki_types::ServerName;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls::{SignatureScheme, version};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::{Channel, Endpoint, Uri};
+use tonic::transport::Channel;
 
 use super::verify::{SpiffePeerVerifier, parse_svid_leaf};
 use super::{RotatingIdentity, RotationError};
-use crate::client::ClientError;
 use crate::incoming::{self, PeerStream};
 use crate::spiffe_id::SpiffeId;
-
-/// How long connecting (TCP + TLS) to a peer may take.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Presents the current SVID of a [`RotatingIdentity`] in every handshake,
 /// as a rustls client ([`ResolvesClientCert`]) or server
@@ -114,47 +108,8 @@ impl RotatingIdentity {
         server: &str,
         peers: SpiffePeerVerifier,
     ) -> Result<Channel, RotationError> {
-        let invalid = || ClientError::Config(format!("invalid peer URL {server:?}"));
-        let uri: Uri = server.parse().map_err(|_| invalid())?;
-        if uri.scheme_str() != Some("https") {
-            return Err(ClientError::Config(format!(
-                "peer URL {server:?} must start with https://"
-            ))
-            .into());
-        }
-        let host = uri
-            .host()
-            .ok_or_else(invalid)?
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_owned();
-        let port = uri.port_u16().unwrap_or(443);
-        // Sent as SNI only (and not at all for an IP address).
-        let server_name = ServerName::try_from(host.clone()).map_err(|_| invalid())?;
         let connector = TlsConnector::from(Arc::new(self.client_config(peers)?));
-        // TLS is done by the connector, so tonic sees plain http.
-        let endpoint =
-            Endpoint::from_shared(format!("http://{}", crate::client::authority(&host, port)))
-                .map_err(|_| invalid())?
-                .connect_timeout(CONNECT_TIMEOUT);
-        let channel = endpoint
-            .connect_with_connector(tower::service_fn(move |_: Uri| {
-                let connector = connector.clone();
-                let server_name = server_name.clone();
-                let host = host.clone();
-                async move {
-                    let tcp = TcpStream::connect((host.as_str(), port)).await?;
-                    tcp.set_nodelay(true)?;
-                    let tls = connector.connect(server_name, tcp).await?;
-                    Ok::<_, io::Error>(TokioIo::new(tls))
-                }
-            }))
-            .await
-            .map_err(|source| ClientError::Connect {
-                server: server.to_owned(),
-                source,
-            })?;
-        Ok(channel)
+        Ok(crate::client::tls_channel(server, connector, None).await?)
     }
 
     /// Accepts TLS connections on `listener` with [`Self::server_config`],
