@@ -1933,6 +1933,19 @@ impl Issuer {
         grant: &Grant,
         ending: &Ending,
     ) -> Result<(Vec<GrantId>, Vec<GrantId>), IssueError> {
+        // Only a delegable entitlement's grants have descendants, and
+        // finding them lists every grant of the subject (a CI runner may
+        // hold thousands), so other grants end without that read. Should
+        // the catalogue stop allowing delegation while children live, they
+        // still die with their parent: liveness follows the ancestors a
+        // credential names.
+        if self
+            .catalogue()
+            .entitlement(&grant.entitlement)
+            .is_some_and(|entitlement| entitlement.delegation_depth == 0)
+        {
+            return Ok((Vec::new(), Vec::new()));
+        }
         let descendants: Vec<Grant> = self
             .store
             .grants_of(&grant.subject)

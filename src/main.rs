@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, bail};
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 use serde_json::json;
 use tokio::net::TcpListener;
 
@@ -196,27 +196,47 @@ enum BenchMode {
     X509,
     Jwt,
     Verify,
+    /// A CI job: new connection, new key, X.509-SVID, CompleteTask.
+    Exec,
     Revocation,
 }
 
 #[derive(Args)]
 struct BenchArgs {
-    /// What to measure: issuance (x509, jwt), Verify of a JWT, or how soon
-    /// a revocation reaches a RevocationCache.
+    /// What to measure: issuance (x509, jwt), Verify of a JWT, a CI job
+    /// (exec: new connection and key, X.509-SVID, CompleteTask), or how
+    /// soon a revocation reaches a RevocationCache.
     #[arg(long, value_enum, default_value = "x509")]
     mode: BenchMode,
-    /// Concurrent workers, each with its own connection.
+    /// Concurrent workers, each with its own connection (with
+    /// --crypto-only: threads).
     #[arg(long, default_value_t = 16)]
     concurrency: usize,
-    /// How long to run.
+    /// How long to measure.
     #[arg(long, default_value = "10s", value_parser = duration)]
     duration: Duration,
+    /// How long to run before measuring (not with --requests).
+    #[arg(long, default_value = "1s", value_parser = duration)]
+    warmup: Duration,
     /// Stop after this many requests instead.
     #[arg(long)]
     requests: Option<u64>,
     /// A new TLS connection per request (as a CI job makes).
     #[arg(long)]
     new_connection: bool,
+    /// With --new-connection (or --mode exec): resume the TLS session of
+    /// an earlier connection, as a long-lived client that reconnects does.
+    #[arg(long)]
+    resume: bool,
+    /// No RPC: the machine's ceiling for the same cryptography (x509:
+    /// verify a CSR and sign a certificate; jwt: sign a JWT) through
+    /// jitid's CA code, on --concurrency threads.
+    #[arg(long)]
+    crypto_only: bool,
+    /// Also report the CPU time per request of this process (repeatable;
+    /// the server listening on a loopback --server is found by itself).
+    #[arg(long = "server-pid")]
+    server_pids: Vec<u32>,
     /// Entitlement to request.
     #[arg(long, default_value = "ci-publish")]
     entitlement: String,
@@ -419,9 +439,25 @@ struct ConnArgs {
     /// Attestation key (PEM, mode 0600).
     #[arg(long, env = "JITID_KEY")]
     key: Option<PathBuf>,
-    /// Root certificate(s) to verify the server with (PEM).
+    /// Root certificate(s) to verify the server with (PEM). Required.
     #[arg(long, env = "JITID_CA")]
-    ca: PathBuf,
+    ca: Option<PathBuf>,
+}
+
+impl ConnArgs {
+    /// The server roots file; its absence is a usage error, as clap
+    /// reports a missing argument (`bench --crypto-only` needs none).
+    fn ca(&self) -> &Path {
+        match &self.ca {
+            Some(ca) => ca,
+            None => Cli::command()
+                .error(
+                    clap::error::ErrorKind::MissingRequiredArgument,
+                    "the following required argument was not provided: --ca <CA> (or JITID_CA)",
+                )
+                .exit(),
+        }
+    }
 }
 
 /// What to ask for: the grant flags `fetch` and `exec` share.
@@ -646,36 +682,67 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
 }
 
 async fn bench(args: BenchArgs) -> anyhow::Result<()> {
-    let (Some(cert), Some(key)) = (&args.conn.cert, &args.conn.key) else {
-        bail!("no attestation identity: set --cert and --key (or JITID_CERT and JITID_KEY)");
-    };
-    let client = ClientConfig::from_files(&args.conn.server, &args.conn.ca, Some((cert, key)))?;
+    use jitid::bench::{self, Mode, cpu};
     let mode = match args.mode {
-        BenchMode::X509 => jitid::bench::Mode::X509,
-        BenchMode::Jwt => jitid::bench::Mode::Jwt,
-        BenchMode::Verify => jitid::bench::Mode::Verify,
-        BenchMode::Revocation => jitid::bench::Mode::Revocation,
+        BenchMode::X509 => Mode::X509,
+        BenchMode::Jwt => Mode::Jwt,
+        BenchMode::Verify => Mode::Verify,
+        BenchMode::Exec => Mode::Exec,
+        BenchMode::Revocation => Mode::Revocation,
     };
-    let request = SvidRequest {
-        entitlement: args.entitlement,
-        ttl: args.ttl,
-        ..SvidRequest::default()
+    let report = if args.crypto_only {
+        let (concurrency, duration, requests) = (args.concurrency, args.duration, args.requests);
+        tokio::task::spawn_blocking(move || {
+            bench::run_crypto_only(mode, concurrency, duration, requests)
+        })
+        .await??
+    } else {
+        let (Some(cert), Some(key)) = (&args.conn.cert, &args.conn.key) else {
+            bail!("no attestation identity: set --cert and --key (or JITID_CERT and JITID_KEY)");
+        };
+        let client =
+            ClientConfig::from_files(&args.conn.server, args.conn.ca(), Some((cert, key)))?;
+        let mut watch = Vec::new();
+        for pid in args.server_pids {
+            watch.push(cpu::Process::new(pid).with_context(|| format!("no process {pid}"))?);
+        }
+        let listener = server_addr(&args.conn.server).and_then(cpu::listener_of);
+        watch.extend(listener.filter(|found| !watch.contains(found)));
+        bench::run(bench::BenchConfig {
+            mode,
+            concurrency: args.concurrency,
+            duration: args.duration,
+            warmup: args.warmup,
+            requests: args.requests,
+            request: SvidRequest {
+                entitlement: args.entitlement,
+                ttl: args.ttl,
+                ..SvidRequest::default()
+            },
+            new_connection: args.new_connection,
+            resume: args.resume,
+            client,
+            watch,
+        })
+        .await?
     };
-    let report = jitid::bench::run(jitid::bench::BenchConfig {
-        mode,
-        concurrency: args.concurrency,
-        duration: args.duration,
-        requests: args.requests,
-        request,
-        new_connection: args.new_connection,
-        client,
-    })
-    .await?;
     match args.output {
         Output::Json => println!("{}", report.to_json()),
         Output::Text => print!("{}", report.to_text()),
     }
     Ok(())
+}
+
+/// The socket address of an `https://ip:port` server URL, if it names an
+/// IP address (or localhost).
+fn server_addr(server: &str) -> Option<std::net::SocketAddr> {
+    let uri: tonic::codegen::http::Uri = server.parse().ok()?;
+    let host = uri.host()?.trim_start_matches('[').trim_end_matches(']');
+    let ip = match host {
+        "localhost" => std::net::IpAddr::from([127, 0, 0, 1]),
+        host => host.parse().ok()?,
+    };
+    Some((ip, uri.port_u16().unwrap_or(443)).into())
 }
 
 async fn dev(args: DevArgs) -> anyhow::Result<()> {
@@ -1242,7 +1309,7 @@ async fn connect(conn: &ConnArgs, need_identity: bool) -> anyhow::Result<Client>
         }
         _ => bail!("--cert and --key (JITID_CERT, JITID_KEY) go together"),
     };
-    let config = ClientConfig::from_files(&conn.server, &conn.ca, identity)?;
+    let config = ClientConfig::from_files(&conn.server, conn.ca(), identity)?;
     Ok(Client::connect(config).await?)
 }
 

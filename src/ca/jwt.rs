@@ -1,13 +1,17 @@
 //! JWT-SVIDs (JWT-SVID spec, shared/spiffe.md §1.3): ES256, header exactly
 //! `alg`, `kid`, `typ: JWT`; claims `sub`, `aud`, integer `exp`, `iat`, `jti`,
-//! the action set as `scope` and the grant as `jitid_*` claims. Signing is
-//! done by the `jsonwebtoken` crate.
+//! the action set as `scope` and the grant as `jitid_*` claims. The key is
+//! parsed once into an aws-lc-rs signer: `jsonwebtoken::encode` parses and
+//! checks the PKCS#8 key on every call, which cost as much as the
+//! signature itself. Verification stays with `jsonwebtoken`.
 
 use std::fmt;
 
+use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use jsonwebtoken::{Algorithm, Header};
 use serde::{Deserialize, Serialize};
 
 use super::CaError;
@@ -107,7 +111,9 @@ pub struct EcPublicJwk {
 /// The key that signs JWT-SVIDs.
 pub(crate) struct JwtKey {
     kid: String,
-    encoding_key: EncodingKey,
+    signer: EcdsaKeyPair,
+    /// The encoded header of a JWT-SVID (`typ: JWT`), made once.
+    jwt_header: String,
     public: EcPublicJwk,
 }
 
@@ -125,10 +131,15 @@ impl JwtKey {
         }
         let public = EcPublicJwk::from_uncompressed_point(key_pair.public_key_raw())
             .ok_or_else(|| CaError::Invalid("jwt.key has a malformed public key".to_owned()))?;
-        let encoding_key = EncodingKey::from_ec_der(&key_pair.serialize_der());
+        let signer =
+            EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &key_pair.serialize_der())
+                .map_err(|_| CaError::Invalid("jwt.key is not a valid P-256 key".to_owned()))?;
+        let kid = public.thumbprint();
+        let jwt_header = encoded_header(&kid, "JWT")?;
         Ok(Self {
-            kid: public.thumbprint(),
-            encoding_key,
+            kid,
+            signer,
+            jwt_header,
             public,
         })
     }
@@ -145,18 +156,38 @@ impl JwtKey {
 
     /// Signs claims into a compact JWS with header `typ`.
     pub(crate) fn sign(&self, typ: &str, claims: &impl Serialize) -> Result<String, CaError> {
-        let mut header = Header::new(Algorithm::ES256);
-        header.kid = Some(self.kid.clone());
-        header.typ = Some(typ.to_owned());
-        jsonwebtoken::encode(&header, claims, &self.encoding_key).map_err(CaError::Jwt)
+        let header = match typ {
+            "JWT" => self.jwt_header.clone(),
+            typ => encoded_header(&self.kid, typ)?,
+        };
+        let payload = serde_json::to_vec(claims).map_err(|e| CaError::Jwt(e.to_string()))?;
+        let mut token = header;
+        token.push('.');
+        URL_SAFE_NO_PAD.encode_string(payload, &mut token);
+        let signature = self
+            .signer
+            .sign(&SystemRandom::new(), token.as_bytes())
+            .map_err(|_| CaError::Jwt("ECDSA signing failed".to_owned()))?;
+        token.push('.');
+        URL_SAFE_NO_PAD.encode_string(signature.as_ref(), &mut token);
+        Ok(token)
     }
+}
+
+/// The base64url JOSE header `{"typ", "alg": "ES256", "kid"}`.
+fn encoded_header(kid: &str, typ: &str) -> Result<String, CaError> {
+    let mut header = Header::new(Algorithm::ES256);
+    header.kid = Some(kid.to_owned());
+    header.typ = Some(typ.to_owned());
+    let json = serde_json::to_vec(&header).map_err(|e| CaError::Jwt(e.to_string()))?;
+    Ok(URL_SAFE_NO_PAD.encode(json))
 }
 
 impl fmt::Debug for JwtKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("JwtKey")
             .field("kid", &self.kid)
-            .field("encoding_key", &"<redacted>")
+            .field("signer", &"<redacted>")
             .finish()
     }
 }

@@ -62,7 +62,7 @@ pub enum CaError {
     Certificate(#[from] rcgen::Error),
     /// A JWT could not be signed.
     #[error("JWT signing failed: {0}")]
-    Jwt(jsonwebtoken::errors::Error),
+    Jwt(String),
     /// The ID is not in the CA's trust domain.
     #[error("{0} is not in this CA's trust domain")]
     ForeignId(SpiffeId),

@@ -441,6 +441,44 @@ impl fmt::Debug for JwtSvid {
     }
 }
 
+/// Opens connections that share one TLS configuration, so that each
+/// connection after the first resumes an earlier TLS session: an
+/// abbreviated handshake with no certificate signatures on either side.
+/// For clients that reconnect; [`Client::connect`] starts afresh, as a
+/// new process does.
+#[derive(Clone)]
+pub struct Connector {
+    server: String,
+    tls: tokio_rustls::TlsConnector,
+}
+
+impl Connector {
+    /// Builds the TLS configuration for `config` (checked here, once).
+    pub fn new(config: &ClientConfig) -> Result<Self, ClientError> {
+        Ok(Self {
+            server: config.server.clone(),
+            tls: tls::connector(config)?,
+        })
+    }
+
+    /// Opens a new connection (see [`Client::connect`]).
+    pub async fn connect(&self) -> Result<Client, ClientError> {
+        let channel = tls_channel(&self.server, self.tls.clone(), Some(RPC_TIMEOUT)).await?;
+        Ok(Client {
+            grpc: IssuerClient::new(channel.clone()),
+            channel,
+        })
+    }
+}
+
+impl fmt::Debug for Connector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Connector")
+            .field("server", &self.server)
+            .finish_non_exhaustive()
+    }
+}
+
 // === impl Client ===
 
 impl Client {
@@ -448,12 +486,7 @@ impl Client {
     /// reached or its certificate does not chain to `server_roots` for the
     /// host in the URL.
     pub async fn connect(config: ClientConfig) -> Result<Self, ClientError> {
-        let connector = tls::connector(&config)?;
-        let channel = tls_channel(&config.server, connector, Some(RPC_TIMEOUT)).await?;
-        Ok(Self {
-            grpc: IssuerClient::new(channel.clone()),
-            channel,
-        })
+        Connector::new(&config)?.connect().await
     }
 
     /// Generates a P-256 key locally, sends a CSR, and returns the SVID with

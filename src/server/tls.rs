@@ -306,6 +306,12 @@ pub(crate) fn server_tls(
         }))
         .with_cert_resolver(Arc::new(RotatingCert { current }));
     config.alpn_protocols = vec![b"h2".to_vec()];
+    // Stateless session tickets (keys rotated by rustls every 6 hours) let
+    // a client that reconnects resume without a full mTLS handshake; the
+    // resumed session keeps the client's certificate, which is attested
+    // again on every connection. One ticket is enough for one reconnect.
+    config.ticketer = rustls::crypto::aws_lc_rs::Ticketer::new()?;
+    config.send_tls13_tickets = 1;
     Ok(ServerTls {
         config: Arc::new(config),
         attestor,

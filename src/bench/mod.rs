@@ -12,9 +12,14 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use crate::client::{
-    Client, ClientConfig, ClientError, CredentialClaims, RevocationCache, SvidRequest,
+    Client, ClientConfig, ClientError, Connector, CredentialClaims, RevocationCache, SvidRequest,
 };
 use crate::proto::v1 as pb;
+
+pub mod cpu;
+mod crypto;
+
+pub use crypto::run as run_crypto_only;
 
 /// What to measure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,6 +30,9 @@ pub enum Mode {
     Jwt,
     /// Verify of a JWT-SVID (signature, expiry and liveness).
     Verify,
+    /// What a CI job does: a new connection and a new key per request, an
+    /// X.509-SVID for a new task, then CompleteTask of its grant.
+    Exec,
     /// Time from a Revoke returning until a RevocationCache following the
     /// stream knows it; also checks that the strict Verify sees it at once.
     Revocation,
@@ -37,16 +45,26 @@ pub struct BenchConfig {
     pub mode: Mode,
     /// Concurrent workers (ignored by `Revocation`, which is sequential).
     pub concurrency: usize,
-    /// How long to run, unless `requests` is set.
+    /// How long to measure, unless `requests` is set.
     pub duration: Duration,
+    /// How long to run before measuring starts (duration runs only).
+    pub warmup: Duration,
     /// Stop after this many requests instead.
     pub requests: Option<u64>,
     /// What to ask for.
     pub request: SvidRequest,
-    /// A new TLS connection per request (the CI-job pattern).
+    /// A new TLS connection per request (the CI-job pattern; `Exec`
+    /// always does this).
     pub new_connection: bool,
+    /// New connections resume the TLS session of an earlier one, as a
+    /// long-lived client that reconnects does; without it each is a full
+    /// mTLS handshake, as a new process makes.
+    pub resume: bool,
     /// Where the server is and who we are.
     pub client: ClientConfig,
+    /// Processes on this host whose CPU time the report gives per request
+    /// (the server, redis-server).
+    pub watch: Vec<cpu::Process>,
 }
 
 /// What a run measured.
@@ -56,7 +74,7 @@ pub struct BenchReport {
     pub mode: Mode,
     /// Workers.
     pub concurrency: usize,
-    /// Wall time of the timed part.
+    /// Wall time of the measured part.
     pub elapsed: Duration,
     /// Successful requests.
     pub ok: u64,
@@ -66,6 +84,10 @@ pub struct BenchReport {
     pub latencies: Vec<Duration>,
     /// Revocation mode: strict `Verify` answers that were not REVOKED.
     pub strict_misses: u64,
+    /// CPU time each watched process (and this one) used while measuring.
+    pub cpu: Vec<(cpu::Process, Duration)>,
+    /// Whether this is the `--crypto-only` ceiling, with no RPC.
+    pub crypto_only: bool,
 }
 
 /// Errors that stop a run before it starts.
@@ -78,6 +100,9 @@ pub enum BenchError {
     /// Making keys failed.
     #[error("key generation: {0}")]
     Key(#[from] rcgen::Error),
+    /// Something else needed before the clock starts failed.
+    #[error("{0}")]
+    Setup(String),
 }
 
 /// One unit of work a worker repeats.
@@ -86,6 +111,19 @@ enum Work {
     X509 { csrs: Arc<Vec<Vec<u8>>> },
     Jwt,
     Verify { token: Arc<String> },
+    Exec { csrs: Arc<Vec<Vec<u8>>> },
+}
+
+/// `count` DER CSRs, each for a new P-256 key, made before timing starts.
+fn make_csrs(count: usize) -> Result<Vec<Vec<u8>>, rcgen::Error> {
+    (0..count)
+        .map(|_| {
+            let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+            let mut params = rcgen::CertificateParams::default();
+            params.distinguished_name = rcgen::DistinguishedName::new();
+            Ok(params.serialize_request(&key)?.der().to_vec())
+        })
+        .collect()
 }
 
 /// Runs a benchmark.
@@ -94,24 +132,21 @@ pub async fn run(config: BenchConfig) -> Result<BenchReport, BenchError> {
         return run_revocation(config).await;
     }
     let setup = Client::connect(config.client.clone()).await?;
+    // Keys and CSRs are made before the clock starts; exec gets a key per
+    // request, up to 4096, then cycles.
+    let csr_count = |cap: u64| {
+        config
+            .requests
+            .map_or(cap, |n| n.min(cap))
+            .max(config.concurrency as u64) as usize
+    };
     let work = match config.mode {
-        Mode::X509 => {
-            // Keys and CSRs are made before the clock starts.
-            let count = config
-                .requests
-                .map_or(512, |n| n.min(512))
-                .max(config.concurrency as u64) as usize;
-            let mut csrs = Vec::with_capacity(count);
-            for _ in 0..count {
-                let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
-                let mut params = rcgen::CertificateParams::default();
-                params.distinguished_name = rcgen::DistinguishedName::new();
-                csrs.push(params.serialize_request(&key)?.der().to_vec());
-            }
-            Work::X509 {
-                csrs: Arc::new(csrs),
-            }
-        }
+        Mode::X509 => Work::X509 {
+            csrs: Arc::new(make_csrs(csr_count(512))?),
+        },
+        Mode::Exec => Work::Exec {
+            csrs: Arc::new(make_csrs(csr_count(4096))?),
+        },
         Mode::Jwt => Work::Jwt,
         Mode::Verify | Mode::Revocation => {
             let svid = setup
@@ -122,69 +157,93 @@ pub async fn run(config: BenchConfig) -> Result<BenchReport, BenchError> {
             }
         }
     };
+    let new_connection = config.new_connection || config.mode == Mode::Exec;
+    let connector = Connector::new(&config.client)?;
 
-    let issued = Arc::new(AtomicU64::new(0));
-    let deadline = Instant::now() + config.duration;
-    let started = Instant::now();
+    let claimed = Arc::new(AtomicU64::new(0));
+    let warmup = if config.requests.is_some() {
+        Duration::ZERO
+    } else {
+        config.warmup
+    };
+    let start = Instant::now();
+    let measure_from = start + warmup;
+    let deadline = measure_from + config.duration;
     let mut workers = Vec::with_capacity(config.concurrency);
     for worker in 0..config.concurrency.max(1) {
-        let client = if config.new_connection {
+        let client = if new_connection {
             None
         } else {
-            Some(Client::connect(config.client.clone()).await?)
+            Some(connector.connect().await?)
         };
-        let config = config.clone();
-        let work = work.clone();
-        let issued = issued.clone();
+        let (config, work, claimed, connector) = (
+            config.clone(),
+            work.clone(),
+            claimed.clone(),
+            connector.clone(),
+        );
         workers.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
             let mut errors: BTreeMap<String, u64> = BTreeMap::new();
             let mut n = worker;
             loop {
-                let claimed = issued.fetch_add(1, Ordering::Relaxed);
-                if config.requests.is_some_and(|limit| claimed >= limit)
-                    || (config.requests.is_none() && Instant::now() >= deadline)
-                {
-                    break;
-                }
+                let now = Instant::now();
+                let measured = match config.requests {
+                    Some(limit) => {
+                        if claimed.fetch_add(1, Ordering::Relaxed) >= limit {
+                            break;
+                        }
+                        true
+                    }
+                    None if now >= deadline => break,
+                    None => now >= measure_from,
+                };
                 let began = Instant::now();
                 let result = match &client {
                     Some(client) => once(client, &config, &work, n).await,
-                    None => match Client::connect(config.client.clone()).await {
-                        Ok(client) => once(&client, &config, &work, n).await,
-                        Err(error) => Err(error),
-                    },
+                    None => {
+                        let connected = if config.resume {
+                            connector.connect().await
+                        } else {
+                            Client::connect(config.client.clone()).await
+                        };
+                        match connected {
+                            Ok(client) => once(&client, &config, &work, n).await,
+                            Err(error) => Err(error),
+                        }
+                    }
                 };
-                match result {
-                    Ok(()) => latencies.push(began.elapsed()),
-                    Err(error) => *errors.entry(error_name(&error)).or_default() += 1,
+                if measured {
+                    match result {
+                        Ok(()) => latencies.push(began.elapsed()),
+                        Err(error) => *errors.entry(error_name(&error)).or_default() += 1,
+                    }
                 }
                 n += config.concurrency;
             }
             (latencies, errors)
         }));
     }
-    let mut latencies = Vec::new();
-    let mut errors: BTreeMap<String, u64> = BTreeMap::new();
+    let mut watch = config.watch.clone();
+    watch.extend(cpu::Process::current().filter(|me| !watch.contains(me)));
+    tokio::time::sleep_until(measure_from.into()).await;
+    let cpu_before: Vec<_> = watch.iter().map(cpu::Process::cpu_time).collect();
+    let mut report = BenchReport::new(config.mode, config.concurrency);
     for worker in workers {
-        if let Ok((worker_latencies, worker_errors)) = worker.await {
-            latencies.extend(worker_latencies);
-            for (code, count) in worker_errors {
-                *errors.entry(code).or_default() += count;
-            }
+        if let Ok((latencies, errors)) = worker.await {
+            report.merge(latencies, errors);
         }
     }
-    let elapsed = started.elapsed();
-    latencies.sort();
-    Ok(BenchReport {
-        mode: config.mode,
-        concurrency: config.concurrency,
-        elapsed,
-        ok: latencies.len() as u64,
-        errors,
-        latencies,
-        strict_misses: 0,
-    })
+    report.finish(measure_from.elapsed());
+    report.cpu = watch
+        .into_iter()
+        .zip(cpu_before)
+        .filter_map(|(process, before)| {
+            let used = process.cpu_time()?.checked_sub(before?)?;
+            Some((process, used))
+        })
+        .collect();
+    Ok(report)
 }
 
 async fn once(
@@ -202,6 +261,17 @@ async fn once(
             .fetch_jwt_svid(&config.request, &["jitid-bench".to_owned()])
             .await
             .map(drop),
+        Work::Exec { csrs } => {
+            let svid = client
+                .issue_x509_from_csr(&config.request, csrs[n % csrs.len()].clone())
+                .await?;
+            client
+                .complete_task(pb::complete_task_request::Target::GrantId(
+                    svid.grant.grant_id,
+                ))
+                .await
+                .map(drop)
+        }
         Work::Verify { token } => {
             let response = client.verify_jwt(token, "jitid-bench").await?;
             if response.status == pb::VerifyStatus::Valid as i32 {
@@ -271,17 +341,11 @@ async fn run_revocation(config: BenchConfig) -> Result<BenchReport, BenchError> 
         }
     }
     follower.abort();
-    let elapsed = started.elapsed();
-    latencies.sort();
-    Ok(BenchReport {
-        mode: Mode::Revocation,
-        concurrency: 1,
-        elapsed,
-        ok: latencies.len() as u64,
-        errors,
-        latencies,
-        strict_misses,
-    })
+    let mut report = BenchReport::new(Mode::Revocation, 1);
+    report.merge(latencies, errors);
+    report.finish(started.elapsed());
+    report.strict_misses = strict_misses;
+    Ok(report)
 }
 
 fn error_name(error: &ClientError) -> String {
@@ -296,6 +360,47 @@ fn error_name(error: &ClientError) -> String {
 // === impl BenchReport ===
 
 impl BenchReport {
+    fn new(mode: Mode, concurrency: usize) -> Self {
+        Self {
+            mode,
+            concurrency,
+            elapsed: Duration::ZERO,
+            ok: 0,
+            errors: BTreeMap::new(),
+            latencies: Vec::new(),
+            strict_misses: 0,
+            cpu: Vec::new(),
+            crypto_only: false,
+        }
+    }
+
+    /// Adds one worker's results.
+    fn merge(&mut self, latencies: Vec<Duration>, errors: BTreeMap<String, u64>) {
+        self.latencies.extend(latencies);
+        for (code, count) in errors {
+            *self.errors.entry(code).or_default() += count;
+        }
+    }
+
+    fn finish(&mut self, elapsed: Duration) {
+        self.elapsed = elapsed;
+        self.latencies.sort_unstable();
+        self.ok = self.latencies.len() as u64;
+    }
+
+    /// CPU time per successful request and cores kept busy, for each
+    /// watched process.
+    pub fn cpu_per_request(&self) -> Vec<(&cpu::Process, Duration, f64)> {
+        self.cpu
+            .iter()
+            .map(|(process, used)| {
+                let per = used.checked_div(self.ok.max(1) as u32).unwrap_or_default();
+                let busy = used.as_secs_f64() / self.elapsed.as_secs_f64().max(f64::EPSILON);
+                (process, per, busy)
+            })
+            .collect()
+    }
+
     /// Successful requests per second.
     pub fn throughput(&self) -> f64 {
         self.ok as f64 / self.elapsed.as_secs_f64().max(f64::EPSILON)
@@ -328,6 +433,13 @@ impl BenchReport {
                 "max": ms(self.latencies.last().copied().unwrap_or_default()),
             },
             "strict_verify_misses": self.strict_misses,
+            "crypto_only": self.crypto_only,
+            "cpu": self.cpu_per_request().iter().map(|(process, per, busy)| json!({
+                "pid": process.pid,
+                "name": process.name,
+                "us_per_request": per.as_secs_f64() * 1e6,
+                "cores_busy": busy,
+            })).collect::<Vec<_>>(),
         })
     }
 
@@ -343,8 +455,13 @@ impl BenchReport {
                 .collect::<Vec<_>>()
                 .join(", ")
         };
+        let what = if self.crypto_only {
+            " (crypto only, no RPC)"
+        } else {
+            ""
+        };
         let mut text = format!(
-            "mode {:?}, concurrency {}, {:.1} s\nok {}, errors: {errors}\nthroughput {:.0}/s\nlatency ms  p50 {:.3}  p90 {:.3}  p99 {:.3}  p99.9 {:.3}  max {:.3}\n",
+            "mode {:?}{what}, concurrency {}, {:.1} s\nok {}, errors: {errors}\nthroughput {:.0}/s\nlatency ms  p50 {:.3}  p90 {:.3}  p99 {:.3}  p99.9 {:.3}  max {:.3}\n",
             self.mode,
             self.concurrency,
             self.elapsed.as_secs_f64(),
@@ -356,6 +473,15 @@ impl BenchReport {
             ms(self.percentile(0.999)),
             ms(self.latencies.last().copied().unwrap_or_default()),
         );
+        for (process, per, busy) in self.cpu_per_request() {
+            text.push_str(&format!(
+                "cpu {} (pid {}): {:.0} µs/request, {:.2} cores busy\n",
+                process.name,
+                process.pid,
+                per.as_secs_f64() * 1e6,
+                busy
+            ));
+        }
         if self.mode == Mode::Revocation {
             text.push_str(&format!(
                 "strict Verify not yet REVOKED right after Revoke returned: {}\n",
