@@ -221,6 +221,10 @@ struct BenchArgs {
     /// Stop after this many requests instead.
     #[arg(long)]
     requests: Option<u64>,
+    /// Send this many requests per second in all (open loop; latency
+    /// counts from when each was due) instead of as fast as answered.
+    #[arg(long)]
+    rate: Option<f64>,
     /// A new TLS connection per request (as a CI job makes).
     #[arg(long)]
     new_connection: bool,
@@ -714,6 +718,7 @@ async fn bench(args: BenchArgs) -> anyhow::Result<()> {
             duration: args.duration,
             warmup: args.warmup,
             requests: args.requests,
+            rate: args.rate,
             request: SvidRequest {
                 entitlement: args.entitlement,
                 ttl: args.ttl,

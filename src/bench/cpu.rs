@@ -30,6 +30,13 @@ impl Process {
         Self::new(std::process::id())
     }
 
+    /// Resident memory now (`VmRSS`) and its peak so far (`VmHWM`), in
+    /// bytes.
+    pub fn memory(&self) -> Option<(u64, u64)> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid)).ok()?;
+        memory_from_status(&status)
+    }
+
     /// User plus system CPU time of every thread so far.
     pub fn cpu_time(&self) -> Option<Duration> {
         let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid)).ok()?;
@@ -53,6 +60,19 @@ fn cpu_time_from_stat(stat: &str) -> Option<Duration> {
     Some(Duration::from_secs_f64(
         (utime + stime) as f64 / ticks as f64,
     ))
+}
+
+fn memory_from_status(status: &str) -> Option<(u64, u64)> {
+    let kib = |field: &str| -> Option<u64> {
+        let line = status.lines().find(|line| line.starts_with(field))?;
+        line[field.len()..]
+            .trim()
+            .strip_suffix("kB")?
+            .trim()
+            .parse()
+            .ok()
+    };
+    Some((kib("VmRSS:")? * 1024, kib("VmHWM:")? * 1024))
 }
 
 /// The process listening on `addr`'s TCP port, when `addr` is on this
@@ -126,6 +146,13 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let found = listener_of(listener.local_addr().unwrap()).unwrap();
         assert_eq!(found.pid, std::process::id());
-        assert!(Process::current().unwrap().cpu_time().is_some());
+        let me = Process::current().unwrap();
+        assert!(me.cpu_time().is_some());
+        let (rss, peak) = me.memory().unwrap();
+        assert!(rss > 0 && peak >= rss);
+        assert_eq!(
+            memory_from_status("Name:\tx\nVmHWM:\t  2048 kB\nVmRSS:\t  1024 kB\n"),
+            Some((1024 * 1024, 2048 * 1024))
+        );
     }
 }

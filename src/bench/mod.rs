@@ -51,6 +51,11 @@ pub struct BenchConfig {
     pub warmup: Duration,
     /// Stop after this many requests instead.
     pub requests: Option<u64>,
+    /// Requests per second in all, spread evenly over the workers (open
+    /// loop); `None` sends each request as soon as the last returned.
+    /// Latency counts from when a request was due, so a server that falls
+    /// behind shows it.
+    pub rate: Option<f64>,
     /// What to ask for.
     pub request: SvidRequest,
     /// A new TLS connection per request (the CI-job pattern; `Exec`
@@ -86,6 +91,9 @@ pub struct BenchReport {
     pub strict_misses: u64,
     /// CPU time each watched process (and this one) used while measuring.
     pub cpu: Vec<(cpu::Process, Duration)>,
+    /// Resident memory of each watched process at the end, and its peak,
+    /// in bytes.
+    pub memory: Vec<(cpu::Process, u64, u64)>,
     /// Whether this is the `--crypto-only` ceiling, with no RPC.
     pub crypto_only: bool,
 }
@@ -186,7 +194,16 @@ pub async fn run(config: BenchConfig) -> Result<BenchReport, BenchError> {
             let mut latencies = Vec::new();
             let mut errors: BTreeMap<String, u64> = BTreeMap::new();
             let mut n = worker;
+            // Open loop: worker w sends at start + (w + k * workers) / rate.
+            let interval = config
+                .rate
+                .filter(|rate| *rate > 0.0)
+                .map(|rate| Duration::from_secs_f64(1.0 / rate));
+            let mut due = interval.map(|interval| start + interval * worker as u32);
             loop {
+                if let Some(at) = due {
+                    tokio::time::sleep_until(at.into()).await;
+                }
                 let now = Instant::now();
                 let measured = match config.requests {
                     Some(limit) => {
@@ -198,7 +215,10 @@ pub async fn run(config: BenchConfig) -> Result<BenchReport, BenchError> {
                     None if now >= deadline => break,
                     None => now >= measure_from,
                 };
-                let began = Instant::now();
+                let began = due.unwrap_or_else(Instant::now);
+                if let (Some(at), Some(interval)) = (&mut due, interval) {
+                    *at += interval * config.concurrency as u32;
+                }
                 let result = match &client {
                     Some(client) => once(client, &config, &work, n).await,
                     None => {
@@ -235,6 +255,14 @@ pub async fn run(config: BenchConfig) -> Result<BenchReport, BenchError> {
         }
     }
     report.finish(measure_from.elapsed());
+    report.memory = config
+        .watch
+        .iter()
+        .filter_map(|process| {
+            let (rss, peak) = process.memory()?;
+            Some((process.clone(), rss, peak))
+        })
+        .collect();
     report.cpu = watch
         .into_iter()
         .zip(cpu_before)
@@ -370,6 +398,7 @@ impl BenchReport {
             latencies: Vec::new(),
             strict_misses: 0,
             cpu: Vec::new(),
+            memory: Vec::new(),
             crypto_only: false,
         }
     }
@@ -440,6 +469,12 @@ impl BenchReport {
                 "us_per_request": per.as_secs_f64() * 1e6,
                 "cores_busy": busy,
             })).collect::<Vec<_>>(),
+            "memory": self.memory.iter().map(|(process, rss, peak)| json!({
+                "pid": process.pid,
+                "name": process.name,
+                "rss_bytes": rss,
+                "peak_rss_bytes": peak,
+            })).collect::<Vec<_>>(),
         })
     }
 
@@ -480,6 +515,15 @@ impl BenchReport {
                 process.pid,
                 per.as_secs_f64() * 1e6,
                 busy
+            ));
+        }
+        for (process, rss, peak) in &self.memory {
+            text.push_str(&format!(
+                "memory {} (pid {}): {:.1} MiB resident, peak {:.1} MiB\n",
+                process.name,
+                process.pid,
+                *rss as f64 / 1_048_576.0,
+                *peak as f64 / 1_048_576.0
             ));
         }
         if self.mode == Mode::Revocation {

@@ -16,6 +16,7 @@ fn config(env: &TestEnv, mode: Mode) -> BenchConfig {
         duration: Duration::from_secs(60),
         warmup: Duration::ZERO,
         requests: Some(12),
+        rate: None,
         request: SvidRequest::entitlement("ci-publish"),
         new_connection: false,
         resume: false,
@@ -59,6 +60,8 @@ async fn every_mode_runs_and_reports() {
     assert_eq!(report.cpu.len(), 1, "{:?}", report.cpu);
     assert_eq!(report.to_json()["cpu"][0]["pid"], std::process::id());
     assert!(report.to_text().contains("µs/request"));
+    assert_eq!(report.memory.len(), 1);
+    assert!(report.to_json()["memory"][0]["rss_bytes"].as_u64().unwrap() > 0);
 
     for (mode, new_connection, resume) in [
         (Mode::X509, false, false),
@@ -71,6 +74,8 @@ async fn every_mode_runs_and_reports() {
         let report = run(BenchConfig {
             new_connection,
             resume,
+            // Paced: 12 requests due over about 0.1 s.
+            rate: (mode == Mode::Jwt).then_some(120.0),
             ..config(&env, mode)
         })
         .await
