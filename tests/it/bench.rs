@@ -29,6 +29,7 @@ async fn every_mode_runs_and_reports() {
                 server: env.url(),
                 server_roots: env.roots(),
                 identity: Some(env.identity(CI_RUNNER)),
+                retry: jitid::client::RetryPolicy::default(),
             },
         })
         .await
