@@ -13,7 +13,7 @@
 //! Prints a `svid ...` line per SVID it gets, and per call either
 //! `call ok local_serial=.. client_serial=.. server_serial=..` (the serial
 //! it holds, the one the server saw, the server's) or
-//! `call failed local_serial=.. grant=.. error=..`.
+//! `call failed local_serial=.. after_serial=.. grant=.. error=..`.
 
 mod common;
 
@@ -71,9 +71,12 @@ async fn main() -> anyhow::Result<()> {
                 reply.client_serial,
                 reply.server_serial
             ),
+            // The SVID may rotate while the call connects: the handshake
+            // used the one before the call or the one after it.
             Err(error) => println!(
-                "call failed local_serial={} grant={} error={error:#}",
+                "call failed local_serial={} after_serial={} grant={} error={error:#}",
                 local.serial(),
+                identity.svid().serial(),
                 local.grant().grant_id
             ),
         }

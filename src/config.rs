@@ -21,6 +21,8 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:8443";
 pub const DEFAULT_SERVER_CERT_TTL: Duration = Duration::from_secs(3600);
 /// Default cap on one request message, in bytes.
 pub const DEFAULT_MAX_REQUEST_BYTES: usize = 64 * 1024;
+/// Default cap on the RPCs worked on at once (`limits.max_in_flight`).
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 256;
 
 /// A configuration that could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -79,6 +81,8 @@ pub struct Config {
     pub attestation_trust_anchors: Vec<PathBuf>,
     /// Largest accepted request message, in bytes.
     pub max_request_bytes: usize,
+    /// How much work the server takes on: in flight, and per caller.
+    pub admission: AdmissionConfig,
     /// The entitlement catalogue.
     pub catalogue: Catalogue,
     /// The deployment's environment (e.g. `prod`), which conditions see as
@@ -92,6 +96,38 @@ pub struct Config {
     pub audit: AuditConfig,
     /// `[revocation]`: how relying parties' acknowledgements are judged.
     pub revocation: RevocationConfig,
+}
+
+/// `[limits]` on load: how many RPCs that do work the server takes on at
+/// once, and how fast each caller may send them. Requests past either are
+/// refused at once with RESOURCE_EXHAUSTED and a retry hint.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AdmissionConfig {
+    /// Most such RPCs worked on at once, server-wide (`max_in_flight`,
+    /// default [`DEFAULT_MAX_IN_FLIGHT`]).
+    pub max_in_flight: usize,
+    /// Each caller's rate limit, if any (`caller_rate`, `caller_burst`).
+    pub caller_rate: Option<CallerRate>,
+}
+
+/// A rate limit per caller SPIFFE ID: a bucket of `burst` requests that
+/// refills at `per_second`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CallerRate {
+    /// Requests per second a caller may sustain.
+    pub per_second: f64,
+    /// Requests a caller that has been idle may send at once.
+    pub burst: u32,
+}
+
+impl Default for AdmissionConfig {
+    /// [`DEFAULT_MAX_IN_FLIGHT`], no rate limit.
+    fn default() -> Self {
+        Self {
+            max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+            caller_rate: None,
+        }
+    }
 }
 
 /// `[revocation]`: proof of removal.
@@ -283,6 +319,9 @@ struct RawAttestation {
 #[serde(deny_unknown_fields)]
 struct RawLimits {
     max_request_bytes: Option<usize>,
+    max_in_flight: Option<usize>,
+    caller_rate: Option<f64>,
+    caller_burst: Option<u32>,
     max_ttl: Option<String>,
     max_ttl_by_risk: Option<RawRiskTtls>,
 }
@@ -389,6 +428,7 @@ impl Config {
                 "must be between 1024 and 4194304".to_owned(),
             ));
         }
+        let admission = admission_config(&raw.limits, &invalid)?;
         let mut limits = TtlLimits::default();
         if let Some(text) = raw.limits.max_ttl {
             limits.ceiling = parse_duration(&text).map_err(|m| invalid("limits.max_ttl", m))?;
@@ -542,6 +582,7 @@ impl Config {
             server,
             attestation_trust_anchors,
             max_request_bytes,
+            admission,
             catalogue,
             environment,
             admins,
@@ -550,6 +591,50 @@ impl Config {
             revocation,
         })
     }
+}
+
+fn admission_config(
+    raw: &RawLimits,
+    invalid: &dyn Fn(&str, String) -> ConfigError,
+) -> Result<AdmissionConfig, ConfigError> {
+    let max_in_flight = raw.max_in_flight.unwrap_or(DEFAULT_MAX_IN_FLIGHT);
+    if !(1..=65_536).contains(&max_in_flight) {
+        return Err(invalid(
+            "limits.max_in_flight",
+            "must be between 1 and 65536".to_owned(),
+        ));
+    }
+    let per_second = raw.caller_rate.unwrap_or(0.0);
+    if !(per_second == 0.0 || (0.001..=1_000_000.0).contains(&per_second)) {
+        return Err(invalid(
+            "limits.caller_rate",
+            format!("{per_second} is not 0 (off) or between 0.001 and 1000000 requests per second"),
+        ));
+    }
+    let caller_rate = match (per_second > 0.0, raw.caller_burst) {
+        (false, None) => None,
+        (false, Some(_)) => {
+            return Err(invalid(
+                "limits.caller_burst",
+                "needs limits.caller_rate".to_owned(),
+            ));
+        }
+        (true, Some(burst)) if !(1..=1_000_000).contains(&burst) => {
+            return Err(invalid(
+                "limits.caller_burst",
+                "must be between 1 and 1000000".to_owned(),
+            ));
+        }
+        (true, burst) => Some(CallerRate {
+            per_second,
+            // One second's worth by default, and at least one request.
+            burst: burst.unwrap_or(per_second.ceil() as u32),
+        }),
+    };
+    Ok(AdmissionConfig {
+        max_in_flight,
+        caller_rate,
+    })
 }
 
 fn redis_config(
@@ -745,11 +830,64 @@ requesters = ["spiffe://example.org/ci/*"]
     }
 
     #[test]
+    fn admission_limits() {
+        let config = parse(MINIMAL).unwrap();
+        assert_eq!(config.admission, AdmissionConfig::default());
+        assert_eq!(config.admission.max_in_flight, DEFAULT_MAX_IN_FLIGHT);
+        assert_eq!(config.admission.caller_rate, None);
+        let limits =
+            |lines: &str| parse(&MINIMAL.replace("[ca]", &format!("[limits]\n{lines}\n[ca]")));
+        let config = limits("max_in_flight = 8\ncaller_rate = 10\ncaller_burst = 20").unwrap();
+        assert_eq!(
+            config.admission,
+            AdmissionConfig {
+                max_in_flight: 8,
+                caller_rate: Some(CallerRate {
+                    per_second: 10.0,
+                    burst: 20
+                }),
+            }
+        );
+        // The burst is one second's worth unless said, and at least one.
+        for (rate, burst) in [("2.5", 3), ("0.5", 1), ("10", 10)] {
+            let config = limits(&format!("caller_rate = {rate}")).unwrap();
+            assert_eq!(config.admission.caller_rate.unwrap().burst, burst, "{rate}");
+        }
+        assert_eq!(
+            limits("caller_rate = 0").unwrap().admission.caller_rate,
+            None
+        );
+        for (bad, key) in [
+            ("max_in_flight = 0", "limits.max_in_flight"),
+            ("max_in_flight = 100000", "limits.max_in_flight"),
+            ("max_in_flight = -1", "max_in_flight"),
+            ("caller_rate = -1", "limits.caller_rate"),
+            ("caller_rate = 0.0001", "limits.caller_rate"),
+            ("caller_rate = nan", "limits.caller_rate"),
+            ("caller_rate = inf", "limits.caller_rate"),
+            ("caller_rate = \"10/s\"", "caller_rate"),
+            ("caller_burst = 5", "limits.caller_burst"),
+            ("caller_rate = 5\ncaller_burst = 0", "limits.caller_burst"),
+        ] {
+            let error = limits(bad).unwrap_err().to_string();
+            assert!(error.contains(key), "{bad}: {error}");
+        }
+    }
+
+    #[test]
     fn the_deployment_example_loads() {
         let text = include_str!("../deploy/jitid.example.toml");
         let config = parse(text).unwrap();
         assert!(matches!(config.store, StoreConfig::Redis(_)));
         assert_eq!(config.audit.max_events, Some(1_000_000));
+        assert_eq!(config.admission.max_in_flight, DEFAULT_MAX_IN_FLIGHT);
+        assert_eq!(
+            config.admission.caller_rate,
+            Some(CallerRate {
+                per_second: 100.0,
+                burst: 200
+            })
+        );
         let agent = config.catalogue.entitlement("agent-research").unwrap();
         assert!(agent.bind_jwt && agent.delegation_depth == 2);
     }

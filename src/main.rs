@@ -633,7 +633,9 @@ fn exit_code(error: &anyhow::Error) -> u8 {
         Some(ClientError::Status { code, .. }) => match code {
             tonic::Code::Unauthenticated | tonic::Code::PermissionDenied => 3,
             tonic::Code::InvalidArgument | tonic::Code::OutOfRange => 4,
-            tonic::Code::Unavailable | tonic::Code::DeadlineExceeded => 5,
+            tonic::Code::Unavailable
+            | tonic::Code::DeadlineExceeded
+            | tonic::Code::ResourceExhausted => 5,
             tonic::Code::NotFound => 7,
             tonic::Code::FailedPrecondition => 8,
             _ => 1,
@@ -923,6 +925,7 @@ async fn run_server(
         identity: config.server.clone(),
         attestation_anchors: anchors,
         max_request_bytes: config.max_request_bytes,
+        admission: config.admission,
     };
     let reloader = tokio::spawn(reload_on_hangup(issuer.clone(), config_path.to_owned()));
     let served = server::serve(listener, issuer, settings, shutdown_signal()).await;

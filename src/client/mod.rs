@@ -18,11 +18,13 @@
 //! # Ok(()) }
 //! ```
 
+mod retry;
 mod revocation;
 mod rotating;
 mod task;
 mod tls;
 
+pub use retry::RetryPolicy;
 pub use revocation::{CacheError, CredentialClaims, DEFAULT_MAX_STALENESS, RevocationCache};
 pub use rotating::{
     CurrentSvid, PeerError, RenewalSchedule, RotatingIdentity, RotatingIdentityBuilder,
@@ -33,6 +35,7 @@ pub use task::{TaskIdentity, check_confirmation};
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::future::Future;
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
@@ -43,7 +46,9 @@ use tokio::net::TcpStream;
 use tonic::transport::{Channel, Endpoint, Uri};
 
 use crate::keyfile::{self, KeyFileError};
+use crate::proto::RETRY_PUSHBACK_TRAILER;
 use crate::proto::v1::{self as pb, issuer_client::IssuerClient};
+use rotating::random_sample;
 
 /// How long connecting (TCP + TLS) may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -76,6 +81,9 @@ pub enum ClientError {
         code: tonic::Code,
         /// The server's message.
         message: String,
+        /// How long the server asked us to wait before retrying, when it
+        /// shed the request under load (see [`ClientError::retry_after`]).
+        retry_after: Option<Duration>,
     },
     /// A local key could not be generated.
     #[error("key generation failed: {0}")]
@@ -94,6 +102,8 @@ pub struct ClientConfig {
     pub server_roots: Vec<CertificateDer<'static>>,
     /// The attestation identity, or `None` (only the bundle can be fetched).
     pub identity: Option<ClientIdentity>,
+    /// How requests the server sheds under load are retried.
+    pub retry: RetryPolicy,
 }
 
 /// An attestation identity: a certificate chain and its private key.
@@ -189,6 +199,7 @@ pub struct Bundle {
 pub struct Client {
     channel: Channel,
     grpc: IssuerClient<Channel>,
+    retry: RetryPolicy,
 }
 
 // === impl ClientError ===
@@ -198,6 +209,18 @@ impl ClientError {
     pub fn code(&self) -> Option<tonic::Code> {
         match self {
             Self::Status { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
+
+    /// How long the server asked us to wait before retrying: set only when
+    /// it shed the request under load (RESOURCE_EXHAUSTED with a
+    /// `grpc-retry-pushback-ms` trailer), which it does before any work,
+    /// so nothing was issued or recorded. A [`Client`] has retried such a
+    /// request as its [`RetryPolicy`] allows before returning it.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::Status { retry_after, .. } => *retry_after,
             _ => None,
         }
     }
@@ -217,9 +240,17 @@ impl ClientError {
 
 impl From<tonic::Status> for ClientError {
     fn from(status: tonic::Status) -> Self {
+        // A pushback that is not a count of milliseconds means "do not
+        // retry" (gRPC A6).
+        let retry_after = (status.code() == tonic::Code::ResourceExhausted)
+            .then(|| status.metadata().get(RETRY_PUSHBACK_TRAILER))
+            .flatten()
+            .and_then(|value| value.to_str().ok()?.parse().ok())
+            .map(Duration::from_millis);
         Self::Status {
             code: status.code(),
             message: status.message().to_owned(),
+            retry_after,
         }
     }
 }
@@ -259,6 +290,7 @@ impl ClientConfig {
             server: server.to_owned(),
             server_roots,
             identity,
+            retry: RetryPolicy::default(),
         })
     }
 }
@@ -269,6 +301,7 @@ impl fmt::Debug for ClientConfig {
             .field("server", &self.server)
             .field("server_roots", &self.server_roots.len())
             .field("identity", &self.identity)
+            .field("retry", &self.retry)
             .finish()
     }
 }
@@ -450,6 +483,7 @@ impl fmt::Debug for JwtSvid {
 pub struct Connector {
     server: String,
     tls: tokio_rustls::TlsConnector,
+    retry: RetryPolicy,
 }
 
 impl Connector {
@@ -458,6 +492,7 @@ impl Connector {
         Ok(Self {
             server: config.server.clone(),
             tls: tls::connector(config)?,
+            retry: config.retry,
         })
     }
 
@@ -467,6 +502,7 @@ impl Connector {
         Ok(Client {
             grpc: IssuerClient::new(channel.clone()),
             channel,
+            retry: self.retry,
         })
     }
 }
@@ -487,6 +523,35 @@ impl Client {
     /// host in the URL.
     pub async fn connect(config: ClientConfig) -> Result<Self, ClientError> {
         Connector::new(&config)?.connect().await
+    }
+
+    /// Sends a unary request; while the server sheds it under load, waits
+    /// and sends it again as the [`RetryPolicy`] says. Every unary call
+    /// goes through here.
+    async fn unary<Req, Res, Fut>(
+        &self,
+        request: Req,
+        rpc: impl Fn(IssuerClient<Channel>, Req) -> Fut,
+    ) -> Result<Res, ClientError>
+    where
+        Req: Clone,
+        Fut: Future<Output = Result<tonic::Response<Res>, tonic::Status>>,
+    {
+        let mut attempt = 1;
+        loop {
+            let error = match rpc(self.grpc.clone(), request.clone()).await {
+                Ok(response) => return Ok(response.into_inner()),
+                Err(status) => ClientError::from(status),
+            };
+            let wait = error
+                .retry_after()
+                .and_then(|pushback| self.retry.delay(attempt, pushback, random_sample()));
+            let Some(wait) = wait else {
+                return Err(error);
+            };
+            tokio::time::sleep(wait).await;
+            attempt += 1;
+        }
     }
 
     /// Generates a P-256 key locally, sends a CSR, and returns the SVID with
@@ -511,15 +576,15 @@ impl Client {
         request: &SvidRequest,
         csr_der: Vec<u8>,
     ) -> Result<X509Svid, ClientError> {
+        let request = pb::IssueX509SvidRequest {
+            grant: Some(request.to_proto()),
+            csr: csr_der,
+        };
         let response = self
-            .grpc
-            .clone()
-            .issue_x509_svid(pb::IssueX509SvidRequest {
-                grant: Some(request.to_proto()),
-                csr: csr_der,
+            .unary(request, |mut grpc, request| async move {
+                grpc.issue_x509_svid(request).await
             })
-            .await?
-            .into_inner();
+            .await?;
         if response.cert_chain.is_empty() {
             return Err(ClientError::InvalidResponse(
                 "empty certificate chain".to_owned(),
@@ -548,16 +613,16 @@ impl Client {
         request: &SvidRequest,
         audiences: &[String],
     ) -> Result<JwtSvid, ClientError> {
+        let request = pb::IssueJwtSvidRequest {
+            grant: Some(request.to_proto()),
+            audiences: audiences.to_vec(),
+            bind_to_certificate: request.bind_to_certificate,
+        };
         let response = self
-            .grpc
-            .clone()
-            .issue_jwt_svid(pb::IssueJwtSvidRequest {
-                grant: Some(request.to_proto()),
-                audiences: audiences.to_vec(),
-                bind_to_certificate: request.bind_to_certificate,
+            .unary(request, |mut grpc, request| async move {
+                grpc.issue_jwt_svid(request).await
             })
-            .await?
-            .into_inner();
+            .await?;
         Ok(JwtSvid {
             token: response.token,
             jti: response.jti,
@@ -568,11 +633,10 @@ impl Client {
     /// Fetches the trust bundle.
     pub async fn fetch_bundle(&self) -> Result<Bundle, ClientError> {
         let response = self
-            .grpc
-            .clone()
-            .fetch_bundle(pb::FetchBundleRequest {})
-            .await?
-            .into_inner();
+            .unary(pb::FetchBundleRequest {}, |mut grpc, request| async move {
+                grpc.fetch_bundle(request).await
+            })
+            .await?;
         Ok(Bundle {
             trust_domain: response.trust_domain,
             spiffe_json: response.spiffe_bundle,
@@ -591,15 +655,14 @@ impl Client {
         target: pb::revoke_request::Target,
         reason: &str,
     ) -> Result<pb::RevokeResponse, ClientError> {
-        Ok(self
-            .grpc
-            .clone()
-            .revoke(pb::RevokeRequest {
-                target: Some(target),
-                reason: reason.to_owned(),
-            })
-            .await?
-            .into_inner())
+        let request = pb::RevokeRequest {
+            target: Some(target),
+            reason: reason.to_owned(),
+        };
+        self.unary(request, |mut grpc, request| async move {
+            grpc.revoke(request).await
+        })
+        .await
     }
 
     /// Says a task (or one grant) is done; returns the grants ended.
@@ -617,16 +680,16 @@ impl Client {
         target: pb::complete_task_request::Target,
         outcome: pb::TaskOutcome,
     ) -> Result<Vec<String>, ClientError> {
-        Ok(self
-            .grpc
-            .clone()
-            .complete_task(pb::CompleteTaskRequest {
-                target: Some(target),
-                outcome: outcome.into(),
+        let request = pb::CompleteTaskRequest {
+            target: Some(target),
+            outcome: outcome.into(),
+        };
+        let response = self
+            .unary(request, |mut grpc, request| async move {
+                grpc.complete_task(request).await
             })
-            .await?
-            .into_inner()
-            .grant_ids)
+            .await?;
+        Ok(response.grant_ids)
     }
 
     /// Asks the server whether an X.509-SVID chain (leaf first) is valid
@@ -672,14 +735,13 @@ impl Client {
         &self,
         credential: pb::verify_request::Credential,
     ) -> Result<pb::VerifyResponse, ClientError> {
-        Ok(self
-            .grpc
-            .clone()
-            .verify(pb::VerifyRequest {
-                credential: Some(credential),
-            })
-            .await?
-            .into_inner())
+        let request = pb::VerifyRequest {
+            credential: Some(credential),
+        };
+        self.unary(request, |mut grpc, request| async move {
+            grpc.verify(request).await
+        })
+        .await
     }
 
     /// Lists unexpired grants (the caller's, or a subject's for admins).
@@ -687,26 +749,25 @@ impl Client {
         &self,
         request: pb::ListGrantsRequest,
     ) -> Result<Vec<pb::GrantRecord>, ClientError> {
-        Ok(self
-            .grpc
-            .clone()
-            .list_grants(request)
-            .await?
-            .into_inner()
-            .grants)
+        let response = self
+            .unary(request, |mut grpc, request| async move {
+                grpc.list_grants(request).await
+            })
+            .await?;
+        Ok(response.grants)
     }
 
     /// One grant with its credentials.
     pub async fn get_grant(&self, grant_id: &str) -> Result<pb::GrantRecord, ClientError> {
-        self.grpc
-            .clone()
-            .get_grant(pb::GetGrantRequest {
-                grant_id: grant_id.to_owned(),
-            })
-            .await?
-            .into_inner()
-            .grant
-            .ok_or_else(|| ClientError::InvalidResponse("no grant in response".to_owned()))
+        let request = pb::GetGrantRequest {
+            grant_id: grant_id.to_owned(),
+        };
+        self.unary(request, |mut grpc, request| async move {
+            grpc.get_grant(request).await
+        })
+        .await?
+        .grant
+        .ok_or_else(|| ClientError::InvalidResponse("no grant in response".to_owned()))
     }
 
     /// Creates a grant without minting: pending when the entitlement needs
@@ -715,15 +776,15 @@ impl Client {
         &self,
         request: &SvidRequest,
     ) -> Result<pb::GrantRecord, ClientError> {
-        self.grpc
-            .clone()
-            .request_grant(pb::RequestGrantRequest {
-                grant: Some(request.to_proto()),
-            })
-            .await?
-            .into_inner()
-            .grant
-            .ok_or_else(|| ClientError::InvalidResponse("no grant in response".to_owned()))
+        let request = pb::RequestGrantRequest {
+            grant: Some(request.to_proto()),
+        };
+        self.unary(request, |mut grpc, request| async move {
+            grpc.request_grant(request).await
+        })
+        .await?
+        .grant
+        .ok_or_else(|| ClientError::InvalidResponse("no grant in response".to_owned()))
     }
 
     /// Approves a pending grant.
@@ -732,30 +793,30 @@ impl Client {
         grant_id: &str,
         comment: &str,
     ) -> Result<pb::GrantRecord, ClientError> {
-        self.grpc
-            .clone()
-            .approve(pb::ApproveRequest {
-                grant_id: grant_id.to_owned(),
-                comment: comment.to_owned(),
-            })
-            .await?
-            .into_inner()
-            .grant
-            .ok_or_else(|| ClientError::InvalidResponse("no grant in response".to_owned()))
+        let request = pb::ApproveRequest {
+            grant_id: grant_id.to_owned(),
+            comment: comment.to_owned(),
+        };
+        self.unary(request, |mut grpc, request| async move {
+            grpc.approve(request).await
+        })
+        .await?
+        .grant
+        .ok_or_else(|| ClientError::InvalidResponse("no grant in response".to_owned()))
     }
 
     /// Denies a pending grant.
     pub async fn deny(&self, grant_id: &str, reason: &str) -> Result<pb::GrantRecord, ClientError> {
-        self.grpc
-            .clone()
-            .deny(pb::DenyRequest {
-                grant_id: grant_id.to_owned(),
-                reason: reason.to_owned(),
-            })
-            .await?
-            .into_inner()
-            .grant
-            .ok_or_else(|| ClientError::InvalidResponse("no grant in response".to_owned()))
+        let request = pb::DenyRequest {
+            grant_id: grant_id.to_owned(),
+            reason: reason.to_owned(),
+        };
+        self.unary(request, |mut grpc, request| async move {
+            grpc.deny(request).await
+        })
+        .await?
+        .grant
+        .ok_or_else(|| ClientError::InvalidResponse("no grant in response".to_owned()))
     }
 
     /// Streams a grant's record now and after each change.
@@ -817,15 +878,15 @@ impl Client {
 
     /// Break-glass reviews the caller may see.
     pub async fn list_reviews(&self, all: bool) -> Result<Vec<pb::Review>, ClientError> {
-        Ok(self
-            .grpc
-            .clone()
-            .list_reviews(pb::ListReviewsRequest {
-                include_acknowledged: all,
+        let request = pb::ListReviewsRequest {
+            include_acknowledged: all,
+        };
+        let response = self
+            .unary(request, |mut grpc, request| async move {
+                grpc.list_reviews(request).await
             })
-            .await?
-            .into_inner()
-            .reviews)
+            .await?;
+        Ok(response.reviews)
     }
 
     /// Acknowledges a break-glass review with a comment.
@@ -834,16 +895,16 @@ impl Client {
         grant_id: &str,
         comment: &str,
     ) -> Result<pb::Review, ClientError> {
-        self.grpc
-            .clone()
-            .ack_review(pb::AckReviewRequest {
-                grant_id: grant_id.to_owned(),
-                comment: comment.to_owned(),
-            })
-            .await?
-            .into_inner()
-            .review
-            .ok_or_else(|| ClientError::InvalidResponse("no review in response".to_owned()))
+        let request = pb::AckReviewRequest {
+            grant_id: grant_id.to_owned(),
+            comment: comment.to_owned(),
+        };
+        self.unary(request, |mut grpc, request| async move {
+            grpc.ack_review(request).await
+        })
+        .await?
+        .review
+        .ok_or_else(|| ClientError::InvalidResponse("no review in response".to_owned()))
     }
 
     /// Opens the revocation stream after `cursor` (empty: from the oldest

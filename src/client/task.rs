@@ -58,6 +58,7 @@ impl TaskIdentity {
                     pb::GrantState::try_from(grant.state).unwrap_or_default(),
                     grant.end_reason
                 ),
+                retry_after: None,
             });
         }
         Ok(Self {
@@ -257,12 +258,12 @@ impl Client {
         &self,
         request: pb::DelegateRequest,
     ) -> Result<pb::GrantRecord, ClientError> {
-        self.grpc()
-            .delegate(request)
-            .await?
-            .into_inner()
-            .grant
-            .ok_or_else(|| ClientError::InvalidResponse("no grant in response".to_owned()))
+        self.unary(request, |mut grpc, request| async move {
+            grpc.delegate(request).await
+        })
+        .await?
+        .grant
+        .ok_or_else(|| ClientError::InvalidResponse("no grant in response".to_owned()))
     }
 
     /// Tells the issuer relying party `relying_party` has applied every
@@ -272,15 +273,16 @@ impl Client {
         relying_party: &str,
         cursor: &str,
     ) -> Result<u32, ClientError> {
-        Ok(self
-            .grpc()
-            .ack_revocations(pb::AckRevocationsRequest {
-                relying_party: relying_party.to_owned(),
-                cursor: cursor.to_owned(),
+        let request = pb::AckRevocationsRequest {
+            relying_party: relying_party.to_owned(),
+            cursor: cursor.to_owned(),
+        };
+        let response = self
+            .unary(request, |mut grpc, request| async move {
+                grpc.ack_revocations(request).await
             })
-            .await?
-            .into_inner()
-            .applied)
+            .await?;
+        Ok(response.applied)
     }
 
     /// Proof of removal for a grant: which relying parties have applied
@@ -289,12 +291,12 @@ impl Client {
         &self,
         grant_id: &str,
     ) -> Result<pb::RevocationStatusResponse, ClientError> {
-        Ok(self
-            .grpc()
-            .revocation_status(pb::RevocationStatusRequest {
-                grant_id: grant_id.to_owned(),
-            })
-            .await?
-            .into_inner())
+        let request = pb::RevocationStatusRequest {
+            grant_id: grant_id.to_owned(),
+        };
+        self.unary(request, |mut grpc, request| async move {
+            grpc.revocation_status(request).await
+        })
+        .await
     }
 }

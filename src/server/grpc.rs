@@ -11,6 +11,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
+use super::admission::{self, Admission};
 use super::audit_query::Query;
 use super::tls::PeerInfo;
 use crate::audit::{EventKind, Record};
@@ -46,13 +47,21 @@ pub(crate) struct IssuerService {
     watchers: Arc<Semaphore>,
     grant_watchers: Arc<Semaphore>,
     audit_readers: Arc<Semaphore>,
+    /// Bounds the unary RPCs that do work: issuing, requesting a grant,
+    /// delegating and verifying.
+    admission: Admission,
 }
 
 impl IssuerService {
-    pub(crate) fn new(issuer: Arc<Issuer>, shutdown: watch::Receiver<bool>) -> Self {
+    pub(crate) fn new(
+        issuer: Arc<Issuer>,
+        shutdown: watch::Receiver<bool>,
+        admission: Admission,
+    ) -> Self {
         Self {
             issuer,
             shutdown,
+            admission,
             watchers: Arc::new(Semaphore::new(MAX_WATCHERS)),
             grant_watchers: Arc::new(Semaphore::new(MAX_GRANT_WATCHERS)),
             audit_readers: Arc::new(Semaphore::new(MAX_AUDIT_READERS)),
@@ -245,8 +254,8 @@ impl IssuerApi for IssuerService {
         let request = request.into_inner();
         let span = rpc_span("IssueX509Svid", request.grant.as_ref());
         traced(span, async move {
-            let caller = caller?;
-            tracing::Span::current().record("caller", caller.spiffe_id.as_str());
+            let caller = record_caller(caller?);
+            let _admitted = self.admission.admit(&caller)?;
             let spec = grant_spec(request.grant)?;
             let issued = self
                 .issuer
@@ -271,8 +280,8 @@ impl IssuerApi for IssuerService {
         let request = request.into_inner();
         let span = rpc_span("IssueJwtSvid", request.grant.as_ref());
         traced(span, async move {
-            let caller = caller?;
-            tracing::Span::current().record("caller", caller.spiffe_id.as_str());
+            let caller = record_caller(caller?);
+            let _admitted = self.admission.admit(&caller)?;
             let spec = grant_spec(request.grant)?;
             let issued = self
                 .issuer
@@ -390,6 +399,7 @@ impl IssuerApi for IssuerService {
         let request = request.into_inner();
         traced(rpc_span("Verify", None), async move {
             let caller = record_caller(caller?);
+            let _admitted = self.admission.admit(&caller)?;
             let presented = match request.credential {
                 Some(pb::verify_request::Credential::X509(x509)) => {
                     if x509.cert_chain.is_empty() || x509.cert_chain.len() > 8 {
@@ -559,6 +569,7 @@ impl IssuerApi for IssuerService {
         let span = rpc_span("RequestGrant", request.grant.as_ref());
         traced(span, async move {
             let caller = record_caller(caller?);
+            let _admitted = self.admission.admit(&caller)?;
             let spec = grant_spec(request.grant)?;
             let grant = self
                 .issuer
@@ -762,6 +773,7 @@ impl IssuerApi for IssuerService {
         let request = request.into_inner();
         traced(rpc_span("Delegate", None), async move {
             let caller = record_caller(caller?);
+            let _admitted = self.admission.admit(&caller)?;
             let spec = DelegationSpec {
                 parent_grant_id: request.parent_grant_id,
                 name: request.name,
@@ -978,7 +990,13 @@ async fn traced<T>(
             }
             Err(status) => {
                 tracing::Span::current().record("outcome", format!("{:?}", status.code()));
-                tracing::info!(message = status.message(), "refused");
+                // Sheds are counted and reported by `Admission`; a line
+                // each would add work exactly when there is too much.
+                if admission::is_shed(status) {
+                    tracing::debug!(message = status.message(), "shed");
+                } else {
+                    tracing::info!(message = status.message(), "refused");
+                }
             }
         }
         result

@@ -4,6 +4,7 @@
 //! **API boundary.** This is the only module that knows tonic statuses and
 //! peer certificates; the issuer below it sees a [`Caller`](crate::issuer::Caller).
 
+mod admission;
 mod audit_query;
 mod grpc;
 mod tls;
@@ -18,7 +19,7 @@ use tokio_rustls::TlsAcceptor;
 
 pub use tls::{AttestationError, AttestedCaller, Attestor, PeerInfo, TlsSetupError};
 
-use crate::config::ServerIdentityConfig;
+use crate::config::{AdmissionConfig, ServerIdentityConfig};
 use crate::issuer::Issuer;
 use crate::proto::v1::issuer_server::IssuerServer;
 
@@ -31,7 +32,15 @@ pub struct ServerSettings {
     pub attestation_anchors: Vec<CertificateDer<'static>>,
     /// Largest accepted request message, in bytes.
     pub max_request_bytes: usize,
+    /// How many RPCs that do work are taken on at once, and per caller.
+    pub admission: AdmissionConfig,
 }
+
+/// Most HTTP/2 streams one connection may have open at once. A client
+/// past it waits for a stream of its own connection to end; so each
+/// connection holds at most this many decoded requests. 100 is the
+/// smallest value RFC 9113 recommends.
+const MAX_STREAMS_PER_CONNECTION: u32 = 100;
 
 /// Why the server stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -93,7 +102,8 @@ pub async fn serve(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()?;
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let issuer_service = IssuerServer::new(grpc::IssuerService::new(issuer, stopped))
+    let admission = admission::Admission::new(&settings.admission);
+    let issuer_service = IssuerServer::new(grpc::IssuerService::new(issuer, stopped, admission))
         .max_decoding_message_size(settings.max_request_bytes);
     // Streams end when shutdown starts, so draining does not wait on them.
     let shutdown = async move {
@@ -102,6 +112,7 @@ pub async fn serve(
     };
 
     let result = tonic::transport::Server::builder()
+        .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
         .add_service(health_service)
         .add_service(reflection)
         .add_service(issuer_service)

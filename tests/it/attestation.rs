@@ -3,7 +3,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use jitid::client::{Client, ClientConfig, ClientError, SvidRequest};
+use jitid::client::{Client, ClientConfig, ClientError, RetryPolicy, SvidRequest};
 use jitid::spiffe_id::TrustDomain;
 
 use crate::support::{CI_RUNNER, TestEnv};
@@ -14,7 +14,9 @@ async fn expect_unauthenticated(env: &TestEnv, client: &Client, message: &str) {
         .await
         .unwrap_err();
     match &error {
-        ClientError::Status { code, message: got } => {
+        ClientError::Status {
+            code, message: got, ..
+        } => {
             assert_eq!(*code, tonic::Code::Unauthenticated, "{error}");
             assert!(got.contains(message), "expected {message:?} in {got:?}");
         }
@@ -140,6 +142,7 @@ async fn client_verifies_the_server() {
         server: env.url(),
         server_roots: jitid::ca::read_certs(&paths.root_cert).unwrap(),
         identity: Some(env.identity(CI_RUNNER)),
+        retry: RetryPolicy::default(),
     })
     .await
     .unwrap_err();

@@ -24,6 +24,7 @@ fn config(env: &TestEnv, mode: Mode) -> BenchConfig {
             server: env.url(),
             server_roots: env.roots(),
             identity: Some(env.identity(CI_RUNNER)),
+            retry: jitid::client::RetryPolicy::default(),
         },
         watch: Vec::new(),
     }

@@ -12,7 +12,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use jitid::client::{Client, ClientConfig};
+use jitid::client::{Client, ClientConfig, RetryPolicy};
 use jitid::proto::v1 as pb;
 use jitid::store::{RedisStore, RedisStoreConfig};
 use rustix::process::{Pid, Signal};
@@ -537,6 +537,7 @@ async fn an_issuer_out_of_reach_at_the_end_is_reported_and_fails_the_run() {
         server: env.url(),
         server_roots: env.roots(),
         identity: Some(env.identity(CI_RUNNER)),
+        retry: RetryPolicy::default(),
     };
     drop(env);
     let deadline = Instant::now() + DEADLINE;

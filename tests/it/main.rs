@@ -18,6 +18,7 @@ mod delegation;
 mod exec;
 mod issue_jwt;
 mod issue_x509;
+mod overload;
 mod policy;
 mod requests;
 mod revocation;

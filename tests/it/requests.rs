@@ -13,6 +13,7 @@ fn assert_status(error: &ClientError, code: tonic::Code, message: &str) {
         ClientError::Status {
             code: got,
             message: text,
+            ..
         } => {
             assert_eq!(*got, code, "{error}");
             assert!(text.contains(message), "expected {message:?} in {text:?}");

@@ -8,6 +8,7 @@ mod transport;
 mod verify;
 
 pub use schedule::RenewalSchedule;
+pub(super) use schedule::{random_sample, unit};
 pub use transport::{SpiffeIncoming, SpiffePeer, SpiffeTlsStream, SvidResolver};
 pub use verify::{PeerError, SpiffePeerVerifier};
 
@@ -26,7 +27,6 @@ use tokio::task::JoinHandle;
 
 use super::{Bundle, Client, ClientConfig, ClientError, GrantInfo, SvidRequest, X509Svid};
 use crate::spiffe_id::{SpiffeId, TrustDomain};
-use schedule::random_sample;
 
 /// How often the bundle is refreshed when the issuer gives no hint
 /// (SPIFFE bundle spec: a low interval, 5 minutes suggested).

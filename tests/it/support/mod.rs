@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime};
 use jitid::audit::upkeep::Retention;
 use jitid::audit::{AuditLog, AuditMode, Auditor, JsonLinesSink, MemoryAuditLog, Upkeep};
 use jitid::ca::{self, Authority, InitOptions, LeafRequest};
-use jitid::client::{Client, ClientConfig, ClientIdentity};
+use jitid::client::{Client, ClientConfig, ClientIdentity, RetryPolicy};
 use jitid::clock::{Clock, SystemClock};
 use jitid::config::{CaPaths, Config};
 use jitid::issuer::Issuer;
@@ -102,20 +102,25 @@ pub struct TestEnv {
 impl TestEnv {
     /// A server on the in-memory store.
     pub async fn start() -> Self {
-        Self::start_inner(None, "").await
+        Self::start_inner(None, "", "").await
     }
 
     /// A server on the given store (the memory store stays unused).
     pub async fn start_with(store: Arc<dyn GrantStore>) -> Self {
-        Self::start_inner(Some(store), "").await
+        Self::start_inner(Some(store), "", "").await
     }
 
     /// A server whose config has `extra` (windows, entitlements) appended.
     pub async fn start_with_catalogue(extra: &str) -> Self {
-        Self::start_inner(None, extra).await
+        Self::start_inner(None, extra, "").await
     }
 
-    async fn start_inner(store: Option<Arc<dyn GrantStore>>, extra: &str) -> Self {
+    /// A server whose `[limits]` table has `limits` (lines) added.
+    pub async fn start_with_limits(limits: &str) -> Self {
+        Self::start_inner(None, "", limits).await
+    }
+
+    async fn start_inner(store: Option<Arc<dyn GrantStore>>, extra: &str, limits: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let trust_domain = TrustDomain::new(TRUST_DOMAIN).unwrap();
         let now = SystemTime::now();
@@ -132,7 +137,7 @@ impl TestEnv {
         .unwrap();
         let config_path = dir.path().join("jitid.toml");
         let config_text = format!(
-            "trust_domain = \"{TRUST_DOMAIN}\"\nlisten = \"127.0.0.1:0\"\nadmins = [\"spiffe://example.org/ops/*\"]\nenvironment = \"test\"\n[groups]\nrelease = [\"spiffe://example.org/ci/*\"]\nsre = [\"spiffe://example.org/sre/*\"]\nsecurity = [\"spiffe://example.org/security/*\"]\n[audit]\nauditors = [\"spiffe://example.org/audit/*\"]\n[ca]\ndir = \"ca\"\n[limits]\nmax_request_bytes = 65536\n{ENTITLEMENTS}\n{extra}"
+            "trust_domain = \"{TRUST_DOMAIN}\"\nlisten = \"127.0.0.1:0\"\nadmins = [\"spiffe://example.org/ops/*\"]\nenvironment = \"test\"\n[groups]\nrelease = [\"spiffe://example.org/ci/*\"]\nsre = [\"spiffe://example.org/sre/*\"]\nsecurity = [\"spiffe://example.org/security/*\"]\n[audit]\nauditors = [\"spiffe://example.org/audit/*\"]\n[ca]\ndir = \"ca\"\n[limits]\nmax_request_bytes = 65536\n{limits}\n{ENTITLEMENTS}\n{extra}"
         );
         std::fs::write(&config_path, &config_text).unwrap();
         let config = Config::load(&config_path).unwrap();
@@ -215,6 +220,7 @@ impl TestEnv {
             identity: self.config.server.clone(),
             attestation_anchors: ca::read_certs(&self.ca.root_cert).unwrap(),
             max_request_bytes: self.config.max_request_bytes,
+            admission: self.config.admission,
         };
         let (shutdown, stop) = oneshot::channel::<()>();
         tokio::spawn(async move {
@@ -230,13 +236,18 @@ impl TestEnv {
 
     /// A client of the server at `addr` for `id`.
     pub async fn client_at(&self, addr: SocketAddr, id: &str) -> Client {
-        Client::connect(ClientConfig {
+        Client::connect(self.client_config(addr, id)).await.unwrap()
+    }
+
+    /// How a client of the server at `addr` connects as `id` (with the
+    /// default retry policy).
+    pub fn client_config(&self, addr: SocketAddr, id: &str) -> ClientConfig {
+        ClientConfig {
             server: format!("https://127.0.0.1:{}", addr.port()),
             server_roots: self.roots(),
             identity: Some(self.identity(id)),
-        })
-        .await
-        .unwrap()
+            retry: RetryPolicy::default(),
+        }
     }
 
     /// A config file for CLI commands that read the Redis at `url` with
@@ -344,6 +355,7 @@ impl TestEnv {
             server: self.url(),
             server_roots: self.roots(),
             identity,
+            retry: RetryPolicy::default(),
         })
         .await
         .unwrap()
