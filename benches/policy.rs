@@ -9,24 +9,15 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::hint::black_box;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use jitid::config::Config;
 use jitid::grant::Action;
 use jitid::policy::{AccessRequest, RequestContext, evaluate};
 use jitid::spiffe_id::SpiffeId;
 
-fn time(label: &str, iterations: u32, mut work: impl FnMut()) {
-    for _ in 0..iterations / 10 {
-        work();
-    }
-    let started = Instant::now();
-    for _ in 0..iterations {
-        work();
-    }
-    let per = started.elapsed() / iterations;
-    println!("{label:<52} {:>8.2} µs", per.as_secs_f64() * 1e6);
-}
+mod support;
+use support::time;
 
 fn main() {
     let dir = tempfile::tempdir().unwrap();
@@ -64,11 +55,17 @@ fn main() {
             .result
             .is_ok()
     );
-    time("evaluate: ci-publish (no conditions)", 200_000, || {
-        black_box(evaluate(catalogue, &runner, &plain, &context, monday));
-    });
+    time(
+        "evaluate: ci-publish (no conditions)",
+        "µs",
+        200_000,
+        || {
+            black_box(evaluate(catalogue, &runner, &plain, &context, monday));
+        },
+    );
     time(
         "evaluate: prod-deploy (2 Cedar policies, 1 action)",
+        "µs",
         20_000,
         || {
             black_box(evaluate(catalogue, &runner, &conditioned, &context, monday));
@@ -77,6 +74,7 @@ fn main() {
     let explanation = evaluate(catalogue, &runner, &plain, &context, monday).explanation;
     time(
         "explanation to JSON (recorded on the grant)",
+        "µs",
         200_000,
         || {
             black_box(serde_json::to_string(&explanation).unwrap());

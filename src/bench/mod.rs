@@ -53,8 +53,8 @@ pub struct BenchConfig {
     pub requests: Option<u64>,
     /// Requests per second in all, spread evenly over the workers (open
     /// loop); `None` sends each request as soon as the last returned.
-    /// Latency counts from when a request was due, so a server that falls
-    /// behind shows it.
+    /// Once a worker falls behind, latency counts from when a request was
+    /// due, so a server that falls behind shows it.
     pub rate: Option<f64>,
     /// What to ask for.
     pub request: SvidRequest,
@@ -133,6 +133,10 @@ fn make_csrs(count: usize) -> Result<Vec<Vec<u8>>, rcgen::Error> {
         })
         .collect()
 }
+
+/// How late a paced request may start before its latency counts from
+/// when it was due: Tokio's timer has millisecond granularity.
+const TIMER_SLACK: Duration = Duration::from_millis(2);
 
 /// Runs a benchmark.
 pub async fn run(mut config: BenchConfig) -> Result<BenchReport, BenchError> {
@@ -217,7 +221,14 @@ pub async fn run(mut config: BenchConfig) -> Result<BenchReport, BenchError> {
                     None if now >= deadline => break,
                     None => now >= measure_from,
                 };
-                let began = due.unwrap_or_else(Instant::now);
+                // Paced: counted from when the request was due once the
+                // worker has fallen behind, so a slow server cannot hide
+                // its queue; a timer firing late by its own granularity
+                // (a millisecond) is not the server's.
+                let began = match due {
+                    Some(at) if now.saturating_duration_since(at) > TIMER_SLACK => at,
+                    _ => now,
+                };
                 if let (Some(at), Some(interval)) = (&mut due, interval) {
                     *at += interval * config.concurrency as u32;
                 }
@@ -468,6 +479,7 @@ impl BenchReport {
             "cpu": self.cpu_per_request().iter().map(|(process, per, busy)| json!({
                 "pid": process.pid,
                 "name": process.name,
+                "load_generator": process.pid == std::process::id(),
                 "us_per_request": per.as_secs_f64() * 1e6,
                 "cores_busy": busy,
             })).collect::<Vec<_>>(),
