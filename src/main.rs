@@ -689,6 +689,15 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
 
 async fn bench(args: BenchArgs) -> anyhow::Result<()> {
     use jitid::bench::{self, Mode, cpu};
+    if args.concurrency == 0 {
+        bail!("--concurrency must be at least 1");
+    }
+    if args
+        .rate
+        .is_some_and(|rate| !(rate.is_finite() && rate > 0.0))
+    {
+        bail!("--rate must be a positive number of requests per second");
+    }
     let mode = match args.mode {
         BenchMode::X509 => Mode::X509,
         BenchMode::Jwt => Mode::Jwt,

@@ -125,12 +125,7 @@ enum Work {
 /// `count` DER CSRs, each for a new P-256 key, made before timing starts.
 fn make_csrs(count: usize) -> Result<Vec<Vec<u8>>, rcgen::Error> {
     (0..count)
-        .map(|_| {
-            let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
-            let mut params = rcgen::CertificateParams::default();
-            params.distinguished_name = rcgen::DistinguishedName::new();
-            Ok(params.serialize_request(&key)?.der().to_vec())
-        })
+        .map(|_| Ok(crate::client::new_key_and_csr()?.1))
         .collect()
 }
 
@@ -436,7 +431,7 @@ impl BenchReport {
         self.cpu
             .iter()
             .map(|(process, used)| {
-                let per = used.checked_div(self.ok.max(1) as u32).unwrap_or_default();
+                let per = Duration::from_secs_f64(used.as_secs_f64() / self.ok.max(1) as f64);
                 let busy = used.as_secs_f64() / self.elapsed.as_secs_f64().max(f64::EPSILON);
                 (process, per, busy)
             })

@@ -557,13 +557,8 @@ impl Client {
     /// Generates a P-256 key locally, sends a CSR, and returns the SVID with
     /// its key. The key never leaves this process.
     pub async fn fetch_x509_svid(&self, request: &SvidRequest) -> Result<X509Svid, ClientError> {
-        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
-        let mut params = rcgen::CertificateParams::default();
-        params.distinguished_name = rcgen::DistinguishedName::new();
-        let csr = params.serialize_request(&key)?;
-        let response = self
-            .issue_x509_from_csr(request, csr.der().to_vec())
-            .await?;
+        let (key, csr) = new_key_and_csr()?;
+        let response = self.issue_x509_from_csr(request, csr).await?;
         Ok(X509Svid {
             key_pkcs8: key.serialize_der(),
             ..response
@@ -994,6 +989,16 @@ pub(crate) async fn tls_channel(
             server: server.to_owned(),
             source,
         })
+}
+
+/// A new P-256 key and a DER CSR for it (no subject: the SVID's identity
+/// comes from attestation).
+pub(crate) fn new_key_and_csr() -> Result<(rcgen::KeyPair, Vec<u8>), rcgen::Error> {
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+    let mut params = rcgen::CertificateParams::default();
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    let csr = params.serialize_request(&key)?.der().to_vec();
+    Ok((key, csr))
 }
 
 fn authority(host: &str, port: u16) -> String {

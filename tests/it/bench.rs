@@ -124,3 +124,23 @@ fn the_cli_runs_crypto_only_with_no_server_or_identity() {
     assert_eq!(report["ok"], 10);
     assert_eq!(report["crypto_only"], true);
 }
+
+#[test]
+fn the_cli_refuses_a_zero_concurrency_or_rate() {
+    let cases: [(&[&str], &str); 3] = [
+        (&["--concurrency", "0"], "--concurrency"),
+        (&["--rate", "0"], "--rate"),
+        (&["--rate=-3"], "--rate"),
+    ];
+    for (args, named) in cases {
+        let output = std::process::Command::new(crate::support::jitid_bin())
+            .env_clear()
+            .args(["bench", "--crypto-only", "--requests", "1"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(!output.status.success(), "{args:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(named), "{args:?}: {stderr}");
+    }
+}
