@@ -18,8 +18,8 @@ use crate::audit::{EventKind, Record};
 use crate::ca::REFRESH_HINT;
 use crate::grant::{Action, Credential, CredentialId, Grant, GrantId, GrantState};
 use crate::issuer::{
-    Caller, CompleteTarget, DelegationSpec, GrantFilter, GrantSpec, IssueError, Issuer, Outcome,
-    Presented, RemovalStatus, RevokeTarget, VerifyStatus,
+    Caller, CompleteTarget, DelegationRequest, GrantFields, GrantFilter, GrantRequest, IssueError,
+    Issuer, Outcome, Presented, RemovalStatus, RevokeTarget, VerifyStatus,
 };
 use crate::proto::v1::{
     self as pb, FetchBundleRequest, FetchBundleResponse, IssueJwtSvidRequest, IssueJwtSvidResponse,
@@ -774,13 +774,14 @@ impl IssuerApi for IssuerService {
         traced(rpc_span("Delegate", None), async move {
             let caller = record_caller(caller?);
             let _admitted = self.admission.admit(&caller)?;
-            let spec = DelegationSpec {
-                parent_grant_id: request.parent_grant_id,
-                name: request.name,
-                actions: request.actions,
-                ttl: request.ttl.map(duration_of).transpose()?,
-                justification: request.justification,
-            };
+            let spec = DelegationRequest::parse(
+                &request.parent_grant_id,
+                request.name,
+                &request.actions,
+                request.ttl.map(duration_of).transpose()?,
+                request.justification,
+            )
+            .map_err(status)?;
             let grant = self.issuer.delegate(&caller, &spec).await.map_err(status)?;
             Ok(Response::new(pb::DelegateResponse {
                 grant: Some(grant_record(&grant, &[])),
@@ -1005,8 +1006,8 @@ async fn traced<T>(
     .await
 }
 
-/// Converts the wire request into a domain spec.
-fn grant_spec(grant: Option<pb::GrantSpec>) -> Result<GrantSpec, Status> {
+/// Converts the wire request into a validated domain request.
+fn grant_spec(grant: Option<pb::GrantSpec>) -> Result<GrantRequest, Status> {
     let grant = grant.unwrap_or_default();
     let ttl = match grant.ttl {
         None => None,
@@ -1018,7 +1019,7 @@ fn grant_spec(grant: Option<pb::GrantSpec>) -> Result<GrantSpec, Status> {
                 + Duration::from_nanos(u64::from(ttl.nanos.unsigned_abs())),
         ),
     };
-    Ok(GrantSpec {
+    GrantRequest::parse(GrantFields {
         entitlement: grant.entitlement,
         actions: grant.actions,
         task_id: grant.task_id,
@@ -1029,6 +1030,7 @@ fn grant_spec(grant: Option<pb::GrantSpec>) -> Result<GrantSpec, Status> {
         labels: grant.labels.into_iter().collect(),
         grant_id: grant.grant_id,
     })
+    .map_err(status)
 }
 
 fn summary(grant: &Grant, spiffe_id: &SpiffeId) -> pb::GrantSummary {

@@ -172,13 +172,18 @@ impl GrantStore for MemoryStore {
         };
         if &entry.grant != current
             || entry.grant.expires_at <= now
-            || current.state != GrantState::Pending
+            || (current.state != GrantState::Pending && next.state != GrantState::Pending)
         {
             return Ok(false);
         }
         entry.grant = next.clone();
         state.expiries.push(Reverse((next.expires_at, next.id)));
         Ok(true)
+    }
+
+    async fn discard_grant(&self, id: GrantId) -> Result<(), StoreError> {
+        self.lock().grants.remove(&id);
+        Ok(())
     }
 
     async fn add_credential(

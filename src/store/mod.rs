@@ -267,8 +267,14 @@ pub trait GrantStore: Send + Sync + std::fmt::Debug + 'static {
     /// Replaces a pending grant (which has no credentials) by `next` if it
     /// is still exactly `current`; returns false when it changed meanwhile
     /// (another approval, a denial, a revocation), so the caller re-reads
-    /// and decides again. Its expiry becomes `next`'s.
+    /// and decides again. Its expiry becomes `next`'s. With `current`
+    /// decided and `next` pending, it puts back a decision the audit trail
+    /// refused.
     async fn update_pending(&self, current: &Grant, next: &Grant) -> Result<bool, StoreError>;
+
+    /// Removes grant `id` and its credentials as if never written: a grant
+    /// whose audit events the trail refused, never handed out.
+    async fn discard_grant(&self, id: GrantId) -> Result<(), StoreError>;
 
     /// Adds a credential under an active grant, under the grant's epoch.
     async fn add_credential(

@@ -558,7 +558,7 @@ impl GrantStore for RedisStore {
     }
 
     async fn update_pending(&self, current: &Grant, next: &Grant) -> Result<bool, StoreError> {
-        if current.state != GrantState::Pending {
+        if current.state != GrantState::Pending && next.state != GrantState::Pending {
             return Ok(false);
         }
         let mut connection = self.connection.clone();
@@ -575,6 +575,29 @@ impl GrantStore for RedisStore {
             .await
             .map_err(unavailable)?;
         Ok(changed == 1)
+    }
+
+    async fn discard_grant(&self, id: GrantId) -> Result<(), StoreError> {
+        let Some(grant) = self.grant(id).await? else {
+            return Ok(());
+        };
+        let mut connection = self.connection.clone();
+        // The grant and its subject index share a slot; the pending index
+        // spans every shard, so it is a command of its own.
+        let (): () = redis::pipe()
+            .atomic()
+            .del(self.grant_key(id))
+            .zrem(self.subject_key(&grant.subject), id.simple())
+            .query_async(&mut connection)
+            .await
+            .map_err(unavailable)?;
+        let (): () = redis::cmd("ZREM")
+            .arg(self.pending_key())
+            .arg(id.simple())
+            .query_async(&mut connection)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
     }
 
     async fn add_credential(

@@ -66,7 +66,7 @@ fn layers_depend_downward() {
             ],
         ),
         (
-            "src/issuer.rs",
+            "src/issuer",
             &[
                 "tonic::",
                 "prost::",

@@ -1,0 +1,235 @@
+//! Policy at request time: a validated request for a new grant becomes
+//! the grant to create, or a refusal that the audit trail records with
+//! its explanation.
+
+use std::time::SystemTime;
+
+use super::events::{grant_event, received, rfc3339};
+use super::request::{GrantRequest, NewGrant, invalid};
+use super::{Caller, IssueError, Issuer};
+use crate::audit::{EventKind, Record};
+use crate::clock::whole_seconds;
+use crate::grant::{Credential, Epoch, Grant, GrantId, GrantState, Shard, TaskId};
+use crate::policy::{self, AccessRequest, Approval, IdentityMode, RequestContext};
+use crate::spiffe_id::SpiffeId;
+
+/// A request that policy allowed: the grant to create and how.
+pub(super) struct Decided {
+    pub(super) grant: Grant,
+    pub(super) spiffe_id: SpiffeId,
+    pub(super) approval: Approval,
+    /// The request as received, for the audit trail.
+    received: Record,
+    /// The decision's explanation (the grant keeps it as text).
+    explanation: serde_json::Value,
+}
+
+// === impl Issuer ===
+
+impl Issuer {
+    /// Asks policy about a new grant; returns the grant to create (pending
+    /// when it needs approval), the SPIFFE ID its credentials carry, and
+    /// how it proceeds. `audiences` is set for a JWT-SVID. A refusal is
+    /// audited here, with its explanation.
+    pub(super) async fn decide(
+        &self,
+        caller: &Caller,
+        request: &GrantRequest,
+        new: &NewGrant,
+        rpc: &'static str,
+        audiences: Option<&[String]>,
+        now: SystemTime,
+    ) -> Result<Decided, IssueError> {
+        let received = received(caller, request, rpc, now);
+        let mut explanation = None;
+        match self
+            .decide_inner(caller, new, audiences, now, &mut explanation)
+            .await
+        {
+            Ok((grant, spiffe_id, approval)) => Ok(Decided {
+                grant,
+                spiffe_id,
+                approval,
+                received,
+                explanation: explanation.unwrap_or_default(),
+            }),
+            Err(error) => {
+                // A refusal is recorded too; if the trail cannot take it the
+                // caller still hears why it was refused.
+                let refused = Record {
+                    kind: EventKind::Decision,
+                    at: now,
+                    actor: caller.spiffe_id.to_string(),
+                    subject: Some(caller.spiffe_id.to_string()),
+                    grant: None,
+                    task: new.task_id.as_ref().map(ToString::to_string),
+                    details: serde_json::json!({
+                        "outcome": format!("refused: {error}"),
+                        "explanation": explanation,
+                    }),
+                };
+                if let Err(audit) = self.audit(vec![received, refused]).await {
+                    tracing::error!(%audit, "refusal not recorded in the audit trail");
+                }
+                Err(error)
+            }
+        }
+    }
+
+    async fn decide_inner(
+        &self,
+        caller: &Caller,
+        new: &NewGrant,
+        audiences: Option<&[String]>,
+        now: SystemTime,
+        explained: &mut Option<serde_json::Value>,
+    ) -> Result<(Grant, SpiffeId, Approval), IssueError> {
+        let catalogue = self.catalogue();
+        let context = RequestContext {
+            environment: self.environment.clone(),
+            labels: new.labels.clone(),
+            source: caller.source,
+        };
+        let mut request = AccessRequest {
+            entitlement: new.entitlement.as_deref(),
+            actions: &new.actions,
+            ttl: new.ttl,
+            justification: &new.justification,
+            ticket: &new.ticket,
+            audiences,
+            break_glass: new.break_glass,
+            live_grants: &[],
+        };
+        let mut evaluation =
+            policy::evaluate(&catalogue, &caller.spiffe_id, &request, &context, now);
+        // Only an entitlement with max_active needs the caller's live
+        // grants: that read is the only extra store round trip.
+        let live;
+        if evaluation
+            .result
+            .as_ref()
+            .is_ok_and(|decision| decision.max_active.is_some())
+        {
+            live = self.store.grants_of(&caller.spiffe_id).await?;
+            request.live_grants = &live;
+            evaluation = policy::evaluate(&catalogue, &caller.spiffe_id, &request, &context, now);
+        }
+        *explained = serde_json::to_value(&evaluation.explanation).ok();
+        let decision = match evaluation.result {
+            Ok(decision) => decision,
+            Err(denial) => {
+                tracing::info!(outcome = %evaluation.explanation.outcome, matched = ?evaluation.explanation.matched, "request denied");
+                return Err(denial.into());
+            }
+        };
+        let task_id = new.task_id.clone().unwrap_or_else(TaskId::generate);
+        let per_task = decision.identity == IdentityMode::PerTask;
+        let spiffe_id = credential_id(&caller.spiffe_id, &task_id, per_task)?;
+        let (state, expires_at) = match decision.approval {
+            Approval::Required { pending_ttl, .. } => {
+                (GrantState::Pending, whole_seconds(now + pending_ttl))
+            }
+            // Certificates and JWTs carry whole seconds; so does the grant.
+            Approval::Auto | Approval::BreakGlass => {
+                (GrantState::Active, whole_seconds(now + decision.ttl))
+            }
+        };
+        let grant = Grant {
+            id: GrantId::generate(Shard::of(&caller.spiffe_id)),
+            subject: caller.spiffe_id.clone(),
+            entitlement: decision.entitlement,
+            actions: decision.actions,
+            task_id,
+            parent: None,
+            justification: new.justification.clone(),
+            ticket: new.ticket.clone(),
+            created_at: now,
+            expires_at,
+            state,
+            end_reason: None,
+            // Set by the caller once the store's epoch is known.
+            epoch: Epoch::from_string(String::new()),
+            break_glass: decision.approval == Approval::BreakGlass,
+            per_task,
+            ttl: decision.ttl,
+            approvals: Vec::new(),
+            decision: explained.clone().unwrap_or_default().to_string(),
+            delegation: None,
+        };
+        Ok((grant, spiffe_id, decision.approval))
+    }
+}
+
+// === impl Decided ===
+
+impl Decided {
+    /// The audit events of this request once `grant` is recorded (with
+    /// the credential minted under it, if any): the request, the decision,
+    /// a break-glass use, the issuance.
+    pub(super) fn records(
+        &self,
+        caller: &Caller,
+        grant: &Grant,
+        credential: Option<(&Credential, &SpiffeId)>,
+        now: SystemTime,
+    ) -> Vec<Record> {
+        // The request as received, now that it has a grant.
+        let mut received = self.received.clone();
+        received.grant = Some(grant.id.to_string());
+        received.task = Some(grant.task_id.to_string());
+        let mut records = vec![received];
+        let decision = &self.explanation;
+        records.push(grant_event(
+            EventKind::Decision,
+            caller,
+            grant,
+            now,
+            serde_json::json!({
+                "outcome": decision.get("outcome").cloned().unwrap_or_default(),
+                "entitlement": grant.entitlement,
+                "state": grant.state.as_str(),
+                "ttl_seconds": grant.ttl.as_secs(),
+                "expires_at": rfc3339(grant.expires_at),
+                "explanation": decision.clone(),
+            }),
+        ));
+        if grant.break_glass {
+            records.push(grant_event(
+                EventKind::BreakGlass,
+                caller,
+                grant,
+                now,
+                serde_json::json!({
+                    "entitlement": grant.entitlement,
+                    "justification": grant.justification,
+                    "ticket": grant.ticket,
+                    "review": "open",
+                }),
+            ));
+        }
+        if let Some((credential, spiffe_id)) = credential {
+            records.push(super::events::issued(
+                caller, grant, credential, spiffe_id, now,
+            ));
+        }
+        records
+    }
+}
+
+/// The SPIFFE ID credentials carry: the caller's, or for a per-task
+/// entitlement the caller's with `/task/<task>` appended.
+pub(super) fn credential_id(
+    caller: &SpiffeId,
+    task: &TaskId,
+    per_task: bool,
+) -> Result<SpiffeId, IssueError> {
+    if !per_task {
+        return Ok(caller.clone());
+    }
+    SpiffeId::new(&format!("{caller}/task/{task}")).map_err(|error| {
+        invalid(
+            "task_id",
+            format!("makes an invalid per-task SPIFFE ID: {error}"),
+        )
+    })
+}

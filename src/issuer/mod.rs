@@ -1,0 +1,387 @@
+//! The use cases: turn an attested caller's request into a decision, a
+//! grant, a signed credential and a store record. Knows nothing of gRPC,
+//! TLS or Redis; everything arrives through plain types and traits.
+//!
+//! [`Issuer`] holds what every use case shares (authority, catalogue,
+//! store, trail, clock); each use case has its own file:
+//! [`request`] (the validated requests), `issue` (X.509 and JWT, new or
+//! existing grant, and RequestGrant), `decide` (policy at request time),
+//! `approval`, `review`, `revoke` (revocation and completion), `verify`,
+//! `delegate`, `relying` (relying parties and proof of removal), `grants`
+//! (reading grants) and `events` (the audit records they write).
+//!
+//! Audit before effect: every use case that records a grant, a credential,
+//! an approval, a review or a delegation appends its audit events before
+//! the caller hears of it, and undoes the store write when the trail
+//! refuses them (see [`Issuer::audit_or_undo`]).
+
+mod approval;
+mod decide;
+mod delegate;
+mod events;
+mod grants;
+mod issue;
+mod mint;
+mod relying;
+pub mod request;
+mod review;
+mod revoke;
+mod verify;
+
+#[cfg(test)]
+mod tests;
+
+use std::net::IpAddr;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use crate::audit::{AuditError, AuditLog, Auditor, Record};
+use crate::ca::{Authority, CaError, CsrError, TrustBundle};
+use crate::clock::Clock;
+use crate::grant::{Grant, GrantId};
+use crate::policy::{Catalogue, Denial, IdPattern};
+use crate::spiffe_id::SpiffeId;
+use crate::store::{GrantStore, StoreError};
+
+pub use self::grants::GrantFilter;
+pub use self::issue::{JwtIssued, X509Issued};
+pub use self::relying::{PartyRemoval, RemovalStatus};
+pub use self::request::{
+    DelegationRequest, ExistingGrant, GrantFields, GrantRequest, MAX_ACTIONS, MAX_AUDIENCE_BYTES,
+    MAX_AUDIENCES, MAX_ENTITLEMENT_BYTES, MAX_JUSTIFICATION_BYTES, MAX_NAME_BYTES,
+    MAX_TICKET_BYTES, NewGrant,
+};
+pub use self::revoke::{CompleteTarget, Outcome, RevokeOutcome, RevokeTarget};
+pub use self::verify::{Presented, Verdict, VerifyStatus};
+
+/// How long a relying party may take to apply a revocation before it is
+/// flagged, unless configured.
+pub const DEFAULT_ACK_BOUND: Duration = Duration::from_secs(5);
+/// How long a relying party stays registered without being heard from,
+/// unless configured.
+pub const DEFAULT_PARTY_TTL: Duration = Duration::from_secs(60);
+
+/// The attested workload making a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    /// Its SPIFFE ID, from its client certificate.
+    pub spiffe_id: SpiffeId,
+    /// Its network address, when known.
+    pub source: Option<IpAddr>,
+    /// The `x5t#S256` thumbprint of the certificate it authenticated
+    /// with, which JWT-SVIDs can be bound to.
+    pub certificate_thumbprint: Option<String>,
+}
+
+/// Why an issuance failed. Nothing was recorded.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum IssueError {
+    /// Policy refused the request.
+    #[error(transparent)]
+    Denied(#[from] Denial),
+    /// A request field is malformed.
+    #[error("{field}: {message}")]
+    InvalidField {
+        /// The field.
+        field: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+    /// The CSR is unusable.
+    #[error(transparent)]
+    Csr(#[from] CsrError),
+    /// The grant store failed; nothing was issued.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Signing failed.
+    #[error(transparent)]
+    Ca(#[from] CaError),
+    /// The named grant or credential is unknown or expired.
+    #[error("{0}")]
+    NotFound(String),
+    /// The caller may not do this to that target.
+    #[error("{0}")]
+    Forbidden(String),
+    /// The grant is not in a state that allows this (pending, denied,
+    /// ended), or the entitlement needs approval first.
+    #[error("{0}")]
+    FailedPrecondition(String),
+    /// The audit trail could not be written; the operation did not
+    /// complete (fail closed).
+    #[error(transparent)]
+    Audit(#[from] AuditError),
+}
+
+/// The issuer: policy, CA, store and clock behind one API.
+pub struct Issuer {
+    authority: Arc<Authority>,
+    /// Swapped whole on reload; each request works with one snapshot.
+    catalogue: RwLock<Arc<Catalogue>>,
+    store: Arc<dyn GrantStore>,
+    clock: Arc<dyn Clock>,
+    admins: Vec<IdPattern>,
+    /// Callers besides admins that may read the audit trail.
+    auditors: Vec<IdPattern>,
+    environment: String,
+    auditor: Option<Auditor>,
+    /// Share of liveness checks recorded in the audit trail, 0 to 1.
+    liveness_sample: f64,
+    /// Woken whenever this issuer changes a grant's state, so watchers
+    /// look again at once (they also poll, for changes made by replicas).
+    changes: Arc<tokio::sync::Notify>,
+    /// How long a relying party may take to apply a revocation.
+    ack_bound: Duration,
+    /// How long a silent relying party stays registered.
+    party_ttl: Duration,
+}
+
+// === impl IssueError ===
+
+impl IssueError {
+    /// Whether the request itself was malformed (as opposed to refused,
+    /// or failed on the server's side).
+    pub fn is_invalid_argument(&self) -> bool {
+        match self {
+            Self::InvalidField { .. } | Self::Csr(_) => true,
+            Self::Denied(denial) => matches!(
+                denial,
+                Denial::NothingRequested | Denial::TtlAboveMaximum { .. } | Denial::TtlTooShort
+            ),
+            Self::Ca(CaError::Invalid(_)) => false,
+            _ => false,
+        }
+    }
+
+    /// Whether the target's state does not allow the operation.
+    pub fn is_failed_precondition(&self) -> bool {
+        matches!(self, Self::FailedPrecondition(_))
+    }
+
+    /// Whether policy or ownership refused the caller.
+    pub fn is_permission_denied(&self) -> bool {
+        (matches!(self, Self::Denied(_)) && !self.is_invalid_argument())
+            || matches!(self, Self::Forbidden(_))
+    }
+
+    /// Whether the named target does not exist.
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, Self::NotFound(_))
+    }
+
+    /// Whether a dependency is down and a retry may succeed.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(
+            self,
+            Self::Store(
+                StoreError::Unavailable(_)
+                    | StoreError::NotReplicated { .. }
+                    | StoreError::EpochChanged(_)
+            ) | Self::Audit(_)
+        )
+    }
+}
+
+// === impl Issuer ===
+
+// === impl Issuer ===
+
+impl Issuer {
+    /// Wires the issuer.
+    pub fn new(
+        authority: Arc<Authority>,
+        catalogue: Catalogue,
+        store: Arc<dyn GrantStore>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        Self {
+            authority,
+            catalogue: RwLock::new(Arc::new(catalogue)),
+            store,
+            clock,
+            admins: Vec::new(),
+            auditors: Vec::new(),
+            environment: String::new(),
+            auditor: None,
+            liveness_sample: 1.0,
+            changes: Arc::new(tokio::sync::Notify::new()),
+            ack_bound: DEFAULT_ACK_BOUND,
+            party_ttl: DEFAULT_PARTY_TTL,
+        }
+    }
+
+    /// Sets how long a relying party may take to apply a revocation before
+    /// it is flagged, and how long a silent one stays registered.
+    pub fn with_relying_parties(mut self, ack_bound: Duration, party_ttl: Duration) -> Self {
+        self.ack_bound = ack_bound;
+        self.party_ttl = party_ttl;
+        self
+    }
+
+    /// Sets the environment conditions see as `context.environment`.
+    pub fn with_environment(mut self, environment: String) -> Self {
+        self.environment = environment;
+        self
+    }
+
+    /// Records every request, decision, approval, issuance, revocation
+    /// and review in `auditor`'s trail; operations fail when it cannot
+    /// be written (unless it runs degraded).
+    pub fn with_auditor(mut self, auditor: Auditor) -> Self {
+        self.auditor = Some(auditor);
+        self
+    }
+
+    /// Records this share (0 to 1, default 1: every one) of `Verify`
+    /// answers in the audit trail.
+    pub fn with_liveness_sample(mut self, share: f64) -> Self {
+        self.liveness_sample = share.clamp(0.0, 1.0);
+        self
+    }
+
+    /// Appends events to the audit trail, if one is configured.
+    pub async fn audit(&self, records: Vec<Record>) -> Result<(), IssueError> {
+        match &self.auditor {
+            Some(auditor) => Ok(auditor.record(records).await?),
+            None => Ok(()),
+        }
+    }
+
+    /// Notified whenever this issuer changes a grant's state.
+    pub fn changes(&self) -> Arc<tokio::sync::Notify> {
+        self.changes.clone()
+    }
+
+    /// Lets callers matching `admins` revoke anything and read any grant.
+    pub fn with_admins(mut self, admins: Vec<IdPattern>) -> Self {
+        self.admins = admins;
+        self
+    }
+
+    /// Lets callers matching `auditors` (and admins) read the audit trail.
+    pub fn with_auditors(mut self, auditors: Vec<IdPattern>) -> Self {
+        self.auditors = auditors;
+        self
+    }
+
+    /// The central audit trail, for an admin or auditor to read.
+    pub fn audit_trail(&self, caller: &Caller) -> Result<Arc<dyn AuditLog>, IssueError> {
+        if !self.is_admin(caller)
+            && !self
+                .auditors
+                .iter()
+                .any(|pattern| pattern.matches(&caller.spiffe_id))
+        {
+            return Err(IssueError::Forbidden(format!(
+                "{} may not read the audit trail: only admins and auditors may",
+                caller.spiffe_id
+            )));
+        }
+        match &self.auditor {
+            Some(auditor) => Ok(auditor.log().clone()),
+            None => Err(IssueError::FailedPrecondition(
+                "this server keeps no audit trail".to_owned(),
+            )),
+        }
+    }
+
+    /// The entitlement catalogue in force now.
+    pub fn catalogue(&self) -> Arc<Catalogue> {
+        self.catalogue
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    /// Puts a new catalogue in force for the requests that follow.
+    pub fn replace_catalogue(&self, catalogue: Catalogue) {
+        *self
+            .catalogue
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(catalogue);
+    }
+
+    fn is_admin(&self, caller: &Caller) -> bool {
+        self.admins
+            .iter()
+            .any(|pattern| pattern.matches(&caller.spiffe_id))
+    }
+
+    /// The certificate authority.
+    pub fn authority(&self) -> &Authority {
+        &self.authority
+    }
+
+    /// The trust bundle.
+    pub fn bundle(&self) -> &TrustBundle {
+        self.authority.bundle()
+    }
+
+    /// The clock the issuer reads.
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
+    /// Whether `caller` may read `grant`: its subject, an admin, or an
+    /// approver of its entitlement.
+    fn may_read(&self, caller: &Caller, grant: &Grant) -> bool {
+        grant.subject == caller.spiffe_id
+            || self.is_admin(caller)
+            || self
+                .catalogue()
+                .entitlement(&grant.entitlement)
+                .is_some_and(|entitlement| entitlement.approver(&caller.spiffe_id))
+    }
+
+    /// The grant, if it exists and belongs to `caller`.
+    async fn owned_grant(&self, caller: &Caller, grant_id: GrantId) -> Result<Grant, IssueError> {
+        match self.store.grant(grant_id).await? {
+            Some(grant) if grant.subject == caller.spiffe_id => Ok(grant),
+            Some(_) => Err(IssueError::Forbidden(format!(
+                "grant {grant_id} belongs to another subject"
+            ))),
+            None => Err(IssueError::NotFound(format!("no live grant {grant_id}"))),
+        }
+    }
+
+    /// Appends the events of a store write that has just happened; if the
+    /// trail refuses them, undoes the write first, so the store never
+    /// keeps a grant, credential, approval, review or delegation the trail
+    /// does not show. The caller hears of the write only after this
+    /// returns `Ok`.
+    ///
+    /// An undo that fails too (the store went down with the trail) is
+    /// logged: what it leaves was never handed out, and expires with its
+    /// grant.
+    async fn audit_or_undo<F>(
+        &self,
+        records: Vec<Record>,
+        undo: impl FnOnce() -> F,
+    ) -> Result<(), IssueError>
+    where
+        F: Future<Output = Result<(), StoreError>>,
+    {
+        let Err(error) = self.audit(records).await else {
+            return Ok(());
+        };
+        if let Err(undo_error) = undo().await {
+            tracing::error!(
+                %error,
+                %undo_error,
+                "the audit trail refused a write and undoing it failed; the record stays \
+                 until it expires, never handed out"
+            );
+        }
+        self.changes.notify_waiters();
+        Err(error)
+    }
+}
+
+impl std::fmt::Debug for Issuer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Issuer")
+            .field("authority", &self.authority)
+            .field("entitlements", &self.catalogue().entitlements().len())
+            .finish_non_exhaustive()
+    }
+}
