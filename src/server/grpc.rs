@@ -1,10 +1,9 @@
-//! The `jitid.v1.Issuer` gRPC service: proto → domain → proto, the one
-//! mapping from [`IssueError`] to a gRPC status, and a tracing span per RPC
-//! naming caller, entitlement and outcome.
+//! The `jitid.v1.Issuer` gRPC service: each RPC authenticates, admits,
+//! converts (through [`wire`](super::wire)), calls its use case, and runs
+//! in a tracing span naming caller, entitlement and outcome.
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
 
 use tokio::sync::{Semaphore, watch};
 use tokio_stream::wrappers::ReceiverStream;
@@ -13,20 +12,23 @@ use tracing::Instrument;
 
 use super::admission::{self, Admission};
 use super::audit_query::Query;
+use super::streams;
 use super::tls::PeerInfo;
+use super::wire::{
+    duration_of, grant_record, grant_spec, proto_duration, proto_timestamp, removal_status,
+    review_record, status, summary,
+};
 use crate::audit::{EventKind, Record};
 use crate::ca::REFRESH_HINT;
-use crate::grant::{Action, Credential, CredentialId, Grant, GrantId, GrantState};
+use crate::grant::{GrantId, GrantState};
 use crate::issuer::{
-    Caller, CompleteTarget, DelegationRequest, GrantFields, GrantFilter, GrantRequest, IssueError,
-    Issuer, Outcome, Presented, RemovalStatus, RevokeTarget, VerifyStatus,
+    Caller, CompleteTarget, DelegationRequest, GrantFilter, Issuer, Outcome, Presented,
+    RevokeTarget, VerifyStatus,
 };
 use crate::proto::v1::{
     self as pb, FetchBundleRequest, FetchBundleResponse, IssueJwtSvidRequest, IssueJwtSvidResponse,
     IssueX509SvidRequest, IssueX509SvidResponse, issuer_server::Issuer as IssuerApi,
 };
-use crate::spiffe_id::SpiffeId;
-use crate::store::{Review, StoreError};
 use rustls::pki_types::CertificateDer;
 
 /// Most revocation streams served at once; each holds a store connection.
@@ -112,9 +114,6 @@ impl IssuerService {
     }
 }
 
-/// How often an idle revocation stream sends a heartbeat.
-const HEARTBEAT: Duration = Duration::from_secs(5);
-
 #[tonic::async_trait]
 impl IssuerApi for IssuerService {
     type WatchRevocationsStream = ReceiverStream<Result<pb::RevocationEvent, Status>>;
@@ -128,7 +127,7 @@ impl IssuerApi for IssuerService {
             cursor,
             relying_party,
         } = request.into_inner();
-        let (mut feed, permit) = traced(rpc_span("WatchRevocations", None), async {
+        let (feed, permit) = traced(rpc_span("WatchRevocations", None), async {
             let caller = record_caller(caller?);
             let well_formed = cursor.len() <= 64
                 && cursor.split('-').count() <= 2
@@ -153,96 +152,15 @@ impl IssuerApi for IssuerService {
             Ok((feed, permit))
         })
         .await?;
-        let mut shutdown = self.shutdown.clone();
         let (events, receiver) = tokio::sync::mpsc::channel(64);
-        let issuer = self.issuer.clone();
-        tokio::spawn(async move {
-            let _permit = permit;
-            let mut cursor = if cursor.is_empty() {
-                "0".to_owned()
-            } else {
-                cursor
-            };
-            let heartbeat = |cursor: &str, epoch: &str| pb::RevocationEvent {
-                cursor: cursor.to_owned(),
-                epoch: epoch.to_owned(),
-                at: Some(proto_timestamp(issuer.clock().now())),
-                heartbeat: true,
-                ..Default::default()
-            };
-            // Replay what follows the cursor first; the first heartbeat
-            // then tells the receiver it has caught up.
-            let mut caught_up = false;
-            loop {
-                let wait = if caught_up {
-                    HEARTBEAT
-                } else {
-                    Duration::from_millis(1)
-                };
-                let batch = tokio::select! {
-                    batch = feed.read(&cursor, wait) => batch,
-                    () = events.closed() => return,
-                    () = stopping(&mut shutdown) => return,
-                };
-                if matches!(&batch, Ok(batch) if batch.is_empty()) {
-                    caught_up = true;
-                }
-                match batch {
-                    Ok(batch) if batch.is_empty() => {
-                        // Heartbeats carry the epoch read afresh, so a
-                        // relying party learns of a lost dataset.
-                        let epoch = match issuer.current_epoch().await {
-                            Ok(current) => current.to_string(),
-                            Err(error) => {
-                                tracing::warn!(%error, "revocation stream: epoch unavailable");
-                                let _ = events
-                                    .send(Err(Status::unavailable(
-                                        "grant store unavailable; resume from the last cursor",
-                                    )))
-                                    .await;
-                                return;
-                            }
-                        };
-                        if events.send(Ok(heartbeat(&cursor, &epoch))).await.is_err() {
-                            return;
-                        }
-                    }
-                    Ok(batch) => {
-                        for (next, event) in batch {
-                            cursor = next;
-                            let message = pb::RevocationEvent {
-                                cursor: cursor.clone(),
-                                epoch: event.epoch.to_string(),
-                                at: Some(proto_timestamp(event.at)),
-                                grant_ids: event.grants.iter().map(ToString::to_string).collect(),
-                                credential_id: event
-                                    .credential
-                                    .map(|id| id.value().to_owned())
-                                    .unwrap_or_default(),
-                                task_id: event
-                                    .task
-                                    .map(|task| task.to_string())
-                                    .unwrap_or_default(),
-                                reason: event.reason,
-                                heartbeat: false,
-                            };
-                            if events.send(Ok(message)).await.is_err() {
-                                return;
-                            }
-                        }
-                    }
-                    Err(error) => {
-                        tracing::warn!(%error, "revocation stream failed");
-                        let _ = events
-                            .send(Err(Status::unavailable(
-                                "grant store unavailable; resume from the last cursor",
-                            )))
-                            .await;
-                        return;
-                    }
-                }
-            }
-        });
+        tokio::spawn(streams::follow_revocations(
+            self.issuer.clone(),
+            feed,
+            cursor,
+            events,
+            self.shutdown.clone(),
+            permit,
+        ));
         Ok(Response::new(ReceiverStream::new(receiver)))
     }
 
@@ -651,50 +569,16 @@ impl IssuerApi for IssuerService {
             Ok((caller, id, first, permit))
         })
         .await?;
-        let mut shutdown = self.shutdown.clone();
         let (records, receiver) = tokio::sync::mpsc::channel(8);
-        let issuer = self.issuer.clone();
-        tokio::spawn(async move {
-            let _permit = permit;
-            let changes = issuer.changes();
-            let mut last = first;
-            if records.send(Ok(grant_record(&last, &[]))).await.is_err() {
-                return;
-            }
-            loop {
-                if !matches!(last.state, GrantState::Pending | GrantState::Active) {
-                    return;
-                }
-                // Woken at once by changes made through this server; the
-                // poll catches those made through other replicas.
-                let changed = changes.notified();
-                tokio::select! {
-                    () = changed => {}
-                    () = tokio::time::sleep(GRANT_POLL) => {}
-                    () = records.closed() => return,
-                    () = stopping(&mut shutdown) => return,
-                }
-                match issuer.watched_grant(&caller, id).await {
-                    Ok(Some(grant)) if grant == last => {}
-                    Ok(Some(grant)) => {
-                        last = grant;
-                        if records.send(Ok(grant_record(&last, &[]))).await.is_err() {
-                            return;
-                        }
-                    }
-                    Ok(None) => {
-                        let mut expired = grant_record(&last, &[]);
-                        expired.state = pb::GrantState::Expired.into();
-                        let _ = records.send(Ok(expired)).await;
-                        return;
-                    }
-                    Err(error) => {
-                        let _ = records.send(Err(status(error))).await;
-                        return;
-                    }
-                }
-            }
-        });
+        tokio::spawn(streams::follow_grant(
+            self.issuer.clone(),
+            caller,
+            id,
+            first,
+            records,
+            self.shutdown.clone(),
+            permit,
+        ));
         Ok(Response::new(ReceiverStream::new(receiver)))
     }
 
@@ -832,135 +716,9 @@ impl IssuerApi for IssuerService {
     }
 }
 
-fn removal_status(removal: RemovalStatus) -> pb::RevocationStatusResponse {
-    let record = grant_record(&removal.grant, &[]);
-    let (cursor, ended_at) = match &removal.event {
-        Some((cursor, event)) => (cursor.clone(), Some(proto_timestamp(event.at))),
-        None => (String::new(), None),
-    };
-    pb::RevocationStatusResponse {
-        grant_id: removal.grant.id.to_string(),
-        state: record.state,
-        reason: record.end_reason,
-        cursor,
-        ended_at,
-        all_applied: removal.event.is_some()
-            && removal
-                .parties
-                .iter()
-                .all(|party| party.applied_at.is_some()),
-        relying_parties: removal
-            .parties
-            .into_iter()
-            .map(|party| pb::RelyingPartyStatus {
-                name: party.party.name,
-                spiffe_id: party.party.spiffe_id.to_string(),
-                applied: party.applied_at.is_some(),
-                took: Some(proto_duration(party.took)),
-                overdue: party.overdue,
-                last_seen: Some(proto_timestamp(party.party.last_seen)),
-            })
-            .collect(),
-        ack_bound: Some(proto_duration(removal.bound)),
-    }
-}
-
-/// A request's duration, refused if negative or out of range.
-fn duration_of(duration: prost_types::Duration) -> Result<Duration, Status> {
-    Duration::try_from(duration)
-        .map_err(|_| Status::invalid_argument("ttl: must be a non-negative duration"))
-}
-
-/// How often a grant stream looks at the store when nothing woke it.
-const GRANT_POLL: Duration = Duration::from_millis(500);
-
-fn review_record(review: &Review) -> pb::Review {
-    let ack = review.ack.as_ref();
-    pb::Review {
-        grant_id: review.grant_id.to_string(),
-        subject: review.subject.to_string(),
-        entitlement: review.entitlement.clone(),
-        actions: review.actions.iter().map(Action::to_string).collect(),
-        task_id: review.task_id.to_string(),
-        justification: review.justification.clone(),
-        ticket: review.ticket.clone(),
-        opened_at: Some(proto_timestamp(review.opened_at)),
-        expires_at: Some(proto_timestamp(review.expires_at)),
-        acknowledged: ack.is_some(),
-        acknowledged_by: ack.map(|ack| ack.by.to_string()).unwrap_or_default(),
-        acknowledged_at: ack.map(|ack| proto_timestamp(ack.at)),
-        comment: ack.map(|ack| ack.comment.clone()).unwrap_or_default(),
-    }
-}
-
 fn record_caller(caller: Caller) -> Caller {
     tracing::Span::current().record("caller", caller.spiffe_id.as_str());
     caller
-}
-
-fn grant_record(grant: &Grant, credentials: &[Credential]) -> pb::GrantRecord {
-    let state = match grant.state {
-        GrantState::Pending => pb::GrantState::Pending,
-        GrantState::Denied => pb::GrantState::Denied,
-        GrantState::Active => pb::GrantState::Active,
-        GrantState::Completed => pb::GrantState::Completed,
-        GrantState::Revoked => pb::GrantState::Revoked,
-    };
-    pb::GrantRecord {
-        summary: Some(summary(grant, &grant.subject)),
-        state: state.into(),
-        end_reason: grant.end_reason.clone().unwrap_or_default(),
-        created_at: Some(proto_timestamp(grant.created_at)),
-        justification: grant.justification.clone(),
-        parent_grant_id: grant.parent.map(|p| p.to_string()).unwrap_or_default(),
-        break_glass: grant.break_glass,
-        approvals: grant
-            .approvals
-            .iter()
-            .map(|approval| pb::ApprovalRecord {
-                approver: approval.approver.to_string(),
-                at: Some(proto_timestamp(approval.at)),
-                comment: approval.comment.clone(),
-            })
-            .collect(),
-        decision: grant.decision.clone(),
-        ticket: grant.ticket.clone(),
-        ttl: Some(proto_duration(grant.ttl)),
-        delegation: grant
-            .delegation
-            .as_ref()
-            .map(|delegation| pb::DelegationRecord {
-                spiffe_id: delegation.spiffe_id.to_string(),
-                parent_grant_ids: delegation
-                    .chain
-                    .iter()
-                    .map(|ancestor| ancestor.grant_id.to_string())
-                    .collect(),
-                actors: delegation
-                    .chain
-                    .iter()
-                    .map(|ancestor| ancestor.spiffe_id.to_string())
-                    .collect(),
-            }),
-        credentials: credentials
-            .iter()
-            .map(|credential| pb::CredentialRecord {
-                id: credential.id.value().to_owned(),
-                kind: match credential.id {
-                    CredentialId::X509Serial(_) => "x509",
-                    CredentialId::JwtId(_) => "jwt",
-                }
-                .to_owned(),
-                expires_at: Some(proto_timestamp(credential.expires_at)),
-                revoked: credential.revoked,
-            })
-            .collect(),
-    }
-}
-
-/// Resolves once the server is shutting down.
-async fn stopping(shutdown: &mut watch::Receiver<bool>) {
-    let _ = shutdown.wait_for(|stop| *stop).await;
 }
 
 /// A span for one RPC; `caller` and `outcome` are recorded as they become
@@ -1004,105 +762,4 @@ async fn traced<T>(
     }
     .instrument(span)
     .await
-}
-
-/// Converts the wire request into a validated domain request.
-fn grant_spec(grant: Option<pb::GrantSpec>) -> Result<GrantRequest, Status> {
-    let grant = grant.unwrap_or_default();
-    let ttl = match grant.ttl {
-        None => None,
-        Some(ttl) if ttl.seconds < 0 || ttl.nanos < 0 => {
-            return Err(Status::invalid_argument("ttl: must not be negative"));
-        }
-        Some(ttl) => Some(
-            Duration::from_secs(ttl.seconds.unsigned_abs())
-                + Duration::from_nanos(u64::from(ttl.nanos.unsigned_abs())),
-        ),
-    };
-    GrantRequest::parse(GrantFields {
-        entitlement: grant.entitlement,
-        actions: grant.actions,
-        task_id: grant.task_id,
-        ttl,
-        justification: grant.justification,
-        ticket: grant.ticket,
-        break_glass: grant.break_glass,
-        labels: grant.labels.into_iter().collect(),
-        grant_id: grant.grant_id,
-    })
-    .map_err(status)
-}
-
-fn summary(grant: &Grant, spiffe_id: &SpiffeId) -> pb::GrantSummary {
-    pb::GrantSummary {
-        grant_id: grant.id.to_string(),
-        spiffe_id: spiffe_id.to_string(),
-        entitlement: grant.entitlement.clone(),
-        actions: grant.actions.iter().map(Action::to_string).collect(),
-        task_id: grant.task_id.to_string(),
-        expires_at: Some(proto_timestamp(grant.expires_at)),
-    }
-}
-
-/// The one mapping from issuer errors to gRPC statuses.
-fn status(error: IssueError) -> Status {
-    if error.is_invalid_argument() {
-        Status::invalid_argument(error.to_string())
-    } else if error.is_permission_denied() {
-        Status::permission_denied(error.to_string())
-    } else if error.is_not_found() {
-        Status::not_found(error.to_string())
-    } else if error.is_failed_precondition() {
-        Status::failed_precondition(error.to_string())
-    } else if let IssueError::Store(StoreError::NotReplicated { .. }) = &error {
-        // Written on the primary but not yet durable on enough replicas:
-        // not acknowledged, so the caller retries (revocations are
-        // idempotent).
-        tracing::warn!(error = %error, "revocation not replicated in time");
-        Status::unavailable(format!("{error}; not acknowledged, retry"))
-    } else if let IssueError::Audit(audit) = &error {
-        tracing::error!(error = %audit, "audit trail unavailable; failing closed");
-        Status::unavailable("audit trail unavailable; the operation was not completed")
-    } else if error.is_unavailable() {
-        tracing::warn!(error = %error_chain(&error), "store unavailable");
-        Status::unavailable("grant store unavailable; nothing was changed")
-    } else {
-        // Signing failures and store conflicts: log the cause, tell the
-        // caller only that nothing was issued.
-        tracing::error!(error = %error_chain(&error), "issuance failed");
-        match error {
-            IssueError::Store(StoreError::Conflict(_)) => {
-                Status::aborted("grant id collision; nothing was issued, retry")
-            }
-            _ => Status::internal("internal error; nothing was issued"),
-        }
-    }
-}
-
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
-
-fn proto_timestamp(time: SystemTime) -> prost_types::Timestamp {
-    let since_epoch = time
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap_or(Duration::ZERO);
-    prost_types::Timestamp {
-        seconds: i64::try_from(since_epoch.as_secs()).unwrap_or(i64::MAX),
-        nanos: i32::try_from(since_epoch.subsec_nanos()).unwrap_or(0),
-    }
-}
-
-fn proto_duration(duration: Duration) -> prost_types::Duration {
-    prost_types::Duration {
-        seconds: i64::try_from(duration.as_secs()).unwrap_or(i64::MAX),
-        nanos: i32::try_from(duration.subsec_nanos()).unwrap_or(0),
-    }
 }

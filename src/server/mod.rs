@@ -7,7 +7,9 @@
 mod admission;
 mod audit_query;
 mod grpc;
+mod streams;
 mod tls;
+mod wire;
 
 use std::future::Future;
 use std::sync::Arc;

@@ -1,0 +1,232 @@
+//! The wire edge of the service: proto messages to validated domain
+//! requests and domain records back to proto, and the one mapping from
+//! [`IssueError`] to a gRPC status.
+
+use std::time::{Duration, SystemTime};
+
+use tonic::Status;
+
+use crate::grant::{Action, Credential, CredentialId, Grant, GrantState};
+use crate::issuer::{GrantFields, GrantRequest, IssueError, RemovalStatus};
+use crate::proto::v1 as pb;
+use crate::spiffe_id::SpiffeId;
+use crate::store::{Review, StoreError};
+
+pub(super) fn removal_status(removal: RemovalStatus) -> pb::RevocationStatusResponse {
+    let record = grant_record(&removal.grant, &[]);
+    let (cursor, ended_at) = match &removal.event {
+        Some((cursor, event)) => (cursor.clone(), Some(proto_timestamp(event.at))),
+        None => (String::new(), None),
+    };
+    pb::RevocationStatusResponse {
+        grant_id: removal.grant.id.to_string(),
+        state: record.state,
+        reason: record.end_reason,
+        cursor,
+        ended_at,
+        all_applied: removal.event.is_some()
+            && removal
+                .parties
+                .iter()
+                .all(|party| party.applied_at.is_some()),
+        relying_parties: removal
+            .parties
+            .into_iter()
+            .map(|party| pb::RelyingPartyStatus {
+                name: party.party.name,
+                spiffe_id: party.party.spiffe_id.to_string(),
+                applied: party.applied_at.is_some(),
+                took: Some(proto_duration(party.took)),
+                overdue: party.overdue,
+                last_seen: Some(proto_timestamp(party.party.last_seen)),
+            })
+            .collect(),
+        ack_bound: Some(proto_duration(removal.bound)),
+    }
+}
+
+/// A request's duration, refused if negative or out of range.
+pub(super) fn duration_of(duration: prost_types::Duration) -> Result<Duration, Status> {
+    Duration::try_from(duration)
+        .map_err(|_| Status::invalid_argument("ttl: must be a non-negative duration"))
+}
+
+pub(super) fn review_record(review: &Review) -> pb::Review {
+    let ack = review.ack.as_ref();
+    pb::Review {
+        grant_id: review.grant_id.to_string(),
+        subject: review.subject.to_string(),
+        entitlement: review.entitlement.clone(),
+        actions: review.actions.iter().map(Action::to_string).collect(),
+        task_id: review.task_id.to_string(),
+        justification: review.justification.clone(),
+        ticket: review.ticket.clone(),
+        opened_at: Some(proto_timestamp(review.opened_at)),
+        expires_at: Some(proto_timestamp(review.expires_at)),
+        acknowledged: ack.is_some(),
+        acknowledged_by: ack.map(|ack| ack.by.to_string()).unwrap_or_default(),
+        acknowledged_at: ack.map(|ack| proto_timestamp(ack.at)),
+        comment: ack.map(|ack| ack.comment.clone()).unwrap_or_default(),
+    }
+}
+
+pub(super) fn grant_record(grant: &Grant, credentials: &[Credential]) -> pb::GrantRecord {
+    let state = match grant.state {
+        GrantState::Pending => pb::GrantState::Pending,
+        GrantState::Denied => pb::GrantState::Denied,
+        GrantState::Active => pb::GrantState::Active,
+        GrantState::Completed => pb::GrantState::Completed,
+        GrantState::Revoked => pb::GrantState::Revoked,
+    };
+    pb::GrantRecord {
+        summary: Some(summary(grant, &grant.subject)),
+        state: state.into(),
+        end_reason: grant.end_reason.clone().unwrap_or_default(),
+        created_at: Some(proto_timestamp(grant.created_at)),
+        justification: grant.justification.clone(),
+        parent_grant_id: grant.parent.map(|p| p.to_string()).unwrap_or_default(),
+        break_glass: grant.break_glass,
+        approvals: grant
+            .approvals
+            .iter()
+            .map(|approval| pb::ApprovalRecord {
+                approver: approval.approver.to_string(),
+                at: Some(proto_timestamp(approval.at)),
+                comment: approval.comment.clone(),
+            })
+            .collect(),
+        decision: grant.decision.clone(),
+        ticket: grant.ticket.clone(),
+        ttl: Some(proto_duration(grant.ttl)),
+        delegation: grant
+            .delegation
+            .as_ref()
+            .map(|delegation| pb::DelegationRecord {
+                spiffe_id: delegation.spiffe_id.to_string(),
+                parent_grant_ids: delegation
+                    .chain
+                    .iter()
+                    .map(|ancestor| ancestor.grant_id.to_string())
+                    .collect(),
+                actors: delegation
+                    .chain
+                    .iter()
+                    .map(|ancestor| ancestor.spiffe_id.to_string())
+                    .collect(),
+            }),
+        credentials: credentials
+            .iter()
+            .map(|credential| pb::CredentialRecord {
+                id: credential.id.value().to_owned(),
+                kind: match credential.id {
+                    CredentialId::X509Serial(_) => "x509",
+                    CredentialId::JwtId(_) => "jwt",
+                }
+                .to_owned(),
+                expires_at: Some(proto_timestamp(credential.expires_at)),
+                revoked: credential.revoked,
+            })
+            .collect(),
+    }
+}
+
+/// Converts the wire request into a validated domain request.
+pub(super) fn grant_spec(grant: Option<pb::GrantSpec>) -> Result<GrantRequest, Status> {
+    let grant = grant.unwrap_or_default();
+    let ttl = match grant.ttl {
+        None => None,
+        Some(ttl) if ttl.seconds < 0 || ttl.nanos < 0 => {
+            return Err(Status::invalid_argument("ttl: must not be negative"));
+        }
+        Some(ttl) => Some(
+            Duration::from_secs(ttl.seconds.unsigned_abs())
+                + Duration::from_nanos(u64::from(ttl.nanos.unsigned_abs())),
+        ),
+    };
+    GrantRequest::parse(GrantFields {
+        entitlement: grant.entitlement,
+        actions: grant.actions,
+        task_id: grant.task_id,
+        ttl,
+        justification: grant.justification,
+        ticket: grant.ticket,
+        break_glass: grant.break_glass,
+        labels: grant.labels.into_iter().collect(),
+        grant_id: grant.grant_id,
+    })
+    .map_err(status)
+}
+
+pub(super) fn summary(grant: &Grant, spiffe_id: &SpiffeId) -> pb::GrantSummary {
+    pb::GrantSummary {
+        grant_id: grant.id.to_string(),
+        spiffe_id: spiffe_id.to_string(),
+        entitlement: grant.entitlement.clone(),
+        actions: grant.actions.iter().map(Action::to_string).collect(),
+        task_id: grant.task_id.to_string(),
+        expires_at: Some(proto_timestamp(grant.expires_at)),
+    }
+}
+
+/// The one mapping from issuer errors to gRPC statuses.
+pub(super) fn status(error: IssueError) -> Status {
+    if error.is_invalid_argument() {
+        Status::invalid_argument(error.to_string())
+    } else if error.is_permission_denied() {
+        Status::permission_denied(error.to_string())
+    } else if error.is_not_found() {
+        Status::not_found(error.to_string())
+    } else if error.is_failed_precondition() {
+        Status::failed_precondition(error.to_string())
+    } else if let IssueError::Store(StoreError::NotReplicated { .. }) = &error {
+        // Written on the primary but not yet durable on enough replicas:
+        // not acknowledged, so the caller retries (revocations are
+        // idempotent).
+        tracing::warn!(error = %error, "revocation not replicated in time");
+        Status::unavailable(format!("{error}; not acknowledged, retry"))
+    } else if let IssueError::Audit(audit) = &error {
+        tracing::error!(error = %audit, "audit trail unavailable; failing closed");
+        Status::unavailable("audit trail unavailable; the operation was not completed")
+    } else if error.is_unavailable() {
+        tracing::warn!(error = %error_chain(&error), "store unavailable");
+        Status::unavailable("grant store unavailable; nothing was changed")
+    } else {
+        // Signing failures and store conflicts: log the cause, tell the
+        // caller only that nothing was issued.
+        tracing::error!(error = %error_chain(&error), "issuance failed");
+        match error {
+            IssueError::Store(StoreError::Conflict(_)) => {
+                Status::aborted("grant id collision; nothing was issued, retry")
+            }
+            _ => Status::internal("internal error; nothing was issued"),
+        }
+    }
+}
+
+pub(super) fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+pub(super) fn proto_timestamp(time: SystemTime) -> prost_types::Timestamp {
+    let since_epoch = time
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO);
+    prost_types::Timestamp {
+        seconds: i64::try_from(since_epoch.as_secs()).unwrap_or(i64::MAX),
+        nanos: i32::try_from(since_epoch.subsec_nanos()).unwrap_or(0),
+    }
+}
+
+pub(super) fn proto_duration(duration: Duration) -> prost_types::Duration {
+    prost_types::Duration {
+        seconds: i64::try_from(duration.as_secs()).unwrap_or(i64::MAX),
+        nanos: i32::try_from(duration.subsec_nanos()).unwrap_or(0),
+    }
+}
