@@ -578,3 +578,118 @@ async fn the_catalogue_in_force_decides_minting_under_a_grant() {
         .unwrap_err();
     assert!(error.is_permission_denied(), "{error}");
 }
+
+#[tokio::test]
+async fn verify_follows_the_grant_and_the_clock() {
+    let env = Env::new();
+    let runner = caller(RUNNER);
+    let issued = env
+        .issuer
+        .issue_x509(
+            &runner,
+            &request(GrantFields {
+                entitlement: "ci-publish".to_owned(),
+                ttl: Some(2 * MINUTE),
+                ..GrantFields::default()
+            }),
+            &env.csr,
+        )
+        .await
+        .unwrap();
+    let presented = Presented::X509(issued.chain.clone());
+    assert_eq!(
+        env.issuer.verify(&presented).await.status,
+        VerifyStatus::Valid
+    );
+    env.clock.advance(3 * MINUTE);
+    assert_eq!(
+        env.issuer.verify(&presented).await.status,
+        VerifyStatus::Expired
+    );
+
+    let second = env
+        .issuer
+        .issue_jwt(
+            &runner,
+            &entitlement("ci-publish"),
+            &["aud".to_owned()],
+            false,
+        )
+        .await
+        .unwrap();
+    let jwt = Presented::Jwt {
+        token: second.token.clone(),
+        audience: "aud".to_owned(),
+        presenter: None,
+    };
+    assert_eq!(env.issuer.verify(&jwt).await.status, VerifyStatus::Valid);
+    let wrong_audience = Presented::Jwt {
+        token: second.token,
+        audience: "other".to_owned(),
+        presenter: None,
+    };
+    assert_eq!(
+        env.issuer.verify(&wrong_audience).await.status,
+        VerifyStatus::Invalid
+    );
+    env.issuer
+        .complete(
+            &runner,
+            &CompleteTarget::Grant(second.grant.id.to_string()),
+            Outcome::Failed,
+        )
+        .await
+        .unwrap();
+    let verdict = env.issuer.verify(&jwt).await;
+    assert_eq!(verdict.status, VerifyStatus::Revoked);
+    assert!(verdict.reason.contains("failed by"), "{}", verdict.reason);
+}
+
+#[tokio::test]
+async fn only_owners_and_admins_revoke_and_no_one_reviews_their_own_break_glass() {
+    let env = Env::new();
+    let runner = caller(RUNNER);
+    let grant = env
+        .issuer
+        .request_grant(&runner, &entitlement("ci-publish"))
+        .await
+        .unwrap();
+    let target = RevokeTarget::Grant(grant.id.to_string());
+    let other = caller("spiffe://example.org/ci/runner-2");
+    let error = env.issuer.revoke(&other, &target, "").await.unwrap_err();
+    assert!(error.is_permission_denied(), "{error}");
+    let admin = caller("spiffe://example.org/ops/admin");
+    let outcome = env.issuer.revoke(&admin, &target, "done").await.unwrap();
+    assert_eq!(outcome.grants, vec![grant.id]);
+
+    let break_glass = request(GrantFields {
+        entitlement: "db-migrate".to_owned(),
+        break_glass: true,
+        justification: "INC-3".to_owned(),
+        ..GrantFields::default()
+    });
+    // A release runner uses break-glass; only a security reviewer closes it.
+    let user = caller("spiffe://example.org/ci/runner-3");
+    let issued = env
+        .issuer
+        .issue_x509(&user, &break_glass, &env.csr)
+        .await
+        .unwrap();
+    assert!(issued.grant.break_glass);
+    assert!(
+        issued.grant.expires_at <= env.clock.now() + 2 * MINUTE,
+        "break-glass has its own, shorter maximum"
+    );
+    let error = env
+        .issuer
+        .ack_review(&user, &issued.grant.id.to_string(), "fine")
+        .await
+        .unwrap_err();
+    assert!(error.is_permission_denied(), "{error}");
+    let error = env
+        .issuer
+        .ack_review(&caller(SECURITY), &issued.grant.id.to_string(), " ")
+        .await
+        .unwrap_err();
+    assert!(error.is_invalid_argument(), "{error}");
+}
