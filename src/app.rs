@@ -438,3 +438,101 @@ fn last_audit_head(path: &Path) -> Result<Option<(Head, String)>, AppError> {
             }),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::SystemTime;
+
+    use super::*;
+    use crate::audit::verify_chain;
+
+    /// The dev trust domain in a fresh directory: a CA, and a config with
+    /// the memory store and a JSON-lines audit file.
+    fn dev_config() -> (tempfile::TempDir, Config, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let env = crate::dev::ensure(&dir.path().join("dev"), SystemTime::now()).unwrap();
+        let config = Config::load(&env.config_path).unwrap();
+        (dir, config, env.config_path)
+    }
+
+    fn audit_file(config: &Config) -> PathBuf {
+        match &config.audit.jsonl {
+            Some(AuditSinkConfig::File(path)) => path.clone(),
+            other => panic!("the dev config has no audit file: {other:?}"),
+        }
+    }
+
+    fn file_events(path: &Path) -> Vec<AuditEvent> {
+        std::fs::read_to_string(path)
+            .unwrap()
+            .lines()
+            .map(|line| AuditEvent::from_line(line).unwrap())
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn reload_puts_a_good_catalogue_in_force_keeps_it_on_a_bad_one_and_records_both() {
+        let (_dir, config, path) = dev_config();
+        let trail = Arc::new(MemoryAuditLog::new());
+        let app = App::builder(config, &path)
+            .with_audit_log(trail.clone())
+            .build()
+            .await
+            .unwrap();
+        let original = std::fs::read_to_string(&path).unwrap();
+        let renamed = original.replace("name = \"ci-publish\"", "name = \"ci-release\"");
+        assert_ne!(renamed, original);
+        std::fs::write(&path, &renamed).unwrap();
+        let count = app.reload().await.unwrap();
+        assert_eq!(count, app.config().catalogue.entitlements().len());
+        let catalogue = app.issuer().catalogue();
+        assert!(catalogue.entitlement("ci-release").is_some());
+        assert!(catalogue.entitlement("ci-publish").is_none());
+
+        std::fs::write(&path, "this is not toml").unwrap();
+        let error = app.reload().await.unwrap_err();
+        assert!(matches!(error, AppError::Reload(_)), "{error:?}");
+        assert!(app.issuer().catalogue().entitlement("ci-release").is_some());
+
+        let events = trail.read(0, 100).await.unwrap();
+        let reloads: Vec<&AuditEvent> = events
+            .iter()
+            .filter(|event| event.kind == EventKind::CatalogueReloaded)
+            .collect();
+        assert_eq!(reloads.len(), 2, "{events:#?}");
+        assert_eq!(reloads[0].details["reloaded"], true);
+        assert_eq!(reloads[0].actor, audit::SYSTEM);
+        assert_eq!(reloads[1].details["reloaded"], false);
+    }
+
+    #[tokio::test]
+    async fn the_memory_trail_continues_the_chain_of_its_json_lines_file() {
+        let (_dir, config, path) = dev_config();
+        let file = audit_file(&config);
+        for _ in 0..2 {
+            // Each App is a server started afresh on the same files.
+            let app = App::builder(config.clone(), &path).build().await.unwrap();
+            app.reload().await.unwrap();
+        }
+        let events = file_events(&file);
+        assert_eq!(events.len(), 2);
+        let head = verify_chain(&Head::genesis(), &events).unwrap();
+        assert_eq!(head.seq, 2);
+    }
+
+    #[tokio::test]
+    async fn an_audit_file_whose_last_line_is_not_an_event_is_not_continued() {
+        let (_dir, config, path) = dev_config();
+        let file = audit_file(&config);
+        std::fs::write(&file, "{\"seq\": \n").unwrap();
+        let error = App::builder(config, &path).build().await.err().unwrap();
+        assert!(
+            matches!(&error, AppError::CorruptAuditFile { path, .. } if *path == file),
+            "{error:?}"
+        );
+        assert!(
+            error.to_string().contains("refusing to continue a chain"),
+            "{error}"
+        );
+    }
+}
