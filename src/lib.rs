@@ -24,6 +24,7 @@
 //! - [`dev`]: the one-command development trust domain.
 //! - [`proto`]: generated protobuf and gRPC code.
 
+pub mod app;
 pub mod audit;
 pub mod bench;
 pub mod ca;

@@ -1,5 +1,7 @@
 //! Shared harness: a test CA, a running server, and clients for chosen
-//! identities.
+//! identities. Servers are built by `jitid::app::App` from the config file
+//! the harness writes, as `jitid serve` builds them; the harness only
+//! hands in the store and the audit trail it inspects (and a sink).
 
 pub mod redis;
 pub mod svid;
@@ -9,14 +11,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use jitid::app::App;
 use jitid::audit::upkeep::Retention;
-use jitid::audit::{AuditLog, AuditMode, Auditor, JsonLinesSink, MemoryAuditLog, Upkeep};
+use jitid::audit::{AuditLog, JsonLinesSink, MemoryAuditLog};
 use jitid::ca::{self, Authority, InitOptions, LeafRequest};
 use jitid::client::{Client, ClientConfig, ClientIdentity, RetryPolicy};
 use jitid::clock::{Clock, SystemClock};
 use jitid::config::{CaPaths, Config};
-use jitid::issuer::Issuer;
-use jitid::server::{self, ServerSettings};
 use jitid::spiffe_id::{SpiffeId, TrustDomain};
 use jitid::store::{GrantStore, MemoryStore};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
@@ -96,6 +97,7 @@ pub struct TestEnv {
     pub audit: Arc<MemoryAuditLog>,
     pub addr: SocketAddr,
     config: Config,
+    config_path: PathBuf,
     servers: Vec<oneshot::Sender<()>>,
 }
 
@@ -137,7 +139,8 @@ impl TestEnv {
         .unwrap();
         let config_path = dir.path().join("jitid.toml");
         let config_text = format!(
-            "trust_domain = \"{TRUST_DOMAIN}\"\nlisten = \"127.0.0.1:0\"\nadmins = [\"spiffe://example.org/ops/*\"]\nenvironment = \"test\"\n[groups]\nrelease = [\"spiffe://example.org/ci/*\"]\nsre = [\"spiffe://example.org/sre/*\"]\nsecurity = [\"spiffe://example.org/security/*\"]\n[audit]\nauditors = [\"spiffe://example.org/audit/*\"]\n[ca]\ndir = \"ca\"\n[limits]\nmax_request_bytes = 65536\n{limits}\n{ENTITLEMENTS}\n{extra}"
+            "trust_domain = \"{TRUST_DOMAIN}\"\nlisten = \"127.0.0.1:0\"\nadmins = [\"spiffe://example.org/ops/*\"]\nenvironment = \"test\"\n[groups]\nrelease = [\"spiffe://example.org/ci/*\"]\nsre = [\"spiffe://example.org/sre/*\"]\nsecurity = [\"spiffe://example.org/security/*\"]\n[audit]\nauditors = [\"spiffe://example.org/audit/*\"]\nupkeep_interval = \"{upkeep}ms\"\n[ca]\ndir = \"ca\"\n[limits]\nmax_request_bytes = 65536\n{limits}\n{ENTITLEMENTS}\n{extra}",
+            upkeep = UPKEEP.as_millis()
         );
         std::fs::write(&config_path, &config_text).unwrap();
         let config = Config::load(&config_path).unwrap();
@@ -153,6 +156,7 @@ impl TestEnv {
             audit: Arc::new(MemoryAuditLog::new()),
             addr: "127.0.0.1:0".parse().unwrap(),
             config,
+            config_path,
             servers: Vec::new(),
         };
         env.addr = env.spawn_server(store.unwrap_or(memory)).await;
@@ -179,7 +183,8 @@ impl TestEnv {
     }
 
     /// [`TestEnv::spawn_audited`], with the trail looked after every
-    /// [`UPKEEP`] and trimmed to `retention`.
+    /// [`UPKEEP`] and trimmed to `retention` (a limit it leaves out is the
+    /// config's default, as for `jitid serve`).
     pub async fn spawn_retaining(
         &mut self,
         store: Arc<dyn GrantStore>,
@@ -187,44 +192,23 @@ impl TestEnv {
         sink: Option<JsonLinesSink>,
         retention: Retention,
     ) -> SocketAddr {
-        let upkeep = Upkeep {
-            clock: Arc::new(SystemClock),
-            interval: UPKEEP,
-            retention,
-            signer: self.authority.clone(),
-        };
-        let issuer = Arc::new(
-            Issuer::new(
-                self.authority.clone(),
-                self.config.catalogue.clone(),
-                store,
-                Arc::new(SystemClock),
-            )
-            .with_admins(self.config.admins.clone())
-            .with_environment(self.config.environment.clone())
-            .with_auditors(self.config.audit.auditors.clone())
-            .with_relying_parties(
-                self.config.revocation.ack_bound,
-                self.config.revocation.relying_party_ttl,
-            )
-            .with_auditor(Auditor::start(
-                audit,
-                sink,
-                AuditMode::FailClosed,
-                Some(upkeep),
-            )),
-        );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut config = self.config.clone();
+        if let Some(max_age) = retention.max_age {
+            config.audit.max_age = max_age;
+        }
+        config.audit.max_events = retention.max_events;
+        let mut app = App::builder(config, &self.config_path)
+            .with_store(store)
+            .with_audit_log(audit);
+        if let Some(sink) = sink {
+            app = app.with_sink(sink);
+        }
+        let app = app.build().await.unwrap();
+        let listener = app.bind().await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let settings = ServerSettings {
-            identity: self.config.server.clone(),
-            attestation_anchors: ca::read_certs(&self.ca.root_cert).unwrap(),
-            max_request_bytes: self.config.max_request_bytes,
-            admission: self.config.admission,
-        };
         let (shutdown, stop) = oneshot::channel::<()>();
         tokio::spawn(async move {
-            server::serve(listener, issuer, settings, async {
+            app.serve(listener, async {
                 let _ = stop.await;
             })
             .await

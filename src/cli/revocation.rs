@@ -1,13 +1,15 @@
 //! `jitid delegate` and `jitid revocation status`: narrower grants for
 //! sub-tasks, and proof that a revocation reached every relying party.
 
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use clap::{Args, Subcommand};
 use jitid::proto::v1 as pb;
 use serde_json::json;
 
-use crate::{ConnArgs, Output, connect, duration};
+use super::args::{ConnArgs, connect, duration};
+use super::exit::Overdue;
+use super::output::{Output, millis, state_proto_name, timestamp};
 
 #[derive(Args)]
 pub(crate) struct DelegateArgs {
@@ -48,11 +50,6 @@ pub(crate) enum RevocationCommand {
         output: Output,
     },
 }
-
-/// A relying party has not applied a revocation within the bound.
-#[derive(Debug, thiserror::Error)]
-#[error("{0} relying part(ies) overdue")]
-pub(crate) struct Overdue(usize);
 
 pub(crate) async fn delegate(args: DelegateArgs) -> anyhow::Result<()> {
     let client = connect(&args.conn, true).await?;
@@ -107,11 +104,7 @@ pub(crate) async fn run(command: RevocationCommand) -> anyhow::Result<()> {
     } = command;
     let client = connect(&conn, true).await?;
     let status = client.revocation_status(&grant).await?;
-    let state = pb::GrantState::try_from(status.state)
-        .unwrap_or_default()
-        .as_str_name()
-        .trim_start_matches("GRANT_STATE_")
-        .to_lowercase();
+    let state = state_proto_name(status.state);
     let bound = status.ack_bound.map(millis).unwrap_or_default();
     let applied = status
         .relying_parties
@@ -181,15 +174,4 @@ pub(crate) async fn run(command: RevocationCommand) -> anyhow::Result<()> {
         return Err(Overdue(overdue).into());
     }
     Ok(())
-}
-
-fn millis(duration: prost_types::Duration) -> u64 {
-    Duration::try_from(duration)
-        .map(|duration| u64::try_from(duration.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
-}
-
-fn timestamp(at: &prost_types::Timestamp) -> String {
-    let time = SystemTime::UNIX_EPOCH + Duration::from_secs(u64::try_from(at.seconds).unwrap_or(0));
-    humantime::format_rfc3339_seconds(time).to_string()
 }

@@ -29,7 +29,8 @@ use rustix::process::{Pid, Signal};
 use tokio::signal::unix::SignalKind;
 use tokio::sync::mpsc;
 
-use crate::{BUNDLE_FILE, ConnArgs, KEY_FILE, RequestArgs, SVID_FILE, connect, write_svid_files};
+use super::args::{ConnArgs, RequestArgs, connect};
+use super::fetch::{BUNDLE_FILE, KEY_FILE, SVID_FILE, write_svid_files};
 
 #[derive(Args)]
 #[command(group(

@@ -18,7 +18,8 @@ use jitid::config::{Config, StoreConfig};
 use jitid::proto::v1 as pb;
 use jitid::store::RedisStore;
 
-use crate::{ChainBroken, ConnArgs, connect};
+use super::args::{ConnArgs, connect};
+use super::exit::{ChainBroken, NotRemoved, NothingFound};
 
 #[derive(Subcommand)]
 pub(crate) enum AuditCommand {
@@ -134,17 +135,6 @@ pub(crate) enum ExportFormat {
     /// One canonical JSON event a line.
     Jsonl,
 }
-
-/// `audit grant` found a `Verify` that answered VALID after the grant
-/// ended.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub(crate) struct NotRemoved(pub(crate) String);
-
-/// The trail holds nothing about what was asked.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub(crate) struct NothingFound(pub(crate) String);
 
 pub(crate) async fn run(command: AuditCommand) -> anyhow::Result<()> {
     match command {

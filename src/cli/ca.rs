@@ -1,0 +1,126 @@
+//! `jitid ca init` and `jitid ca issue-identity`: creating the trust
+//! domain's PKI and minting attestation identities from it.
+
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
+
+use anyhow::{Context, bail};
+use clap::Subcommand;
+use jitid::ca::{self, Authority, InitOptions, LeafRequest};
+use jitid::keyfile::{self, KEY_MODE, PUBLIC_MODE};
+use jitid::spiffe_id::{SpiffeId, TrustDomain};
+
+use super::args::duration;
+
+#[derive(Subcommand)]
+pub(crate) enum CaCommand {
+    /// Create a root CA, a signing intermediate and a JWT key (ECDSA P-256).
+    Init {
+        /// Trust domain, e.g. example.org.
+        #[arg(long)]
+        trust_domain: String,
+        /// Directory to write into; existing files are never overwritten.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Lifetime of the root.
+        #[arg(long, default_value = "87600h", value_parser = duration)]
+        root_ttl: Duration,
+        /// Lifetime of the signing intermediate.
+        #[arg(long, default_value = "8760h", value_parser = duration)]
+        signing_ttl: Duration,
+    },
+    /// Mint an attestation identity (certificate + key) for a workload.
+    IssueIdentity {
+        /// The workload's SPIFFE ID.
+        #[arg(long)]
+        spiffe_id: String,
+        /// Lifetime.
+        #[arg(long, default_value = "720h", value_parser = duration)]
+        ttl: Duration,
+        /// Directory for identity.pem and identity.key.
+        #[arg(long)]
+        out: PathBuf,
+        /// The CA directory (signing.pem, signing.key).
+        #[arg(long, env = "JITID_CA_DIR", default_value = "certs/dev")]
+        ca_dir: PathBuf,
+    },
+}
+
+pub(crate) fn run(command: CaCommand) -> anyhow::Result<()> {
+    match command {
+        CaCommand::Init {
+            trust_domain,
+            dir,
+            root_ttl,
+            signing_ttl,
+        } => {
+            let trust_domain = TrustDomain::new(&trust_domain)
+                .with_context(|| format!("invalid trust domain {trust_domain:?}"))?;
+            let paths = ca::init(
+                &dir,
+                &trust_domain,
+                SystemTime::now(),
+                &InitOptions {
+                    root_ttl,
+                    signing_ttl,
+                },
+            )?;
+            println!(
+                "created CA for trust domain {trust_domain} in {}",
+                dir.display()
+            );
+            println!("  root certificate     {}", paths.root_cert.display());
+            println!(
+                "  root key (0600)      {}  (move it offline; the server does not need it)",
+                ca::root_key_path(&dir).display()
+            );
+            println!("  signing certificate  {}", paths.signing_cert.display());
+            println!("  signing key (0600)   {}", paths.signing_key.display());
+            println!("  JWT signing key      {}", paths.jwt_key.display());
+            Ok(())
+        }
+        CaCommand::IssueIdentity {
+            spiffe_id,
+            ttl,
+            out,
+            ca_dir,
+        } => {
+            let spiffe_id = SpiffeId::new(&spiffe_id)
+                .with_context(|| format!("invalid SPIFFE ID {spiffe_id:?}"))?;
+            let trust_domain = TrustDomain::new(spiffe_id.trust_domain_name())?;
+            let now = SystemTime::now();
+            let authority =
+                Authority::load(&jitid::config::CaPaths::in_dir(&ca_dir), &trust_domain, now)
+                    .with_context(|| format!("loading the CA in {}", ca_dir.display()))?;
+            let cert_path = out.join("identity.pem");
+            let key_path = out.join("identity.key");
+            for path in [&cert_path, &key_path] {
+                if path.exists() {
+                    bail!(
+                        "{} already exists; refusing to overwrite it",
+                        path.display()
+                    );
+                }
+            }
+            let issued = authority.issue_identity(
+                LeafRequest {
+                    spiffe_id: &spiffe_id,
+                    expires_at: now + ttl,
+                    dns_names: &[],
+                    ip_addresses: &[],
+                },
+                now,
+            )?;
+            keyfile::create_private_dir(&out)?;
+            keyfile::write_new(&key_path, issued.key_pem().as_bytes(), KEY_MODE)?;
+            keyfile::write_new(&cert_path, issued.chain_pem().as_bytes(), PUBLIC_MODE)?;
+            println!(
+                "issued attestation identity {spiffe_id}, valid until {}",
+                humantime::format_rfc3339_seconds(issued.not_after)
+            );
+            println!("  certificate  {}", cert_path.display());
+            println!("  key (0600)   {}", key_path.display());
+            Ok(())
+        }
+    }
+}

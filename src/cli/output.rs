@@ -1,0 +1,199 @@
+//! What the commands print, in one place: the `--output` switch, grant
+//! formatting (text and JSON), state names, timestamps and durations.
+
+use std::time::{Duration, SystemTime};
+
+use clap::ValueEnum;
+use jitid::client::GrantInfo;
+use jitid::proto::v1 as pb;
+use serde_json::json;
+
+/// `--output`: for people, or for programs.
+#[derive(Clone, Copy, ValueEnum)]
+pub(crate) enum Output {
+    Text,
+    Json,
+}
+
+/// A grant state as `grants`, `approve` and `deny` print it.
+pub(crate) fn state_name(state: i32) -> &'static str {
+    match pb::GrantState::try_from(state) {
+        Ok(pb::GrantState::Pending) => "pending",
+        Ok(pb::GrantState::Active) => "active",
+        Ok(pb::GrantState::Denied) => "denied",
+        Ok(pb::GrantState::Completed) => "completed",
+        Ok(pb::GrantState::Revoked) => "revoked",
+        Ok(pb::GrantState::Expired) => "expired",
+        _ => "unknown",
+    }
+}
+
+/// A grant state as `revocation status` prints it: the proto name,
+/// lowercase (`unspecified` for an unknown value).
+pub(crate) fn state_proto_name(state: i32) -> String {
+    pb::GrantState::try_from(state)
+        .unwrap_or_default()
+        .as_str_name()
+        .trim_start_matches("GRANT_STATE_")
+        .to_lowercase()
+}
+
+/// RFC 3339 to the second; empty when absent or before 1970.
+pub(crate) fn timestamp_text(timestamp: Option<&prost_types::Timestamp>) -> String {
+    timestamp
+        .and_then(|t| u64::try_from(t.seconds).ok())
+        .map(|seconds| {
+            humantime::format_rfc3339_seconds(SystemTime::UNIX_EPOCH + Duration::from_secs(seconds))
+                .to_string()
+        })
+        .unwrap_or_default()
+}
+
+/// RFC 3339 to the second; 1970 for a time before it.
+pub(crate) fn timestamp(at: &prost_types::Timestamp) -> String {
+    let time = SystemTime::UNIX_EPOCH + Duration::from_secs(u64::try_from(at.seconds).unwrap_or(0));
+    humantime::format_rfc3339_seconds(time).to_string()
+}
+
+/// Whole milliseconds; 0 for a negative duration.
+pub(crate) fn millis(duration: prost_types::Duration) -> u64 {
+    Duration::try_from(duration)
+        .map(|duration| u64::try_from(duration.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+/// The grant a credential was minted under, as `fetch --output json`
+/// prints it.
+pub(crate) fn grant_json(grant: &GrantInfo) -> serde_json::Value {
+    json!({
+        "grant_id": grant.grant_id,
+        "spiffe_id": grant.spiffe_id,
+        "entitlement": grant.entitlement,
+        "actions": grant.actions,
+        "task_id": grant.task_id,
+        "expires_at": humantime::format_rfc3339_seconds(grant.expires_at).to_string(),
+    })
+}
+
+/// The grant a credential was minted under, as `fetch` prints it.
+pub(crate) fn print_grant(grant: &GrantInfo) {
+    println!("spiffe id    {}", grant.spiffe_id);
+    println!("grant        {}", grant.grant_id);
+    println!("entitlement  {}", grant.entitlement);
+    println!("actions      {}", grant.actions.join(" "));
+    println!("task         {}", grant.task_id);
+    println!(
+        "expires      {}",
+        humantime::format_rfc3339_seconds(grant.expires_at)
+    );
+}
+
+/// A grant record, as `grants`, `approve` and `deny` print it in JSON.
+pub(crate) fn grant_record_json(grant: &pb::GrantRecord) -> serde_json::Value {
+    let summary = grant.summary.clone().unwrap_or_default();
+    json!({
+        "grant_id": summary.grant_id,
+        "state": state_name(grant.state),
+        "end_reason": grant.end_reason,
+        "spiffe_id": summary.spiffe_id,
+        "entitlement": summary.entitlement,
+        "actions": summary.actions,
+        "task_id": summary.task_id,
+        "created_at": timestamp_text(grant.created_at.as_ref()),
+        "expires_at": timestamp_text(summary.expires_at.as_ref()),
+        "justification": grant.justification,
+        "ticket": grant.ticket,
+        "break_glass": grant.break_glass,
+        "approvals": grant.approvals.iter().map(|a| json!({
+            "approver": a.approver,
+            "at": timestamp_text(a.at.as_ref()),
+            "comment": a.comment,
+        })).collect::<Vec<_>>(),
+        "decision": serde_json::from_str::<serde_json::Value>(&grant.decision).unwrap_or_default(),
+        "credentials": grant.credentials.iter().map(|c| json!({
+            "id": c.id,
+            "kind": c.kind,
+            "revoked": c.revoked,
+            "expires_at": timestamp_text(c.expires_at.as_ref()),
+        })).collect::<Vec<_>>(),
+    })
+}
+
+/// One grant record in the `grants list` table.
+pub(crate) fn print_grant_row(grant: &pb::GrantRecord) {
+    let summary = grant.summary.clone().unwrap_or_default();
+    println!(
+        "{}  {:<9}  {}  task {}  {}  expires {}",
+        summary.grant_id,
+        state_name(grant.state),
+        summary.entitlement,
+        summary.task_id,
+        summary.spiffe_id,
+        timestamp_text(summary.expires_at.as_ref()),
+    );
+}
+
+/// One grant record and its credentials, as `grants show` prints it.
+pub(crate) fn print_grant_record(grant: &pb::GrantRecord) {
+    let summary = grant.summary.clone().unwrap_or_default();
+    println!("grant        {}", summary.grant_id);
+    println!("state        {}", state_name(grant.state));
+    if !grant.end_reason.is_empty() {
+        println!("ended        {}", grant.end_reason);
+    }
+    println!("spiffe id    {}", summary.spiffe_id);
+    println!("entitlement  {}", summary.entitlement);
+    println!("actions      {}", summary.actions.join(" "));
+    println!("task         {}", summary.task_id);
+    println!("created      {}", timestamp_text(grant.created_at.as_ref()));
+    println!(
+        "expires      {}",
+        timestamp_text(summary.expires_at.as_ref())
+    );
+    if !grant.justification.is_empty() {
+        println!("why          {}", grant.justification);
+    }
+    if !grant.ticket.is_empty() {
+        println!("ticket       {}", grant.ticket);
+    }
+    if grant.break_glass {
+        println!("break-glass  yes (reviewed after use)");
+    }
+    for approval in &grant.approvals {
+        println!(
+            "approved by  {} at {}",
+            approval.approver,
+            timestamp_text(approval.at.as_ref())
+        );
+    }
+    if let Ok(decision) = serde_json::from_str::<serde_json::Value>(&grant.decision) {
+        println!(
+            "decision     {}",
+            decision["outcome"].as_str().unwrap_or("")
+        );
+        for rule in decision["matched"].as_array().into_iter().flatten() {
+            println!("  matched    {}", rule.as_str().unwrap_or(""));
+        }
+    }
+    for credential in &grant.credentials {
+        println!(
+            "credential   {} {}{} expires {}",
+            credential.kind,
+            credential.id,
+            if credential.revoked { " (revoked)" } else { "" },
+            timestamp_text(credential.expires_at.as_ref()),
+        );
+    }
+}
+
+/// A `Verify` answer's status as `verify` prints it.
+pub(crate) fn verify_status_name(status: i32) -> &'static str {
+    match pb::VerifyStatus::try_from(status) {
+        Ok(pb::VerifyStatus::Valid) => "VALID",
+        Ok(pb::VerifyStatus::Revoked) => "REVOKED",
+        Ok(pb::VerifyStatus::Expired) => "EXPIRED",
+        Ok(pb::VerifyStatus::Unknown) => "UNKNOWN",
+        Ok(pb::VerifyStatus::Invalid) => "INVALID",
+        _ => "UNSPECIFIED",
+    }
+}
