@@ -58,8 +58,9 @@ impl ClientError {
     /// How long the server asked us to wait before retrying: set only when
     /// it shed the request under load (RESOURCE_EXHAUSTED with a
     /// `grpc-retry-pushback-ms` trailer), which it does before any work,
-    /// so nothing was issued or recorded. A [`Client`] has retried such a
-    /// request as its [`RetryPolicy`] allows before returning it.
+    /// so nothing was issued or recorded. A [`Client`](crate::Client) has
+    /// retried such a request as its [`RetryPolicy`](crate::RetryPolicy)
+    /// allows before returning it.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             Self::Status { retry_after, .. } => *retry_after,

@@ -141,7 +141,7 @@ impl SvidRequest {
     }
 
     /// A credential under an existing active grant of the caller (say, one
-    /// approved after [`Client::request_grant`]).
+    /// approved after [`Client::request_grant`](crate::Client::request_grant)).
     pub fn under_grant(grant_id: &str) -> Self {
         Self {
             grant_id: grant_id.to_owned(),
