@@ -1,25 +1,9 @@
-//! Compiles proto/ (and the examples' proto) with protox (a pure-Rust
-//! protobuf compiler), so a build needs no system protoc.
-
-use std::path::PathBuf;
+//! Compiles the examples' proto (examples/proto) with protox (a pure-Rust
+//! protobuf compiler), so a build needs no system protoc. jitid's own API
+//! (proto/) is compiled by the client crate (client/build.rs) and shared
+//! from there.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let protos = ["proto/jitid/v1/issuer.proto"];
-    for proto in &protos {
-        println!("cargo:rerun-if-changed={proto}");
-    }
-    let descriptors = protox::compile(protos, ["proto"])?;
-    let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
-    // The descriptor set also feeds gRPC server reflection.
-    std::fs::write(
-        out_dir.join("jitid_descriptor.bin"),
-        prost::Message::encode_to_vec(&descriptors),
-    )?;
-    tonic_prost_build::configure()
-        .build_client(true)
-        .build_server(true)
-        .compile_fds(descriptors)?;
-
     // The examples' own service (examples/svid_server.rs, svid_client.rs).
     let greeter = "examples/proto/greeter.proto";
     println!("cargo:rerun-if-changed={greeter}");

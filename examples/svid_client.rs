@@ -20,7 +20,7 @@ mod common;
 use std::time::Duration;
 
 use clap::Parser;
-use jitid::client::{RotatingIdentity, SpiffePeerVerifier};
+use jitid_client::{RotatingIdentity, SpiffePeerVerifier};
 
 use common::greeter::greeter_client::GreeterClient;
 use common::greeter::{HelloReply, HelloRequest};

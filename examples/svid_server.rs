@@ -19,7 +19,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use jitid::client::{RevocationCache, RotatingIdentity, SpiffePeer};
+use jitid_client::{RevocationCache, RotatingIdentity, SpiffePeer};
 use tonic::{Request, Response, Status};
 
 use common::greeter::greeter_server::{Greeter, GreeterServer};

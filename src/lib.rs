@@ -19,10 +19,16 @@
 //!   and peer certificates.
 //! - [`incoming`]: the TLS accept loop that the server and the client
 //!   library's rotating identity share.
-//! - [`client`]: the library workloads embed.
+//! - [`client`]: the library workloads embed (its own crate,
+//!   `jitid_client`, re-exported here with what reads audit events through it).
 //! - [`mod@bench`]: the load generator behind `jitid bench`.
 //! - [`dev`]: the one-command development trust domain.
 //! - [`proto`]: generated protobuf and gRPC code.
+//!
+//! [`spiffe_id`], [`extension`], [`keyfile`], [`crypto`], [`incoming`] and
+//! [`proto`] are owned by the client crate (`client/`, `jitid_client`),
+//! which builds without the server's dependencies; they are re-exported
+//! here under their old paths.
 
 pub mod app;
 pub mod audit;
@@ -31,15 +37,13 @@ pub mod ca;
 pub mod client;
 pub mod clock;
 pub mod config;
-pub mod crypto;
 pub mod dev;
-pub mod extension;
 pub mod grant;
-pub mod incoming;
 pub mod issuer;
-pub mod keyfile;
 pub mod policy;
-pub mod proto;
 pub mod server;
-pub mod spiffe_id;
 pub mod store;
+
+// Shared with the client crate, which owns them; the paths stay
+// `jitid::proto`, `crate::spiffe_id` and so on.
+pub use jitid_client::{crypto, extension, incoming, keyfile, proto, spiffe_id};

@@ -13,7 +13,7 @@ use jitid::audit::query::{Ending, GrantLife, Report, summary};
 use jitid::audit::upkeep::Checkpoint;
 use jitid::audit::{AuditEvent, AuditLog, ChainBreak, Head, RedisAuditLog, verify_chain};
 use jitid::ca::{self, Authority, JwtAuthority, TrustBundle};
-use jitid::client::checked_event;
+use jitid::client::{AuditEventsExt as _, checked_event};
 use jitid::config::{Config, StoreConfig};
 use jitid::proto::v1 as pb;
 use jitid::store::RedisStore;

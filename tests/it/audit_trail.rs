@@ -13,6 +13,7 @@ use jitid::audit::{
     AppendOutcome, AuditEvent, AuditLog, Chained, EventKind, Head, MemoryAuditLog, Record,
     RedisAuditLog, verify_chain,
 };
+use jitid::client::AuditEventsExt as _;
 use jitid::client::SvidRequest;
 use jitid::proto::v1::{self as pb, complete_task_request::Target as Complete};
 use jitid::store::{MemoryStore, RedisStore, RedisStoreConfig};

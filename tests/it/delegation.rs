@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use jitid::ca::GrantExtension;
+use jitid::client::AuditEventsExt as _;
 use jitid::client::{
     Client, ClientConfig, ClientError, RevocationCache, SvidRequest, TaskIdentity,
     check_confirmation,

@@ -23,7 +23,7 @@ fn root() -> PathBuf {
 #[test]
 fn every_file_opens_with_a_module_doc() {
     let mut missing = Vec::new();
-    for dir in ["src", "tests"] {
+    for dir in ["src", "tests", "client"] {
         for file in rust_files(&root().join(dir)) {
             let text = std::fs::read_to_string(&file).unwrap();
             if !text.starts_with("//!") {
@@ -52,7 +52,10 @@ fn layers_depend_downward() {
                 "crate::issuer",
             ],
         ),
-        ("src/spiffe_id.rs", &["tonic::", "redis::", "tokio::"]),
+        (
+            "client/src/spiffe_id.rs",
+            &["tonic::", "redis::", "tokio::"],
+        ),
         ("src/grant.rs", &["tonic::", "redis::", "tokio::"]),
         (
             "src/ca",
@@ -80,7 +83,7 @@ fn layers_depend_downward() {
             &["tonic::", "crate::policy", "crate::ca", "crate::server"],
         ),
         (
-            "src/client",
+            "client/src",
             &[
                 "crate::server",
                 "crate::store",
@@ -120,7 +123,7 @@ fn no_stubs_or_skipped_tests() {
         concat!("#[", "ignore"),
         concat!("dbg", "!("),
     ];
-    for dir in ["src", "tests"] {
+    for dir in ["src", "tests", "client"] {
         for file in rust_files(&root().join(dir)) {
             let text = std::fs::read_to_string(&file).unwrap();
             for pattern in patterns {
@@ -131,4 +134,67 @@ fn no_stubs_or_skipped_tests() {
         }
     }
     assert!(found.is_empty(), "{found:#?}");
+}
+
+/// The client crate builds without the server's dependencies: walks the
+/// graph that Cargo.lock records from `jitid-client` (normal, build and dev
+/// dependencies alike, which is stricter than `cargo tree -e normal`) and
+/// fails if any of them is reachable.
+#[test]
+fn client_crate_has_no_server_dependencies() {
+    const SERVER_ONLY: [&str; 5] = ["cedar-policy", "redis", "governor", "clap", "toml"];
+    let lock: toml::Table = std::fs::read_to_string(root().join("Cargo.lock"))
+        .unwrap()
+        .parse()
+        .unwrap();
+    // (name, version) -> dependencies, each "name" or "name version ...".
+    let mut packages = std::collections::HashMap::new();
+    for package in lock["package"].as_array().unwrap() {
+        let name = package["name"].as_str().unwrap();
+        let version = package["version"].as_str().unwrap();
+        let dependencies: Vec<&str> = package
+            .get("dependencies")
+            .and_then(toml::Value::as_array)
+            .map(|list| list.iter().map(|dep| dep.as_str().unwrap()).collect())
+            .unwrap_or_default();
+        packages.insert((name, version), dependencies);
+    }
+    let find = |spec: &str| {
+        let mut words = spec.split(' ');
+        let name = words.next().unwrap();
+        let version = words.next();
+        let matches: Vec<_> = packages
+            .keys()
+            .filter(|(n, v)| *n == name && version.is_none_or(|version| *v == version))
+            .copied()
+            .collect();
+        assert_eq!(matches.len(), 1, "{spec} names {matches:?} in Cargo.lock");
+        matches[0]
+    };
+    let mut seen = std::collections::HashSet::new();
+    let mut to_visit = vec![(find("jitid-client"), vec!["jitid-client"])];
+    let mut reached = Vec::new();
+    while let Some((package, path)) = to_visit.pop() {
+        if !seen.insert(package) {
+            continue;
+        }
+        if SERVER_ONLY.contains(&package.0) {
+            reached.push(path.join(" -> "));
+            continue;
+        }
+        for dependency in &packages[&package] {
+            let next = find(dependency);
+            let mut next_path = path.clone();
+            next_path.push(next.0);
+            to_visit.push((next, next_path));
+        }
+    }
+    assert!(
+        seen.len() > 50,
+        "the walk from jitid-client found only {seen:?}"
+    );
+    assert!(
+        reached.is_empty(),
+        "the client crate depends on the server's dependencies: {reached:#?}"
+    );
 }

@@ -104,7 +104,7 @@ struct Roots {
 ///
 /// ```no_run
 /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
-/// use jitid::client::{ClientConfig, RevocationCache, RotatingIdentity, SvidRequest};
+/// use jitid_client::{ClientConfig, RevocationCache, RotatingIdentity, SvidRequest};
 ///
 /// // The attestation identity that proves to jitid who this service is.
 /// let issuer = ClientConfig::from_files(

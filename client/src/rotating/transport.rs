@@ -109,7 +109,7 @@ impl RotatingIdentity {
         peers: SpiffePeerVerifier,
     ) -> Result<Channel, RotationError> {
         let connector = TlsConnector::from(Arc::new(self.client_config(peers)?));
-        Ok(crate::client::tls_channel(server, connector, None).await?)
+        Ok(crate::tls::tls_channel(server, connector, None).await?)
     }
 
     /// Accepts TLS connections on `listener` with [`Self::server_config`],

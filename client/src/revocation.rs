@@ -7,8 +7,8 @@
 //! instead of "not revoked".
 //!
 //! ```no_run
-//! # async fn run(client: jitid::client::Client, leaf_der: &[u8]) {
-//! use jitid::client::RevocationCache;
+//! # async fn run(client: jitid_client::Client, leaf_der: &[u8]) {
+//! use jitid_client::RevocationCache;
 //! let (cache, _task) = RevocationCache::follow(client, std::time::Duration::from_secs(3600));
 //! if cache.is_certificate_revoked(leaf_der).unwrap_or(true) {
 //!     // refuse the connection

@@ -190,7 +190,7 @@ impl GrantExtension {
     }
 
     /// The extension as an rcgen custom extension (non-critical).
-    pub(crate) fn to_rcgen(&self) -> rcgen::CustomExtension {
+    pub fn to_rcgen(&self) -> rcgen::CustomExtension {
         rcgen::CustomExtension::from_oid_content(GRANT_EXTENSION_OID, self.to_der())
     }
 }

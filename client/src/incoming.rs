@@ -35,7 +35,7 @@ pub struct PeerStream<P> {
 /// in its own task; `identify` turns a finished handshake into the peer
 /// (or `None` to drop the connection). The loop stops when the returned
 /// stream is dropped or the handle aborted.
-pub(crate) fn accept<P, F>(
+pub fn accept<P, F>(
     listener: TcpListener,
     acceptor: TlsAcceptor,
     identify: F,

@@ -97,7 +97,7 @@ impl RenewalSchedule {
 }
 
 /// `sample` forced into `[0, 1]`, NaN as 0.
-pub(in crate::client) fn unit(sample: f64) -> f64 {
+pub(crate) fn unit(sample: f64) -> f64 {
     if sample.is_nan() {
         0.0
     } else {
@@ -107,7 +107,7 @@ pub(in crate::client) fn unit(sample: f64) -> f64 {
 
 /// A uniform random number in `[0, 1)` from the system's CSPRNG; 0.5 if it
 /// fails (the schedule then just loses its jitter).
-pub(in crate::client) fn random_sample() -> f64 {
+pub(crate) fn random_sample() -> f64 {
     let mut bytes = [0u8; 8];
     match aws_lc_rs::rand::fill(&mut bytes) {
         // 53 random bits: exactly the precision of an f64 in [0, 1).

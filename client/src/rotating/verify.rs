@@ -19,8 +19,8 @@ use tokio::sync::watch;
 use x509_parser::extensions::GeneralName;
 
 use super::{RotationError, TrustBundle};
-use crate::client::{CacheError, RevocationCache};
 use crate::spiffe_id::{IdPattern, SpiffeId};
+use crate::{CacheError, RevocationCache};
 
 /// Why a peer's certificate was refused after its chain verified (chain
 /// errors are rustls' own [`CertificateError`]s).

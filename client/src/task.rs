@@ -4,9 +4,9 @@
 //! ends, or when the handle is dropped.
 //!
 //! ```no_run
-//! # async fn run(client: jitid::client::Client) -> Result<(), jitid::client::ClientError> {
+//! # async fn run(client: jitid_client::Client) -> Result<(), jitid_client::ClientError> {
 //! use std::time::Duration;
-//! use jitid::client::{SvidRequest, TaskIdentity};
+//! use jitid_client::{SvidRequest, TaskIdentity};
 //! let task = TaskIdentity::request(
 //!     &client,
 //!     &SvidRequest::entitlement("agent-research").task("ticket-4711"),

@@ -12,9 +12,9 @@ use rustls::pki_types::{CertificateDer, UnixTime};
 use tokio::sync::watch;
 
 use super::{Bundle, CurrentSvid, GrantInfo, SpiffePeerVerifier, TrustBundle};
-use crate::client::{RevocationCache, X509Svid};
 use crate::extension::{GRANT_EXTENSION_OID, GrantExtension};
 use crate::proto::v1 as pb;
+use crate::{RevocationCache, X509Svid};
 
 const HOUR: Duration = Duration::from_secs(3600);
 
