@@ -46,4 +46,4 @@ pub mod store;
 
 // Shared with the client crate, which owns them; the paths stay
 // `jitid::proto`, `crate::spiffe_id` and so on.
-pub use jitid_client::{crypto, extension, incoming, keyfile, proto, spiffe_id};
+pub use jitid_client::{convert, crypto, extension, incoming, keyfile, proto, spiffe_id};

@@ -14,8 +14,10 @@
 //! - [`keyfile`], [`crypto`]: secret files and the shared crypto provider.
 //! - [`incoming`]: the TLS accept loop that the server and the rotating
 //!   identity share.
-//! - [`proto`]: generated protobuf and gRPC code.
+//! - [`proto`]: generated protobuf and gRPC code, and [`convert`]: its
+//!   times, durations and grant states to and from the standard library.
 
+pub mod convert;
 pub mod crypto;
 pub mod extension;
 pub mod incoming;

@@ -169,8 +169,7 @@ impl RevocationCache {
         let at = event
             .at
             .as_ref()
-            .and_then(|at| u64::try_from(at.seconds).ok())
-            .map(|seconds| SystemTime::UNIX_EPOCH + Duration::from_secs(seconds))
+            .and_then(crate::convert::system_time)
             .unwrap_or_else(SystemTime::now);
         let mut state = self.write();
         let until = at + state.keep_for;

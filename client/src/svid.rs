@@ -245,17 +245,16 @@ pub(crate) fn grant_info(grant: Option<pb::GrantSummary>) -> Result<GrantInfo, C
     let expires = grant
         .expires_at
         .ok_or_else(|| ClientError::InvalidResponse("grant has no expiry".to_owned()))?;
-    let seconds = u64::try_from(expires.seconds)
-        .map_err(|_| ClientError::InvalidResponse("grant expiry before 1970".to_owned()))?;
+    let expires_at = crate::convert::system_time(&expires).ok_or_else(|| {
+        ClientError::InvalidResponse("grant expiry before 1970 or malformed".to_owned())
+    })?;
     Ok(GrantInfo {
         grant_id: grant.grant_id,
         spiffe_id: grant.spiffe_id,
         entitlement: grant.entitlement,
         actions: grant.actions,
         task_id: grant.task_id,
-        expires_at: SystemTime::UNIX_EPOCH
-            + Duration::from_secs(seconds)
-            + Duration::from_nanos(u64::try_from(expires.nanos).unwrap_or(0)),
+        expires_at,
     })
 }
 

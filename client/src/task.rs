@@ -97,7 +97,7 @@ impl TaskIdentity {
     /// When it (and every credential under it) expires.
     pub fn expires_at(&self) -> Option<SystemTime> {
         let expires = self.grant.summary.as_ref()?.expires_at.as_ref()?;
-        Some(SystemTime::UNIX_EPOCH + Duration::from_secs(u64::try_from(expires.seconds).ok()?))
+        crate::convert::system_time(expires)
     }
 
     /// For a delegated identity, the SPIFFE ID its credentials carry;

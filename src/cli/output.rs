@@ -1,10 +1,11 @@
 //! What the commands print, in one place: the `--output` switch, grant
 //! formatting (text and JSON), state names, timestamps and durations.
 
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use clap::ValueEnum;
 use jitid::client::GrantInfo;
+use jitid::convert;
 use jitid::proto::v1 as pb;
 use serde_json::json;
 
@@ -16,17 +17,7 @@ pub(crate) enum Output {
 }
 
 /// A grant state as `grants`, `approve` and `deny` print it.
-pub(crate) fn state_name(state: i32) -> &'static str {
-    match pb::GrantState::try_from(state) {
-        Ok(pb::GrantState::Pending) => "pending",
-        Ok(pb::GrantState::Active) => "active",
-        Ok(pb::GrantState::Denied) => "denied",
-        Ok(pb::GrantState::Completed) => "completed",
-        Ok(pb::GrantState::Revoked) => "revoked",
-        Ok(pb::GrantState::Expired) => "expired",
-        _ => "unknown",
-    }
-}
+pub(crate) use jitid::convert::state_name;
 
 /// A grant state as `revocation status` prints it: the proto name,
 /// lowercase (`unspecified` for an unknown value).
@@ -41,23 +32,20 @@ pub(crate) fn state_proto_name(state: i32) -> String {
 /// RFC 3339 to the second; empty when absent or before 1970.
 pub(crate) fn timestamp_text(timestamp: Option<&prost_types::Timestamp>) -> String {
     timestamp
-        .and_then(|t| u64::try_from(t.seconds).ok())
-        .map(|seconds| {
-            humantime::format_rfc3339_seconds(SystemTime::UNIX_EPOCH + Duration::from_secs(seconds))
-                .to_string()
-        })
+        .and_then(convert::system_time)
+        .map(|time| humantime::format_rfc3339_seconds(time).to_string())
         .unwrap_or_default()
 }
 
 /// RFC 3339 to the second; 1970 for a time before it.
 pub(crate) fn timestamp(at: &prost_types::Timestamp) -> String {
-    let time = SystemTime::UNIX_EPOCH + Duration::from_secs(u64::try_from(at.seconds).unwrap_or(0));
+    let time = convert::system_time(at).unwrap_or(SystemTime::UNIX_EPOCH);
     humantime::format_rfc3339_seconds(time).to_string()
 }
 
 /// Whole milliseconds; 0 for a negative duration.
 pub(crate) fn millis(duration: prost_types::Duration) -> u64 {
-    Duration::try_from(duration)
+    convert::std_duration(&duration)
         .map(|duration| u64::try_from(duration.as_millis()).unwrap_or(u64::MAX))
         .unwrap_or(0)
 }

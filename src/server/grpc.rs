@@ -15,12 +15,13 @@ use super::audit_query::Query;
 use super::streams;
 use super::tls::PeerInfo;
 use super::wire::{
-    duration_of, grant_record, grant_spec, proto_duration, proto_timestamp, removal_status,
-    review_record, status, summary,
+    duration_of, grant_record, grant_spec, removal_status, review_record, state_filter, status,
+    summary,
 };
 use crate::audit::{EventKind, Record};
 use crate::ca::REFRESH_HINT;
-use crate::grant::{GrantId, GrantState};
+use crate::convert;
+use crate::grant::GrantId;
 use crate::issuer::{
     Caller, CompleteTarget, DelegationRequest, GrantFilter, Issuer, Outcome, Presented,
     RevokeTarget, VerifyStatus,
@@ -232,7 +233,7 @@ impl IssuerApi for IssuerService {
                 spiffe_bundle: bundle.to_spiffe_json(),
                 x509_authorities: bundle.x509_ders(),
                 sequence: bundle.sequence,
-                refresh_hint: Some(proto_duration(REFRESH_HINT)),
+                refresh_hint: Some(convert::duration(REFRESH_HINT)),
             }))
         })
         .await
@@ -388,7 +389,7 @@ impl IssuerApi for IssuerService {
                 response.actions = credential.grant.actions;
                 response.task_id = credential.grant.task_id;
                 response.credential_id = credential.credential_id;
-                response.expires_at = Some(proto_timestamp(credential.expires_at));
+                response.expires_at = Some(convert::timestamp(credential.expires_at));
                 response.actors = credential.actors;
                 response.parent_grant_ids = credential.grant.parent_grant_ids;
                 response.certificate_bound = credential.confirmation.is_some();
@@ -425,19 +426,7 @@ impl IssuerApi for IssuerService {
                         .collect(),
                 }));
             }
-            let state = match pb::GrantState::try_from(request.state) {
-                Ok(pb::GrantState::Unspecified) => None,
-                Ok(pb::GrantState::Active) => Some(GrantState::Active),
-                Ok(pb::GrantState::Completed) => Some(GrantState::Completed),
-                Ok(pb::GrantState::Revoked) => Some(GrantState::Revoked),
-                Ok(pb::GrantState::Pending) => Some(GrantState::Pending),
-                Ok(pb::GrantState::Denied) => Some(GrantState::Denied),
-                Ok(pb::GrantState::Expired) | Err(_) => {
-                    return Err(Status::invalid_argument(
-                        "state: unknown grant state (expired grants are not listed)",
-                    ));
-                }
-            };
+            let state = state_filter(request.state)?;
             let filter = GrantFilter {
                 subject: Some(request.subject).filter(|s| !s.is_empty()),
                 task: Some(request.task_id).filter(|t| !t.is_empty()),

@@ -8,7 +8,8 @@ use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, mpsc, watch};
 use tonic::Status;
 
-use super::wire::{grant_record, proto_timestamp, status};
+use super::wire::{grant_record, status};
+use crate::convert;
 use crate::grant::{Grant, GrantId, GrantState};
 use crate::issuer::{Caller, Issuer};
 use crate::proto::v1 as pb;
@@ -39,7 +40,7 @@ pub(super) async fn follow_revocations(
     let heartbeat = |cursor: &str, epoch: &str| pb::RevocationEvent {
         cursor: cursor.to_owned(),
         epoch: epoch.to_owned(),
-        at: Some(proto_timestamp(issuer.clock().now())),
+        at: Some(convert::timestamp(issuer.clock().now())),
         heartbeat: true,
         ..Default::default()
     };
@@ -86,7 +87,7 @@ pub(super) async fn follow_revocations(
                     let message = pb::RevocationEvent {
                         cursor: cursor.clone(),
                         epoch: event.epoch.to_string(),
-                        at: Some(proto_timestamp(event.at)),
+                        at: Some(convert::timestamp(event.at)),
                         grant_ids: event.grants.iter().map(ToString::to_string).collect(),
                         credential_id: event
                             .credential

@@ -2,10 +2,11 @@
 //! requests and domain records back to proto, and the one mapping from
 //! [`IssueError`] to a gRPC status.
 
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use tonic::Status;
 
+use crate::convert;
 use crate::grant::{Action, Credential, CredentialId, Grant, GrantState};
 use crate::issuer::{GrantFields, GrantRequest, IssueError, RemovalStatus};
 use crate::proto::v1 as pb;
@@ -15,7 +16,7 @@ use crate::store::{Review, StoreError};
 pub(super) fn removal_status(removal: RemovalStatus) -> pb::RevocationStatusResponse {
     let record = grant_record(&removal.grant, &[]);
     let (cursor, ended_at) = match &removal.event {
-        Some((cursor, event)) => (cursor.clone(), Some(proto_timestamp(event.at))),
+        Some((cursor, event)) => (cursor.clone(), Some(convert::timestamp(event.at))),
         None => (String::new(), None),
     };
     pb::RevocationStatusResponse {
@@ -36,19 +37,47 @@ pub(super) fn removal_status(removal: RemovalStatus) -> pb::RevocationStatusResp
                 name: party.party.name,
                 spiffe_id: party.party.spiffe_id.to_string(),
                 applied: party.applied_at.is_some(),
-                took: Some(proto_duration(party.took)),
+                took: Some(convert::duration(party.took)),
                 overdue: party.overdue,
-                last_seen: Some(proto_timestamp(party.party.last_seen)),
+                last_seen: Some(convert::timestamp(party.party.last_seen)),
             })
             .collect(),
-        ack_bound: Some(proto_duration(removal.bound)),
+        ack_bound: Some(convert::duration(removal.bound)),
     }
 }
 
-/// A request's duration, refused if negative or out of range.
+/// A request's duration, refused if negative or not normalized.
 pub(super) fn duration_of(duration: prost_types::Duration) -> Result<Duration, Status> {
-    Duration::try_from(duration)
-        .map_err(|_| Status::invalid_argument("ttl: must be a non-negative duration"))
+    convert::std_duration(&duration).ok_or_else(|| {
+        Status::invalid_argument("ttl: must be a non-negative duration with nanos below 10^9")
+    })
+}
+
+/// A domain grant state on the wire.
+fn wire_state(state: GrantState) -> pb::GrantState {
+    match state {
+        GrantState::Pending => pb::GrantState::Pending,
+        GrantState::Denied => pb::GrantState::Denied,
+        GrantState::Active => pb::GrantState::Active,
+        GrantState::Completed => pb::GrantState::Completed,
+        GrantState::Revoked => pb::GrantState::Revoked,
+    }
+}
+
+/// A state filter from the wire: `None` for any state; refused for one no
+/// live grant has.
+pub(super) fn state_filter(state: i32) -> Result<Option<GrantState>, Status> {
+    match pb::GrantState::try_from(state) {
+        Ok(pb::GrantState::Unspecified) => Ok(None),
+        Ok(pb::GrantState::Active) => Ok(Some(GrantState::Active)),
+        Ok(pb::GrantState::Completed) => Ok(Some(GrantState::Completed)),
+        Ok(pb::GrantState::Revoked) => Ok(Some(GrantState::Revoked)),
+        Ok(pb::GrantState::Pending) => Ok(Some(GrantState::Pending)),
+        Ok(pb::GrantState::Denied) => Ok(Some(GrantState::Denied)),
+        Ok(pb::GrantState::Expired) | Err(_) => Err(Status::invalid_argument(
+            "state: unknown grant state (expired grants are not listed)",
+        )),
+    }
 }
 
 pub(super) fn review_record(review: &Review) -> pb::Review {
@@ -61,28 +90,21 @@ pub(super) fn review_record(review: &Review) -> pb::Review {
         task_id: review.task_id.to_string(),
         justification: review.justification.clone(),
         ticket: review.ticket.clone(),
-        opened_at: Some(proto_timestamp(review.opened_at)),
-        expires_at: Some(proto_timestamp(review.expires_at)),
+        opened_at: Some(convert::timestamp(review.opened_at)),
+        expires_at: Some(convert::timestamp(review.expires_at)),
         acknowledged: ack.is_some(),
         acknowledged_by: ack.map(|ack| ack.by.to_string()).unwrap_or_default(),
-        acknowledged_at: ack.map(|ack| proto_timestamp(ack.at)),
+        acknowledged_at: ack.map(|ack| convert::timestamp(ack.at)),
         comment: ack.map(|ack| ack.comment.clone()).unwrap_or_default(),
     }
 }
 
 pub(super) fn grant_record(grant: &Grant, credentials: &[Credential]) -> pb::GrantRecord {
-    let state = match grant.state {
-        GrantState::Pending => pb::GrantState::Pending,
-        GrantState::Denied => pb::GrantState::Denied,
-        GrantState::Active => pb::GrantState::Active,
-        GrantState::Completed => pb::GrantState::Completed,
-        GrantState::Revoked => pb::GrantState::Revoked,
-    };
     pb::GrantRecord {
         summary: Some(summary(grant, &grant.subject)),
-        state: state.into(),
+        state: wire_state(grant.state).into(),
         end_reason: grant.end_reason.clone().unwrap_or_default(),
-        created_at: Some(proto_timestamp(grant.created_at)),
+        created_at: Some(convert::timestamp(grant.created_at)),
         justification: grant.justification.clone(),
         parent_grant_id: grant.parent.map(|p| p.to_string()).unwrap_or_default(),
         break_glass: grant.break_glass,
@@ -91,13 +113,13 @@ pub(super) fn grant_record(grant: &Grant, credentials: &[Credential]) -> pb::Gra
             .iter()
             .map(|approval| pb::ApprovalRecord {
                 approver: approval.approver.to_string(),
-                at: Some(proto_timestamp(approval.at)),
+                at: Some(convert::timestamp(approval.at)),
                 comment: approval.comment.clone(),
             })
             .collect(),
         decision: grant.decision.clone(),
         ticket: grant.ticket.clone(),
-        ttl: Some(proto_duration(grant.ttl)),
+        ttl: Some(convert::duration(grant.ttl)),
         delegation: grant
             .delegation
             .as_ref()
@@ -123,7 +145,7 @@ pub(super) fn grant_record(grant: &Grant, credentials: &[Credential]) -> pb::Gra
                     CredentialId::JwtId(_) => "jwt",
                 }
                 .to_owned(),
-                expires_at: Some(proto_timestamp(credential.expires_at)),
+                expires_at: Some(convert::timestamp(credential.expires_at)),
                 revoked: credential.revoked,
             })
             .collect(),
@@ -133,16 +155,7 @@ pub(super) fn grant_record(grant: &Grant, credentials: &[Credential]) -> pb::Gra
 /// Converts the wire request into a validated domain request.
 pub(super) fn grant_spec(grant: Option<pb::GrantSpec>) -> Result<GrantRequest, Status> {
     let grant = grant.unwrap_or_default();
-    let ttl = match grant.ttl {
-        None => None,
-        Some(ttl) if ttl.seconds < 0 || ttl.nanos < 0 => {
-            return Err(Status::invalid_argument("ttl: must not be negative"));
-        }
-        Some(ttl) => Some(
-            Duration::from_secs(ttl.seconds.unsigned_abs())
-                + Duration::from_nanos(u64::from(ttl.nanos.unsigned_abs())),
-        ),
-    };
+    let ttl = grant.ttl.map(duration_of).transpose()?;
     GrantRequest::parse(GrantFields {
         entitlement: grant.entitlement,
         actions: grant.actions,
@@ -164,7 +177,7 @@ pub(super) fn summary(grant: &Grant, spiffe_id: &SpiffeId) -> pb::GrantSummary {
         entitlement: grant.entitlement.clone(),
         actions: grant.actions.iter().map(Action::to_string).collect(),
         task_id: grant.task_id.to_string(),
-        expires_at: Some(proto_timestamp(grant.expires_at)),
+        expires_at: Some(convert::timestamp(grant.expires_at)),
     }
 }
 
@@ -212,21 +225,4 @@ pub(super) fn error_chain(error: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     text
-}
-
-pub(super) fn proto_timestamp(time: SystemTime) -> prost_types::Timestamp {
-    let since_epoch = time
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap_or(Duration::ZERO);
-    prost_types::Timestamp {
-        seconds: i64::try_from(since_epoch.as_secs()).unwrap_or(i64::MAX),
-        nanos: i32::try_from(since_epoch.subsec_nanos()).unwrap_or(0),
-    }
-}
-
-pub(super) fn proto_duration(duration: Duration) -> prost_types::Duration {
-    prost_types::Duration {
-        seconds: i64::try_from(duration.as_secs()).unwrap_or(i64::MAX),
-        nanos: i32::try_from(duration.subsec_nanos()).unwrap_or(0),
-    }
 }
