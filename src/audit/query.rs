@@ -1,5 +1,5 @@
 //! Reading the trail: which events a query selects ([`Filter`]), one line
-//! about an event for people ([`summary`], [`line`]), the per-entitlement
+//! about an event for people ([`summary`], [`line()`]), the per-entitlement
 //! [`Report`], and the life of one grant ([`GrantLife`]), the evidence
 //! that it was removed. Every reader here matches on typed events
 //! ([`AuditEvent::event`]); none looks up a details key.

@@ -140,11 +140,11 @@ fn decisions_write_what_records_refusals_and_delegate_wrote() {
             "state": GrantState::Active.as_str(),
             "ttl_seconds": Duration::from_secs(300).as_secs(),
             "expires_at": rfc3339(at(300)),
-            "explanation": decision.clone(),
+            "explanation": decision,
         }),
     );
     let error = "unknown entitlement \"nope\"";
-    for explained in [Some(decision.clone()), None] {
+    for explained in [Some(decision), None] {
         check(
             Event::Decision(Decision::Refused(Refused {
                 outcome: format!("refused: {error}"),

@@ -101,7 +101,7 @@ impl GrantLife {
     }
 
     /// The life as `jitid audit grant` prints it: each event on its
-    /// [`line`] (a decision followed by its inputs and rules), the
+    /// [`line()`](super::line) (a decision followed by its inputs and rules), the
     /// credentials, the end, and the checks after it.
     pub fn render(&self) -> String {
         let mut out = String::new();
