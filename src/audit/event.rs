@@ -1,9 +1,10 @@
 //! Every audit event kind and its fields as Rust types: [`Event`] has one
 //! variant per [`EventKind`], each with one struct whose fields are the
 //! event's `details`. Writers build an [`Event`] and turn it into a
-//! [`Record`] with [`Record::new`], the one place details are made;
-//! readers call [`AuditEvent::event`] and match on the types, so no
-//! reader or writer spells a details key.
+//! [`Record`](super::Record) with [`Record::new`](super::Record::new), the
+//! one place details are made (`event/codec.rs`); readers call
+//! [`AuditEvent::event`](super::AuditEvent::event) and match on the types,
+//! so no reader or writer spells a details key.
 //!
 //! **The canonical form does not change.** An event serializes to exactly
 //! the `details` JSON the trail held before these types existed (same
@@ -24,9 +25,9 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::SystemTime;
 
-use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use serde::{Deserialize, Serialize};
 
-use super::{AuditEvent, EventKind, Record};
+use super::EventKind;
 use crate::grant::{CredentialId, GrantState};
 
 /// An audit event's kind and details, typed.
@@ -124,7 +125,7 @@ pub struct GrantRequested {
     pub rpc: Rpc,
     /// The entitlement named; `None` (written `""`) when the request named
     /// actions only, or minted under an existing grant.
-    #[serde(default, with = "empty_is_none")]
+    #[serde(default, with = "codec::empty_is_none")]
     pub entitlement: Option<String>,
     /// The actions asked for (empty: the entitlement's whole set).
     pub actions: Vec<String>,
@@ -178,12 +179,12 @@ pub struct Granted {
     /// The entitlement.
     pub entitlement: String,
     /// `active`, or `pending` approval.
-    #[serde(with = "grant_state")]
+    #[serde(with = "codec::grant_state")]
     pub state: GrantState,
     /// The grant's TTL in seconds.
     pub ttl_seconds: u64,
     /// When the grant (or, pending, the wait for approval) expires.
-    #[serde(with = "seconds")]
+    #[serde(with = "codec::seconds")]
     pub expires_at: SystemTime,
     /// Policy's explanation: what it looked at and which rules decided
     /// (`policy::Explanation`).
@@ -204,7 +205,7 @@ pub struct Delegated {
     /// The child's depth below the root grant.
     pub depth: u64,
     /// When the child expires.
-    #[serde(with = "seconds")]
+    #[serde(with = "codec::seconds")]
     pub expires_at: SystemTime,
     /// Its TTL in seconds.
     pub ttl_seconds: u64,
@@ -221,7 +222,7 @@ pub struct DelegationExplanation {
     /// The parent's actions.
     pub parent_actions: Vec<String>,
     /// When the parent expires.
-    #[serde(with = "seconds")]
+    #[serde(with = "codec::seconds")]
     pub parent_expires_at: SystemTime,
     /// The child's depth.
     pub depth: u64,
@@ -254,10 +255,10 @@ pub struct Approval {
     /// Approvals needed.
     pub needed: u64,
     /// `pending`, or `active` once enough approved.
-    #[serde(with = "grant_state")]
+    #[serde(with = "codec::grant_state")]
     pub state: GrantState,
     /// When the grant (or, pending, the wait) expires.
-    #[serde(with = "seconds")]
+    #[serde(with = "codec::seconds")]
     pub expires_at: SystemTime,
 }
 
@@ -301,7 +302,7 @@ pub struct CredentialIssued {
     /// The SPIFFE ID it carries.
     pub spiffe_id: String,
     /// When it expires.
-    #[serde(with = "seconds")]
+    #[serde(with = "codec::seconds")]
     pub expires_at: SystemTime,
     /// The grant's entitlement.
     pub entitlement: String,
@@ -460,7 +461,7 @@ pub struct RevocationApplied {
     /// The revocation's cursor on the stream.
     pub cursor: String,
     /// When it was revoked.
-    #[serde(with = "seconds")]
+    #[serde(with = "codec::seconds")]
     pub revoked_at: SystemTime,
     /// The grants it ended.
     pub grants: Vec<String>,
@@ -502,94 +503,6 @@ impl Event {
             Self::LivenessChecked(_) => EventKind::LivenessChecked,
             Self::RevocationApplied(_) => EventKind::RevocationApplied,
         }
-    }
-
-    /// The event's `details` object, as the trail stores it.
-    pub fn details(&self) -> serde_json::Value {
-        match self {
-            Self::RequestReceived(RequestReceived::Grant(request)) => object(request, &[]),
-            Self::RequestReceived(RequestReceived::Delegation(request)) => {
-                object(request, &[("rpc", "Delegate".into())])
-            }
-            Self::Decision(Decision::Granted(granted)) => object(granted, &[]),
-            Self::Decision(Decision::Delegated(delegated)) => {
-                // The explanation says `"outcome": "delegated"` too.
-                let explanation = delegated.explanation.to_value();
-                object(
-                    delegated,
-                    &[
-                        ("outcome", "delegated".into()),
-                        ("state", "active".into()),
-                        ("explanation", explanation),
-                    ],
-                )
-            }
-            Self::Decision(Decision::Refused(refused)) => object(refused, &[]),
-            Self::Approval(approval) => object(approval, &[]),
-            Self::ApprovalDenied(denied) => object(denied, &[]),
-            Self::BreakGlass(break_glass) => object(break_glass, &[("review", "open".into())]),
-            Self::CredentialIssued(issued) => object(issued, &[]),
-            Self::Revocation(revocation) => object(revocation, &[]),
-            Self::TaskCompleted(completed) => object(completed, &[]),
-            Self::GrantExpired(expired) => object(expired, &[]),
-            Self::ReviewAcknowledged(acknowledged) => object(acknowledged, &[]),
-            Self::CatalogueReloaded(CatalogueReloaded::Reloaded(reloaded)) => {
-                object(reloaded, &[("reloaded", true.into())])
-            }
-            Self::CatalogueReloaded(CatalogueReloaded::Refused(refused)) => {
-                object(refused, &[("reloaded", false.into())])
-            }
-            Self::AuthenticationFailure(failure) => object(failure, &[]),
-            Self::LivenessChecked(checked) => object(checked, &[]),
-            Self::RevocationApplied(applied) => object(applied, &[]),
-        }
-    }
-
-    /// Reads `details` as an event of `kind`.
-    pub fn from_details(
-        kind: EventKind,
-        details: &serde_json::Value,
-    ) -> Result<Self, serde_json::Error> {
-        let has = |key: &str| details.get(key).is_some();
-        Ok(match kind {
-            EventKind::RequestReceived => {
-                if details.get("rpc").and_then(|rpc| rpc.as_str()) == Some("Delegate") {
-                    Self::RequestReceived(RequestReceived::Delegation(read(details)?))
-                } else {
-                    Self::RequestReceived(RequestReceived::Grant(read(details)?))
-                }
-            }
-            // A delegation names its parent; a refusal has no state.
-            EventKind::Decision if has("parent") => {
-                Self::Decision(Decision::Delegated(read(details)?))
-            }
-            EventKind::Decision if has("state") => {
-                Self::Decision(Decision::Granted(read(details)?))
-            }
-            EventKind::Decision => Self::Decision(Decision::Refused(read(details)?)),
-            EventKind::Approval => Self::Approval(read(details)?),
-            EventKind::ApprovalDenied => Self::ApprovalDenied(read(details)?),
-            EventKind::BreakGlass => Self::BreakGlass(read(details)?),
-            EventKind::CredentialIssued => Self::CredentialIssued(read(details)?),
-            EventKind::Revocation => Self::Revocation(read(details)?),
-            EventKind::TaskCompleted => Self::TaskCompleted(read(details)?),
-            EventKind::GrantExpired => Self::GrantExpired(read(details)?),
-            EventKind::ReviewAcknowledged => Self::ReviewAcknowledged(read(details)?),
-            EventKind::CatalogueReloaded => {
-                if details
-                    .get("reloaded")
-                    .and_then(|reloaded| reloaded.as_bool())
-                    == Some(true)
-                {
-                    Self::CatalogueReloaded(CatalogueReloaded::Reloaded(read(details)?))
-                } else {
-                    Self::CatalogueReloaded(CatalogueReloaded::Refused(read(details)?))
-                }
-            }
-            EventKind::AuthenticationFailure => Self::AuthenticationFailure(read(details)?),
-            EventKind::LivenessChecked => Self::LivenessChecked(read(details)?),
-            EventKind::RevocationApplied => Self::RevocationApplied(read(details)?),
-        })
     }
 
     /// The entitlement the event names, if it names one: for a request,
@@ -700,7 +613,7 @@ impl DelegationExplanation {
     pub fn to_value(&self) -> serde_json::Value {
         let mut map = serde_json::Map::new();
         map.insert("outcome".to_owned(), "delegated".into());
-        if let serde_json::Value::Object(fields) = object(self, &[]) {
+        if let serde_json::Value::Object(fields) = codec::object(self, &[]) {
             map.extend(fields);
         }
         serde_json::Value::Object(map)
@@ -723,131 +636,7 @@ impl From<&CredentialId> for CredentialKind {
     }
 }
 
-// === impl Record ===
-
-impl Record {
-    /// The record of `event` in `envelope`: the one place an event's
-    /// details are made.
-    pub fn new(envelope: Envelope, event: &Event) -> Self {
-        Self {
-            kind: event.kind(),
-            details: event.details(),
-            at: envelope.at,
-            actor: envelope.actor,
-            subject: envelope.subject,
-            grant: envelope.grant,
-            task: envelope.task,
-        }
-    }
-
-    /// The record's typed event.
-    pub fn event(&self) -> Result<Event, EventError> {
-        Event::from_details(self.kind, &self.details).map_err(|source| EventError::Details {
-            seq: 0,
-            kind: self.kind,
-            source,
-        })
-    }
-}
-
-// === impl AuditEvent ===
-
-impl AuditEvent {
-    /// The event's kind and details, typed.
-    pub fn event(&self) -> Result<Event, EventError> {
-        Event::from_details(self.kind, &self.details).map_err(|source| EventError::Details {
-            seq: self.seq,
-            kind: self.kind,
-            source,
-        })
-    }
-}
-
-/// `value`'s JSON object with `constants` added.
-fn object(value: &impl Serialize, constants: &[(&str, serde_json::Value)]) -> serde_json::Value {
-    // The details types are structs of strings, numbers, booleans, lists,
-    // string-keyed maps and JSON values: serializing them cannot fail.
-    let mut details = serde_json::to_value(value).unwrap_or_default();
-    if let serde_json::Value::Object(map) = &mut details {
-        for (key, constant) in constants {
-            map.insert((*key).to_owned(), constant.clone());
-        }
-    }
-    details
-}
-
-fn read<T: DeserializeOwned>(details: &serde_json::Value) -> Result<T, serde_json::Error> {
-    T::deserialize(details)
-}
-
-/// Times written as RFC 3339 UTC in whole seconds, as grants and
-/// credentials carry them.
-mod seconds {
-    use std::time::SystemTime;
-
-    use serde::{Deserialize, Deserializer, Serializer, de::Error};
-
-    pub(super) fn serialize<S: Serializer>(at: &SystemTime, out: S) -> Result<S::Ok, S::Error> {
-        out.collect_str(&humantime::format_rfc3339_seconds(*at))
-    }
-
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(input: D) -> Result<SystemTime, D::Error> {
-        let text = String::deserialize(input)?;
-        humantime::parse_rfc3339(&text)
-            .map_err(|error| D::Error::custom(format!("{text:?} is not an RFC 3339 time: {error}")))
-    }
-}
-
-/// A grant state by its one name, [`GrantState::as_str`].
-mod grant_state {
-    use serde::{Deserialize, Deserializer, Serializer, de::Error};
-
-    use crate::grant::GrantState;
-
-    const STATES: [GrantState; 5] = [
-        GrantState::Pending,
-        GrantState::Denied,
-        GrantState::Active,
-        GrantState::Completed,
-        GrantState::Revoked,
-    ];
-
-    pub(super) fn serialize<S: Serializer>(state: &GrantState, out: S) -> Result<S::Ok, S::Error> {
-        out.serialize_str(state.as_str())
-    }
-
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(input: D) -> Result<GrantState, D::Error> {
-        let text = String::deserialize(input)?;
-        STATES
-            .into_iter()
-            .find(|state| state.as_str() == text)
-            .ok_or_else(|| {
-                D::Error::unknown_variant(
-                    &text,
-                    &["pending", "denied", "active", "completed", "revoked"],
-                )
-            })
-    }
-}
-
-/// Text where `""` means none.
-mod empty_is_none {
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub(super) fn serialize<S: Serializer>(
-        text: &Option<String>,
-        out: S,
-    ) -> Result<S::Ok, S::Error> {
-        out.serialize_str(text.as_deref().unwrap_or_default())
-    }
-
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
-        input: D,
-    ) -> Result<Option<String>, D::Error> {
-        let text = Option::<String>::deserialize(input)?;
-        Ok(text.filter(|text| !text.is_empty()))
-    }
-}
+mod codec;
 
 #[cfg(test)]
 mod tests;

@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde_json::json;
 
 use super::*;
-use crate::audit::{Head, SYSTEM};
+use crate::audit::{AuditEvent, Head, Record, SYSTEM};
 
 const BEFORE_TYPED_EVENTS: &str =
     include_str!("../../../tests/fixtures/audit-trail-before-typed-events.jsonl");
