@@ -22,7 +22,6 @@
 //! hash is always over the stored `details`, never over a re-serialization.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
@@ -404,8 +403,8 @@ pub enum CatalogueReloaded {
 /// A catalogue put in force.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Reloaded {
-    /// The config file.
-    pub file: PathBuf,
+    /// The config file, as displayed (`Path::display`).
+    pub file: String,
     /// How many entitlements it has.
     pub entitlements: u64,
 }
@@ -413,8 +412,8 @@ pub struct Reloaded {
 /// A reload refused.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReloadRefused {
-    /// The config file.
-    pub file: PathBuf,
+    /// The config file, as displayed (`Path::display`).
+    pub file: String,
     /// Why it did not load.
     pub error: String,
 }

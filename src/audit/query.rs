@@ -220,14 +220,11 @@ fn describe(event: &Event) -> String {
         }
         Event::CatalogueReloaded(CatalogueReloaded::Reloaded(reloaded)) => format!(
             "{}: {} entitlement(s) in force",
-            reloaded.file.display(),
-            reloaded.entitlements
+            reloaded.file, reloaded.entitlements
         ),
-        Event::CatalogueReloaded(CatalogueReloaded::Refused(refused)) => format!(
-            "{}: not reloaded: {}",
-            refused.file.display(),
-            refused.error
-        ),
+        Event::CatalogueReloaded(CatalogueReloaded::Refused(refused)) => {
+            format!("{}: not reloaded: {}", refused.file, refused.error)
+        }
         Event::AuthenticationFailure(failure) => format!("{}: {}", failure.remote, failure.reason),
         Event::LivenessChecked(checked) => format!(
             "Verify {} → {}",

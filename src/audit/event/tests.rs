@@ -389,11 +389,11 @@ fn revocations_and_completions_write_what_they_wrote() {
 
 #[test]
 fn reloads_and_authentication_failures_write_what_they_wrote() {
-    let config_path = PathBuf::from("/etc/jitid/jitid.toml");
+    let config_path = std::path::PathBuf::from("/etc/jitid/jitid.toml");
     let count: usize = 6;
     check(
         Event::CatalogueReloaded(CatalogueReloaded::Reloaded(Reloaded {
-            file: config_path.clone(),
+            file: config_path.display().to_string(),
             entitlements: 6,
         })),
         json!({ "file": config_path, "reloaded": true, "entitlements": count }),
@@ -401,7 +401,7 @@ fn reloads_and_authentication_failures_write_what_they_wrote() {
     let error = "invalid config".to_owned();
     check(
         Event::CatalogueReloaded(CatalogueReloaded::Refused(ReloadRefused {
-            file: config_path.clone(),
+            file: config_path.display().to_string(),
             error: error.clone(),
         })),
         json!({ "file": config_path, "reloaded": false, "error": error }),

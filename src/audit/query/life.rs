@@ -7,6 +7,7 @@ use std::fmt::Write as _;
 use super::line;
 use crate::audit::event::{Event, LivenessStatus, Target};
 use crate::audit::{AuditEvent, EventKind};
+use crate::grant::GrantState;
 
 /// How a grant's life ended, as the trail tells it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,7 +65,10 @@ impl GrantLife {
                             matches!(target, Target::Task | Target::Subject)
                         })
                 }
-                Some(Event::Decision(decision)) => decision.state().is_none(),
+                Some(Event::Decision(decision)) => !matches!(
+                    decision.state(),
+                    Some(GrantState::Active | GrantState::Pending)
+                ),
                 _ => matches!(
                     event.kind,
                     EventKind::ApprovalDenied | EventKind::GrantExpired
