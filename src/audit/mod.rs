@@ -4,7 +4,10 @@
 //! editing any event breaks the chain.
 //!
 //! This module is the pure core: events, their canonical encoding and
-//! hash, and [`verify_chain`]. [`log`] holds the central trail (memory or
+//! hash, and [`verify_chain`]. [`event`] defines every kind's details as
+//! Rust types ([`Event`]): writers build one and make it a [`Record`] with
+//! [`Record::new`]; readers ([`query`], [`upkeep`], the CLI) read one with
+//! [`AuditEvent::event`]. [`log`] holds the central trail (memory or
 //! Redis) and [`writer`] the [`Auditor`] that appends to it.
 //!
 //! The canonical encoding of an event is its JSON object without `hash`,
@@ -14,6 +17,63 @@
 //! that text; the first event's `prev` is 64 zeros. A JSON-lines export is
 //! each event's JSON, `hash` last, one a line.
 
+/// An enum whose values are written by name: one spelling per value,
+/// used by `as_str`, `parse`, `Display` and serde alike.
+macro_rules! named {
+    (
+        $(#[$meta:meta])*
+        pub enum $name:ident {
+            $($(#[$variant_meta:meta])* $variant:ident => $text:literal,)+
+        }
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum $name {
+            $($(#[$variant_meta])* $variant,)+
+        }
+
+        impl $name {
+            /// Every value.
+            pub const ALL: &'static [Self] = &[$(Self::$variant,)+];
+            const NAMES: &'static [&'static str] = &[$($text,)+];
+
+            /// Its name, as the trail writes it.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(Self::$variant => $text,)+
+                }
+            }
+
+            /// Parses [`Self::as_str`]'s names.
+            pub fn parse(name: &str) -> Option<Self> {
+                Self::ALL.iter().copied().find(|value| value.as_str() == name)
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl serde::Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, out: S) -> Result<S::Ok, S::Error> {
+                out.serialize_str(self.as_str())
+            }
+        }
+
+        impl<'de> serde::Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(input: D) -> Result<Self, D::Error> {
+                let text = <std::borrow::Cow<'de, str>>::deserialize(input)?;
+                Self::parse(&text).ok_or_else(|| {
+                    <D::Error as serde::de::Error>::unknown_variant(&text, Self::NAMES)
+                })
+            }
+        }
+    };
+}
+
+pub mod event;
 pub mod log;
 pub mod query;
 pub mod upkeep;
@@ -23,6 +83,7 @@ use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
+pub use self::event::{Envelope, Event, EventError};
 pub use self::log::{AppendOutcome, AuditLog, MemoryAuditLog, RedisAuditLog};
 pub use self::writer::{AuditError, AuditMode, Auditor, JsonLinesSink, Upkeep};
 
@@ -32,38 +93,38 @@ pub const GENESIS: &str = "00000000000000000000000000000000000000000000000000000
 /// The actor of events nobody in particular caused (expiry, reload).
 pub const SYSTEM: &str = "system";
 
+named! {
 /// What happened.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
 pub enum EventKind {
     /// A request arrived (what was asked).
-    RequestReceived,
+    RequestReceived => "request_received",
     /// Policy decided it (inputs, matched rules, TTL or denial reason).
-    Decision,
+    Decision => "decision",
     /// An approver approved a pending grant.
-    Approval,
+    Approval => "approval",
     /// An approver denied a pending grant.
-    ApprovalDenied,
+    ApprovalDenied => "approval_denied",
     /// A grant was issued on the break-glass path.
-    BreakGlass,
+    BreakGlass => "break_glass",
     /// A credential was minted (serial or jti, expiry, grant).
-    CredentialIssued,
+    CredentialIssued => "credential_issued",
     /// A credential, grant, task or subject was revoked.
-    Revocation,
+    Revocation => "revocation",
     /// A task or grant was completed by its owner.
-    TaskCompleted,
+    TaskCompleted => "task_completed",
     /// A grant expired.
-    GrantExpired,
+    GrantExpired => "grant_expired",
     /// A reviewer acknowledged a break-glass use.
-    ReviewAcknowledged,
+    ReviewAcknowledged => "review_acknowledged",
     /// The entitlement catalogue was reloaded (or a reload refused).
-    CatalogueReloaded,
+    CatalogueReloaded => "catalogue_reloaded",
     /// A caller failed attestation.
-    AuthenticationFailure,
+    AuthenticationFailure => "authentication_failure",
     /// A relying party's liveness check (sampled).
-    LivenessChecked,
+    LivenessChecked => "liveness_checked",
     /// Every registered relying party had applied a revocation.
-    RevocationApplied,
+    RevocationApplied => "revocation_applied",
+}
 }
 
 /// An event as reported, before it takes its place in the chain.
@@ -81,8 +142,9 @@ pub struct Record {
     pub grant: Option<String>,
     /// The task.
     pub task: Option<String>,
-    /// Everything else, as a JSON object. Never secret material: no keys,
-    /// no whole tokens (a token is named by its `jti`).
+    /// Everything else, as a JSON object ([`Event::details`]; build
+    /// records with [`Record::new`]). Never secret material: no keys, no
+    /// whole tokens (a token is named by its `jti`).
     pub details: serde_json::Value,
 }
 
@@ -107,7 +169,8 @@ pub struct AuditEvent {
     /// The task.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub task: Option<String>,
-    /// Everything else.
+    /// Everything else, as stored and hashed; read it typed with
+    /// [`AuditEvent::event`].
     pub details: serde_json::Value,
     /// `hash` of the event before (64 zeros for the first).
     pub prev: String,

@@ -17,7 +17,9 @@ use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
+use super::event::{Decision, Envelope, Event, GrantExpired};
 use super::{AuditEvent, EventKind, Head, Record, SYSTEM};
+use crate::grant::GrantState;
 
 /// A grant the trail will record as expired unless an event ends it
 /// first.
@@ -140,69 +142,88 @@ impl Expiring {
 
     /// The `grant_expired` event for it.
     pub fn expired(&self, now: SystemTime) -> Record {
-        Record {
-            kind: EventKind::GrantExpired,
+        let envelope = Envelope {
             at: now,
             actor: SYSTEM.to_owned(),
             subject: self.subject.clone(),
             grant: Some(self.grant.clone()),
             task: self.task.clone(),
-            details: serde_json::json!({
-                "expires_at": self.expires_at,
-                "entitlement": self.entitlement,
-                "state": self.state,
+        };
+        Record::new(
+            envelope,
+            &Event::GrantExpired(GrantExpired {
+                expires_at: self.expires_at.clone(),
+                entitlement: self.entitlement.clone(),
+                state: self.state.clone(),
             }),
-        }
+        )
     }
 }
 
 /// What `event` changes in the set of grants the trail watches for
 /// expiry: a decision or approval that leaves a grant active or pending
 /// watches it until its `expires_at`; a denial, revocation, completion
-/// or expiry forgets the grants it ended.
+/// or expiry forgets the grants it ended. An event whose details do not
+/// fit its kind changes nothing, and is logged.
 pub fn expiry_effects(event: &AuditEvent) -> Vec<ExpiryEffect> {
-    let details = &event.details;
-    let text = |key: &str| details.get(key).and_then(|value| value.as_str());
-    match event.kind {
-        EventKind::Decision | EventKind::Approval => {
-            let (Some(grant), Some(state), Some(expires_at)) =
-                (&event.grant, text("state"), text("expires_at"))
-            else {
-                return Vec::new();
-            };
-            if state != "active" && state != "pending" {
-                return Vec::new();
-            }
-            vec![ExpiryEffect::Watch(Expiring {
-                grant: grant.clone(),
-                expires_at: expires_at.to_owned(),
-                subject: event.subject.clone(),
-                task: event.task.clone(),
-                entitlement: text("entitlement").map(str::to_owned),
-                state: state.to_owned(),
-            })]
-        }
-        EventKind::ApprovalDenied | EventKind::GrantExpired => event
+    let forget_own = || {
+        event
             .grant
             .iter()
             .map(|grant| ExpiryEffect::Forget(grant.clone()))
-            .collect(),
-        EventKind::Revocation | EventKind::TaskCompleted => ended_grants(event)
-            .map(|grant| ExpiryEffect::Forget(grant.to_owned()))
+            .collect()
+    };
+    // Only these kinds matter; the others are not read at all.
+    match event.kind {
+        EventKind::ApprovalDenied | EventKind::GrantExpired => return forget_own(),
+        EventKind::Decision
+        | EventKind::Approval
+        | EventKind::Revocation
+        | EventKind::TaskCompleted => {}
+        _ => return Vec::new(),
+    }
+    let typed = match event.event() {
+        Ok(typed) => typed,
+        Err(error) => {
+            tracing::warn!(%error, "audit event not understood; expiry tracking skips it");
+            return Vec::new();
+        }
+    };
+    let watch = |state: GrantState, expires_at: SystemTime, entitlement: &str| {
+        let Some(grant) = &event.grant else {
+            return Vec::new();
+        };
+        if !matches!(state, GrantState::Active | GrantState::Pending) {
+            return Vec::new();
+        }
+        vec![ExpiryEffect::Watch(Expiring {
+            grant: grant.clone(),
+            expires_at: humantime::format_rfc3339_seconds(expires_at).to_string(),
+            subject: event.subject.clone(),
+            task: event.task.clone(),
+            entitlement: Some(entitlement.to_owned()),
+            state: state.as_str().to_owned(),
+        })]
+    };
+    match &typed {
+        Event::Decision(Decision::Granted(granted)) => {
+            watch(granted.state, granted.expires_at, &granted.entitlement)
+        }
+        Event::Decision(Decision::Delegated(delegated)) => watch(
+            GrantState::Active,
+            delegated.expires_at,
+            &delegated.entitlement,
+        ),
+        Event::Approval(approval) => {
+            watch(approval.state, approval.expires_at, &approval.entitlement)
+        }
+        Event::Revocation(_) | Event::TaskCompleted(_) => typed
+            .ended_grants()
+            .iter()
+            .map(|grant| ExpiryEffect::Forget(grant.clone()))
             .collect(),
         _ => Vec::new(),
     }
-}
-
-/// The grants an event says it ended (`details.grants_ended`).
-pub fn ended_grants(event: &AuditEvent) -> impl Iterator<Item = &str> {
-    event
-        .details
-        .get("grants_ended")
-        .and_then(|value| value.as_array())
-        .into_iter()
-        .flatten()
-        .filter_map(|value| value.as_str())
 }
 
 /// The last sequence number retention cuts, given the chain's `head`, the
@@ -243,49 +264,73 @@ where
 mod tests {
     use super::*;
     use crate::audit::Head;
+    use crate::audit::event::{ApprovalDenied, Granted, Refused, Revocation, Target};
 
-    fn event(kind: EventKind, grant: &str, details: serde_json::Value) -> AuditEvent {
-        AuditEvent::seal(
-            Record {
-                kind,
-                at: SystemTime::UNIX_EPOCH,
-                actor: SYSTEM.to_owned(),
-                subject: Some("spiffe://example.org/a".to_owned()),
-                grant: Some(grant.to_owned()),
-                task: Some("t".to_owned()),
-                details,
-            },
-            &Head::genesis(),
-        )
+    fn event(grant: &str, event: Event) -> AuditEvent {
+        let envelope = Envelope {
+            at: SystemTime::UNIX_EPOCH,
+            actor: SYSTEM.to_owned(),
+            subject: Some("spiffe://example.org/a".to_owned()),
+            grant: Some(grant.to_owned()),
+            task: Some("t".to_owned()),
+        };
+        AuditEvent::seal(Record::new(envelope, &event), &Head::genesis())
+    }
+
+    fn decided(state: GrantState) -> Event {
+        Event::Decision(Decision::Granted(Granted {
+            outcome: String::new(),
+            entitlement: "e".to_owned(),
+            state,
+            ttl_seconds: 60,
+            expires_at: SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_428_000),
+            explanation: serde_json::Value::Null,
+        }))
     }
 
     #[test]
     fn events_watch_and_forget_grants() {
-        let decided = event(
-            EventKind::Decision,
-            "g1",
-            serde_json::json!({"state": "active", "expires_at": "2026-11-23T10:00:00Z", "entitlement": "e"}),
-        );
-        let [ExpiryEffect::Watch(watched)] = &expiry_effects(&decided)[..] else {
-            panic!("not watched: {:?}", expiry_effects(&decided));
+        let decided_event = event("g1", decided(GrantState::Pending));
+        let [ExpiryEffect::Watch(watched)] = &expiry_effects(&decided_event)[..] else {
+            panic!("not watched: {:?}", expiry_effects(&decided_event));
         };
         assert_eq!(watched.grant, "g1");
         assert_eq!(watched.entitlement.as_deref(), Some("e"));
+        assert_eq!(watched.state, "pending");
+        assert_eq!(watched.expires_at, "2026-11-23T10:00:00Z");
         assert_eq!(watched.expires_ms(), 1_795_428_000_000);
+        let expired = watched.expired(SystemTime::UNIX_EPOCH);
+        assert_eq!(expired.kind, EventKind::GrantExpired);
         assert_eq!(
-            watched.expired(SystemTime::UNIX_EPOCH).kind,
-            EventKind::GrantExpired
+            expired.event().unwrap(),
+            Event::GrantExpired(GrantExpired {
+                expires_at: "2026-11-23T10:00:00Z".to_owned(),
+                entitlement: Some("e".to_owned()),
+                state: "pending".to_owned(),
+            })
         );
+        // A grant decided in any other state, and a refusal, are not
+        // watched.
+        assert!(expiry_effects(&event("g2", decided(GrantState::Denied))).is_empty());
         let refused = event(
-            EventKind::Decision,
             "g2",
-            serde_json::json!({"state": "denied"}),
+            Event::Decision(Decision::Refused(Refused {
+                outcome: "refused: no".to_owned(),
+                explanation: None,
+            })),
         );
         assert!(expiry_effects(&refused).is_empty());
         let revoked = event(
-            EventKind::Revocation,
             "g1",
-            serde_json::json!({"grants_ended": ["g1", "g3"]}),
+            Event::Revocation(Revocation {
+                target: Target::Subject,
+                value: "spiffe://example.org/a".to_owned(),
+                reason: String::new(),
+                grants_ended: vec!["g1".to_owned(), "g3".to_owned()],
+                credential_revoked: false,
+                task_revoked: false,
+                lag_ms: 0,
+            }),
         );
         assert_eq!(
             expiry_effects(&revoked),
@@ -294,11 +339,20 @@ mod tests {
                 ExpiryEffect::Forget("g3".to_owned())
             ]
         );
-        let denied = event(EventKind::ApprovalDenied, "g4", serde_json::json!({}));
+        let denied = event(
+            "g4",
+            Event::ApprovalDenied(ApprovalDenied {
+                reason: String::new(),
+            }),
+        );
         assert_eq!(
             expiry_effects(&denied),
             [ExpiryEffect::Forget("g4".to_owned())]
         );
+        // Details that do not fit change nothing.
+        let mut unreadable = event("g5", decided(GrantState::Active));
+        unreadable.details = serde_json::json!({"state": "active"});
+        assert!(expiry_effects(&unreadable).is_empty());
     }
 
     #[tokio::test]

@@ -179,11 +179,13 @@ async fn every_rpc_path_emits_its_events() {
     );
     seen += 1;
 
-    // One chain, and no secret material anywhere in it.
+    // One chain, and no secret material anywhere in it; every event reads
+    // as its typed kind.
     let all = since(&*log, 0).await;
     assert_eq!(all.len(), seen);
     verify_chain(&Head::genesis(), &all).unwrap();
     for event in &all {
+        assert_eq!(event.event().unwrap().kind(), event.kind);
         let line = event.to_line();
         assert!(!line.contains("PRIVATE KEY"), "{line}");
         assert!(!line.contains(&jwt.token), "a whole JWT in {line}");

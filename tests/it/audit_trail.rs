@@ -8,33 +8,43 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use jitid::audit::event::{Decision, Granted, Target, TaskCompleted, TaskOutcome};
 use jitid::audit::upkeep::{Retention, SignedCheckpoint};
 use jitid::audit::{
-    AppendOutcome, AuditEvent, AuditLog, Chained, EventKind, Head, MemoryAuditLog, Record,
-    RedisAuditLog, verify_chain,
+    AppendOutcome, AuditEvent, AuditLog, Chained, Envelope, Event, EventKind, Head, MemoryAuditLog,
+    Record, RedisAuditLog, verify_chain,
 };
 use jitid::client::AuditEventsExt as _;
 use jitid::client::SvidRequest;
+use jitid::grant::GrantState;
 use jitid::proto::v1::{self as pb, complete_task_request::Target as Complete};
 use jitid::store::{MemoryStore, RedisStore, RedisStoreConfig};
 
 use crate::support::redis::{RedisCluster, RedisServer};
 use crate::support::{ADMIN, AUDITOR, CI_RUNNER, SRE_A, TestEnv, exited, jitid_bin};
 
-fn record(kind: EventKind, grant: &str, details: serde_json::Value) -> Record {
-    Record {
-        kind,
+fn record(grant: &str, event: Event) -> Record {
+    let envelope = Envelope {
         at: SystemTime::now(),
         actor: CI_RUNNER.to_owned(),
         subject: Some(CI_RUNNER.to_owned()),
         grant: Some(grant.to_owned()),
         task: Some("t".to_owned()),
-        details,
-    }
+    };
+    Record::new(envelope, &event)
 }
 
-fn rfc3339(at: SystemTime) -> String {
-    humantime::format_rfc3339_seconds(at).to_string()
+/// A decision leaving a grant of entitlement `e` in `state` until
+/// `expires_at`.
+fn decided(state: GrantState, expires_at: SystemTime) -> Event {
+    Event::Decision(Decision::Granted(Granted {
+        outcome: "allow e".to_owned(),
+        entitlement: "e".to_owned(),
+        state,
+        ttl_seconds: 60,
+        expires_at,
+        explanation: serde_json::Value::Null,
+    }))
 }
 
 /// Appends `records` after the log's head.
@@ -52,41 +62,26 @@ async fn append(log: &dyn AuditLog, records: Vec<Record>) -> Vec<AuditEvent> {
 /// has one holder at a time; the memory trail serves one process.
 async fn audit_log_conformance(log: &dyn AuditLog, shared: bool) {
     let now = SystemTime::now();
-    let past = rfc3339(now - Duration::from_secs(5));
-    let later = rfc3339(now + Duration::from_secs(3600));
+    let past = now - Duration::from_secs(5);
+    let later = now + Duration::from_secs(3600);
     let events = append(
         log,
         vec![
+            record("g-lapsed", decided(GrantState::Pending, past)),
+            record("g-expired", decided(GrantState::Active, past)),
+            record("g-ended", decided(GrantState::Active, past)),
+            record("g-live", decided(GrantState::Active, later)),
             record(
-                EventKind::Decision,
-                "g-lapsed",
-                serde_json::json!({"state": "pending", "expires_at": past, "entitlement": "e"}),
-            ),
-            record(
-                EventKind::Decision,
-                "g-expired",
-                serde_json::json!({"state": "active", "expires_at": past, "entitlement": "e"}),
-            ),
-            record(
-                EventKind::Decision,
                 "g-ended",
-                serde_json::json!({"state": "active", "expires_at": past}),
+                Event::TaskCompleted(TaskCompleted {
+                    target: Target::Grant,
+                    value: "g-ended".to_owned(),
+                    outcome: TaskOutcome::Completed,
+                    grants_ended: vec!["g-ended".to_owned()],
+                    lag_ms: 0,
+                }),
             ),
-            record(
-                EventKind::Decision,
-                "g-live",
-                serde_json::json!({"state": "active", "expires_at": later}),
-            ),
-            record(
-                EventKind::TaskCompleted,
-                "g-ended",
-                serde_json::json!({"grants_ended": ["g-ended"]}),
-            ),
-            record(
-                EventKind::Decision,
-                "g-refused",
-                serde_json::json!({"state": "denied"}),
-            ),
+            record("g-refused", decided(GrantState::Denied, later)),
         ],
     )
     .await;
@@ -213,13 +208,10 @@ fn expired_grants(events: &[AuditEvent]) -> Vec<(String, String)> {
         .iter()
         .filter(|event| event.kind == EventKind::GrantExpired)
         .map(|event| {
-            (
-                event.grant.clone().unwrap_or_default(),
-                event.details["state"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_owned(),
-            )
+            let Ok(Event::GrantExpired(expired)) = event.event() else {
+                panic!("not a grant_expired event: {event:?}");
+            };
+            (event.grant.clone().unwrap_or_default(), expired.state)
         })
         .collect()
 }
@@ -268,7 +260,10 @@ async fn grants_that_expire_or_lapse_get_one_grant_expired_event() {
         .find(|event| event.kind == EventKind::GrantExpired)
         .unwrap();
     assert_eq!(event.actor, "system");
-    assert_eq!(event.details["entitlement"], "ci-publish");
+    let Ok(Event::GrantExpired(expired)) = event.event() else {
+        panic!("not a grant_expired event: {event:?}");
+    };
+    assert_eq!(expired.entitlement.as_deref(), Some("ci-publish"));
     // Recorded once: later upkeep rounds add nothing.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let events = log.read(0, 10_000).await.unwrap();
@@ -709,4 +704,29 @@ async fn the_memory_trail_trims_behind_a_checkpoint_too() {
     assert_eq!(checkpoint.seq, 1);
     assert_eq!(found.events.len(), 2);
     verify_chain(&checkpoint.head(), &found.events).unwrap();
+}
+
+// The server runs in this process while the test blocks on the CLI.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_report_counts_refused_requests_for_the_entitlement_they_were_for() {
+    let env = TestEnv::start().await;
+    let runner = env.client_for(CI_RUNNER).await;
+    // prod-deploy needs a justification and a ticket: refused, once asked
+    // for by its actions alone and once by name.
+    for request in [
+        SvidRequest::actions(&["deploy:prod/payments"]),
+        SvidRequest::entitlement("prod-deploy"),
+    ] {
+        runner.fetch_x509_svid(&request).await.unwrap_err();
+    }
+    let report = exited(&env.cli(AUDITOR, &["audit", "report", "--since", "1h"]), 0);
+    let rows: Vec<Vec<&str>> = report
+        .lines()
+        .skip_while(|line| !line.starts_with("entitlement "))
+        .skip(1)
+        .map(|line| line.split_whitespace().collect())
+        .collect();
+    // entitlement requests granted refused ...
+    assert_eq!(rows.len(), 1, "{report}");
+    assert_eq!(rows[0][..4], ["prod-deploy", "2", "0", "2"], "{report}");
 }
