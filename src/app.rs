@@ -16,12 +16,12 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use serde_json::json;
 use tokio::net::TcpListener;
 
+use crate::audit::event::{CatalogueReloaded, Envelope, Event, ReloadRefused, Reloaded};
 use crate::audit::upkeep::{CheckpointSigner, SignedCheckpoint};
 use crate::audit::{
-    self, AuditEvent, AuditLog, Auditor, EventKind, Head, JsonLinesSink, MemoryAuditLog, Record,
+    self, AuditEvent, AuditLog, Auditor, Head, JsonLinesSink, MemoryAuditLog, Record,
     RedisAuditLog, Upkeep,
 };
 use crate::ca::{self, Authority, CaError};
@@ -347,13 +347,17 @@ async fn reload_on_hangup(
 }
 
 async fn reload_catalogue(issuer: &Issuer, config_path: &Path) -> Result<usize, AppError> {
-    let (details, outcome) = match Config::load(config_path) {
+    let file = config_path.display().to_string();
+    let (event, outcome) = match Config::load(config_path) {
         Ok(config) => {
             let count = config.catalogue.entitlements().len();
             issuer.replace_catalogue(config.catalogue);
             tracing::info!(entitlements = count, "catalogue reloaded");
             (
-                json!({ "file": config_path, "reloaded": true, "entitlements": count }),
+                CatalogueReloaded::Reloaded(Reloaded {
+                    file,
+                    entitlements: count as u64,
+                }),
                 Ok(count),
             )
         }
@@ -364,20 +368,22 @@ async fn reload_catalogue(issuer: &Issuer, config_path: &Path) -> Result<usize, 
                 "catalogue reload failed; keeping the catalogue in force"
             );
             (
-                json!({ "file": config_path, "reloaded": false, "error": message }),
+                CatalogueReloaded::Refused(ReloadRefused {
+                    file,
+                    error: message,
+                }),
                 Err(AppError::Reload(error)),
             )
         }
     };
-    let record = Record {
-        kind: EventKind::CatalogueReloaded,
+    let envelope = Envelope {
         at: issuer.clock().now(),
         actor: audit::SYSTEM.to_owned(),
         subject: None,
         grant: None,
         task: None,
-        details,
     };
+    let record = Record::new(envelope, &Event::CatalogueReloaded(event));
     if let Err(error) = issuer.audit(vec![record]).await {
         tracing::error!(%error, "catalogue reload not recorded in the audit trail");
     }
@@ -444,7 +450,7 @@ mod tests {
     use std::time::SystemTime;
 
     use super::*;
-    use crate::audit::verify_chain;
+    use crate::audit::{EventKind, verify_chain};
 
     /// The dev trust domain in a fresh directory: a CA, and a config with
     /// the memory store and a JSON-lines audit file.

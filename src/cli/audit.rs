@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand, ValueEnum};
-use jitid::audit::query::{Ending, GrantLife, Report, summary};
+use jitid::audit::query::{GrantLife, Report};
 use jitid::audit::upkeep::Checkpoint;
 use jitid::audit::{AuditEvent, AuditLog, ChainBreak, Head, RedisAuditLog, verify_chain};
 use jitid::ca::{self, Authority, JwtAuthority, TrustBundle};
@@ -208,16 +208,7 @@ fn print_event(
 ) -> std::io::Result<()> {
     match format {
         EventFormat::Jsonl => writeln!(out, "{}", event.to_line()),
-        EventFormat::Text => writeln!(
-            out,
-            "{:>7}  {}  {:<22} {}  {}  {}",
-            event.seq,
-            event.time,
-            event.kind.as_str(),
-            event.actor,
-            event.grant.as_deref().unwrap_or("-"),
-            summary(event)
-        ),
+        EventFormat::Text => writeln!(out, "{}", jitid::audit::query::line(event)),
     }
 }
 
@@ -285,53 +276,7 @@ async fn report(conn: &ConnArgs, since_text: &str) -> anyhow::Result<()> {
         .await?;
     let report = Report::of(&found.events, SystemTime::now());
     let from = SystemTime::try_from(from).unwrap_or(SystemTime::UNIX_EPOCH);
-    println!(
-        "audit report since {}: {} events",
-        humantime::format_rfc3339_seconds(from),
-        report.events
-    );
-    println!(
-        "{:<20} {:>8} {:>7} {:>7} {:>9} {:>11} {:>10} {:>11} {:>5} {:>7} {:>9} {:>7} {:>16} {:>15}",
-        "entitlement",
-        "requests",
-        "granted",
-        "refused",
-        "approvals",
-        "break-glass",
-        "unreviewed",
-        "credentials",
-        "live",
-        "revoked",
-        "completed",
-        "expired",
-        "lag p50/max (ms)",
-        "valid-after-end"
-    );
-    for (name, row) in &report.entitlements {
-        let mut lags = row.end_lags_ms.clone();
-        lags.sort_unstable();
-        let lag = match (lags.get(lags.len() / 2), lags.last()) {
-            (Some(p50), Some(max)) => format!("{p50}/{max}"),
-            _ => "-".to_owned(),
-        };
-        println!(
-            "{:<20} {:>8} {:>7} {:>7} {:>9} {:>11} {:>10} {:>11} {:>5} {:>7} {:>9} {:>7} {:>16} {:>15}",
-            name,
-            row.requests,
-            row.granted,
-            row.refused,
-            row.approvals,
-            row.break_glass,
-            row.unreviewed,
-            row.credentials,
-            row.live,
-            row.revoked,
-            row.completed,
-            row.expired,
-            lag,
-            row.valid_after_end
-        );
-    }
+    print!("{}", report.render(from));
     Ok(())
 }
 
@@ -351,33 +296,7 @@ async fn grant_life(conn: &ConnArgs, grant: &str) -> anyhow::Result<()> {
     }
     let life = GrantLife::of(grant, found.events);
     let mut stdout = std::io::stdout().lock();
-    writeln!(stdout, "grant {grant}")?;
-    for event in &life.events {
-        print_event(&mut stdout, event, EventFormat::Text)?;
-        if event.kind == jitid::audit::EventKind::Decision
-            && let Some(explanation) = event.details.get("explanation")
-        {
-            writeln!(stdout, "           inputs and rules: {explanation}")?;
-        }
-    }
-    writeln!(stdout, "credentials: {}", life.credentials.len())?;
-    for credential in &life.credentials {
-        writeln!(stdout, "  {credential}")?;
-    }
-    match &life.ending {
-        Ending::Open => writeln!(stdout, "ended: not yet (active or pending)")?,
-        Ending::Ended { seq, kind, time } => {
-            writeln!(stdout, "ended: {} at {time} (event {seq})", kind.as_str())?;
-        }
-    }
-    if life.ending != Ending::Open {
-        writeln!(
-            stdout,
-            "Verify after the end: {} liveness check(s) recorded, {} answered VALID",
-            life.checks_after_end,
-            life.valid_after_end.len()
-        )?;
-    }
+    write!(stdout, "{}", life.render())?;
     drop(stdout);
     if !life.valid_after_end.is_empty() {
         return Err(NotRemoved(format!(

@@ -2,10 +2,10 @@
 //! separation of duties; N-of-M where configured), and requesters and
 //! approvers watch them.
 
-use super::events::{grant_event, rfc3339};
+use super::events::about_grant;
 use super::request::{check_comment, parse_grant_id};
 use super::{Caller, IssueError, Issuer};
-use crate::audit::EventKind;
+use crate::audit::event::{Approval, ApprovalDenied, Event};
 use crate::clock::whole_seconds;
 use crate::grant::{ApprovalRecord, Grant, GrantId, GrantState};
 use crate::policy::{self, Entitlement};
@@ -57,18 +57,17 @@ impl Issuer {
                 next.expires_at = whole_seconds(now + next.ttl);
             }
             if self.store.update_pending(&current, &next).await? {
-                let records = vec![grant_event(
-                    EventKind::Approval,
+                let records = vec![about_grant(
                     caller,
                     &next,
                     now,
-                    serde_json::json!({
-                        "comment": comment,
-                        "entitlement": next.entitlement,
-                        "approvals": next.approvals.len(),
-                        "needed": needed,
-                        "state": next.state.as_str(),
-                        "expires_at": rfc3339(next.expires_at),
+                    Event::Approval(Approval {
+                        comment: comment.to_owned(),
+                        entitlement: next.entitlement.clone(),
+                        approvals: next.approvals.len() as u64,
+                        needed: u64::from(needed),
+                        state: next.state,
+                        expires_at: next.expires_at,
                     }),
                 )];
                 self.audit_or_undo(records, || self.undo_decision(&next, &current))
@@ -101,12 +100,13 @@ impl Issuer {
                 format!("denied by {}: {reason}", caller.spiffe_id)
             });
             if self.store.update_pending(&current, &next).await? {
-                let records = vec![grant_event(
-                    EventKind::ApprovalDenied,
+                let records = vec![about_grant(
                     caller,
                     &next,
                     self.clock.now(),
-                    serde_json::json!({ "reason": reason }),
+                    Event::ApprovalDenied(ApprovalDenied {
+                        reason: reason.to_owned(),
+                    }),
                 )];
                 self.audit_or_undo(records, || self.undo_decision(&next, &current))
                     .await?;

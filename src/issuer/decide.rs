@@ -4,10 +4,11 @@
 
 use std::time::SystemTime;
 
-use super::events::{grant_event, received, rfc3339};
+use super::events::{about_grant, received, record};
 use super::request::{GrantRequest, NewGrant, invalid};
 use super::{Caller, IssueError, Issuer};
-use crate::audit::{EventKind, Record};
+use crate::audit::Record;
+use crate::audit::event::{BreakGlass, Decision, Event, Granted, Refused, Rpc};
 use crate::clock::whole_seconds;
 use crate::grant::{Credential, Epoch, Grant, GrantId, GrantState, Shard, TaskId};
 use crate::policy::{self, AccessRequest, Approval, IdentityMode, RequestContext};
@@ -36,7 +37,7 @@ impl Issuer {
         caller: &Caller,
         request: &GrantRequest,
         new: &NewGrant,
-        rpc: &'static str,
+        rpc: Rpc,
         audiences: Option<&[String]>,
         now: SystemTime,
     ) -> Result<Decided, IssueError> {
@@ -56,18 +57,17 @@ impl Issuer {
             Err(error) => {
                 // A refusal is recorded too; if the trail cannot take it the
                 // caller still hears why it was refused.
-                let refused = Record {
-                    kind: EventKind::Decision,
-                    at: now,
-                    actor: caller.spiffe_id.to_string(),
-                    subject: Some(caller.spiffe_id.to_string()),
-                    grant: None,
-                    task: new.task_id.as_ref().map(ToString::to_string),
-                    details: serde_json::json!({
-                        "outcome": format!("refused: {error}"),
-                        "explanation": explanation,
-                    }),
-                };
+                let refused = record(
+                    caller,
+                    now,
+                    Some(caller.spiffe_id.to_string()),
+                    None,
+                    new.task_id.as_ref().map(ToString::to_string),
+                    Event::Decision(Decision::Refused(Refused {
+                        outcome: format!("refused: {error}"),
+                        explanation,
+                    })),
+                );
                 if let Err(audit) = self.audit(vec![received, refused]).await {
                     tracing::error!(%audit, "refusal not recorded in the audit trail");
                 }
@@ -179,31 +179,32 @@ impl Decided {
         received.task = Some(grant.task_id.to_string());
         let mut records = vec![received];
         let decision = &self.explanation;
-        records.push(grant_event(
-            EventKind::Decision,
+        let outcome = match decision.get("outcome") {
+            Some(serde_json::Value::String(outcome)) => outcome.clone(),
+            _ => String::new(),
+        };
+        records.push(about_grant(
             caller,
             grant,
             now,
-            serde_json::json!({
-                "outcome": decision.get("outcome").cloned().unwrap_or_default(),
-                "entitlement": grant.entitlement,
-                "state": grant.state.as_str(),
-                "ttl_seconds": grant.ttl.as_secs(),
-                "expires_at": rfc3339(grant.expires_at),
-                "explanation": decision.clone(),
-            }),
+            Event::Decision(Decision::Granted(Granted {
+                outcome,
+                entitlement: grant.entitlement.clone(),
+                state: grant.state,
+                ttl_seconds: grant.ttl.as_secs(),
+                expires_at: grant.expires_at,
+                explanation: decision.clone(),
+            })),
         ));
         if grant.break_glass {
-            records.push(grant_event(
-                EventKind::BreakGlass,
+            records.push(about_grant(
                 caller,
                 grant,
                 now,
-                serde_json::json!({
-                    "entitlement": grant.entitlement,
-                    "justification": grant.justification,
-                    "ticket": grant.ticket,
-                    "review": "open",
+                Event::BreakGlass(BreakGlass {
+                    entitlement: grant.entitlement.clone(),
+                    justification: grant.justification.clone(),
+                    ticket: grant.ticket.clone(),
                 }),
             ));
         }

@@ -2,12 +2,14 @@
 //! grant for a sub-task: a subset of its actions, expiring no later, one
 //! level deeper, named by a SPIFFE ID under its own.
 
-use super::events::rfc3339;
+use super::events::{record, strings};
 use super::issue::within_grant;
 use super::mint::grant_spiffe_id;
 use super::request::{DelegationRequest, invalid};
 use super::{Caller, IssueError, Issuer};
-use crate::audit::{EventKind, Record};
+use crate::audit::event::{
+    Decision, Delegated, DelegationExplanation, DelegationRequested, Event, RequestReceived,
+};
 use crate::grant::{Action, Ancestor, Delegation, Grant, GrantId, GrantState, Shard};
 use crate::policy::{Catalogue, Denial, Entitlement};
 use crate::spiffe_id::SpiffeId;
@@ -77,16 +79,15 @@ impl Issuer {
                 .flat_map(|d| d.chain.iter().cloned()),
         )
         .collect();
-        let decision = serde_json::json!({
-            "outcome": "delegated",
-            "parent": parent.id.to_string(),
-            "parent_actions": parent.actions.iter().map(Action::as_str).collect::<Vec<_>>(),
-            "parent_expires_at": rfc3339(parent.expires_at),
-            "depth": depth,
-            "delegation_depth": entitlement.delegation_depth,
-            "actions_asked": spec.actions.iter().map(Action::as_str).collect::<Vec<_>>(),
-            "ttl_asked_seconds": spec.ttl.map(|ttl| ttl.as_secs()),
-        });
+        let explanation = DelegationExplanation {
+            parent: parent.id.to_string(),
+            parent_actions: strings(&parent.actions),
+            parent_expires_at: parent.expires_at,
+            depth: depth as u64,
+            delegation_depth: u64::from(entitlement.delegation_depth),
+            actions_asked: strings(&spec.actions),
+            ttl_asked_seconds: spec.ttl.map(|ttl| ttl.as_secs()),
+        };
         let mut grant = Grant {
             id: GrantId::generate(Shard::of(&caller.spiffe_id)),
             subject: caller.spiffe_id.clone(),
@@ -105,7 +106,7 @@ impl Issuer {
             per_task: parent.per_task,
             ttl: expires_at.duration_since(now).unwrap_or_default(),
             approvals: Vec::new(),
-            decision: decision.to_string(),
+            decision: explanation.to_text(),
             delegation: Some(Delegation { spiffe_id, chain }),
         };
         for attempt in 0..2 {
@@ -128,42 +129,37 @@ impl Issuer {
         }
         let delegation = grant.delegation.as_ref().map(|d| d.spiffe_id.to_string());
         let records = vec![
-            Record {
-                kind: EventKind::RequestReceived,
-                at: now,
-                actor: caller.spiffe_id.to_string(),
-                subject: Some(caller.spiffe_id.to_string()),
-                grant: Some(parent.id.to_string()),
-                task: Some(parent.task_id.to_string()),
-                details: serde_json::json!({
-                    "rpc": "Delegate",
-                    "entitlement": parent.entitlement,
-                    "name": spec.name,
-                    "actions": spec.actions.iter().map(Action::as_str).collect::<Vec<_>>(),
-                    "ttl_seconds": spec.ttl.map(|ttl| ttl.as_secs()),
-                    "justification": spec.justification,
-                }),
-            },
-            Record {
-                kind: EventKind::Decision,
-                at: now,
-                actor: caller.spiffe_id.to_string(),
-                subject: Some(caller.spiffe_id.to_string()),
-                grant: Some(grant.id.to_string()),
-                task: Some(grant.task_id.to_string()),
-                details: serde_json::json!({
-                    "outcome": "delegated",
-                    "state": "active",
-                    "entitlement": grant.entitlement,
-                    "actions": grant.actions.iter().map(Action::as_str).collect::<Vec<_>>(),
-                    "spiffe_id": delegation,
-                    "parent": parent.id.to_string(),
-                    "depth": depth,
-                    "expires_at": rfc3339(grant.expires_at),
-                    "ttl_seconds": grant.ttl.as_secs(),
-                    "explanation": decision,
-                }),
-            },
+            record(
+                caller,
+                now,
+                Some(caller.spiffe_id.to_string()),
+                Some(parent.id.to_string()),
+                Some(parent.task_id.to_string()),
+                Event::RequestReceived(RequestReceived::Delegation(DelegationRequested {
+                    entitlement: parent.entitlement.clone(),
+                    name: spec.name.clone(),
+                    actions: strings(&spec.actions),
+                    ttl_seconds: spec.ttl.map(|ttl| ttl.as_secs()),
+                    justification: spec.justification.clone(),
+                })),
+            ),
+            record(
+                caller,
+                now,
+                Some(caller.spiffe_id.to_string()),
+                Some(grant.id.to_string()),
+                Some(grant.task_id.to_string()),
+                Event::Decision(Decision::Delegated(Delegated {
+                    entitlement: grant.entitlement.clone(),
+                    actions: strings(&grant.actions),
+                    spiffe_id: delegation,
+                    parent: parent.id.to_string(),
+                    depth: depth as u64,
+                    expires_at: grant.expires_at,
+                    ttl_seconds: grant.ttl.as_secs(),
+                    explanation,
+                })),
+            ),
         ];
         self.audit_or_undo(records, || self.store.discard_grant(grant.id))
             .await?;

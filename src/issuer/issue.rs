@@ -11,6 +11,7 @@ use super::events::{issued, received};
 use super::mint::grant_spiffe_id;
 use super::request::{ExistingGrant, GrantRequest, NewGrant, invalid, validate_audiences};
 use super::{Caller, IssueError, Issuer};
+use crate::audit::event::Rpc;
 use crate::ca::VerifiedCsr;
 use crate::clock::whole_seconds;
 use crate::grant::{Credential, Grant, GrantState};
@@ -79,7 +80,7 @@ impl Issuer {
     ) -> Result<X509Issued, IssueError> {
         let csr = VerifiedCsr::from_der(csr_der)?;
         let (minted, grant, spiffe_id) = self
-            .issue(caller, request, "IssueX509Svid", Mint::X509(&csr))
+            .issue(caller, request, Rpc::IssueX509Svid, Mint::X509(&csr))
             .await?;
         let Minted::X509 { chain, serial } = minted else {
             unreachable!("an X.509 mint yields a certificate")
@@ -109,7 +110,8 @@ impl Issuer {
             audiences: &audiences,
             bind,
         };
-        let (minted, grant, spiffe_id) = self.issue(caller, request, "IssueJwtSvid", mint).await?;
+        let (minted, grant, spiffe_id) =
+            self.issue(caller, request, Rpc::IssueJwtSvid, mint).await?;
         let Minted::Jwt { token, jti } = minted else {
             unreachable!("a JWT mint yields a token")
         };
@@ -137,7 +139,7 @@ impl Issuer {
         };
         let now = self.clock.now();
         let decided = self
-            .decide(caller, request, new, "RequestGrant", None, now)
+            .decide(caller, request, new, Rpc::RequestGrant, None, now)
             .await?;
         let break_glass = decided.grant.break_glass;
         if break_glass {
@@ -177,7 +179,7 @@ impl Issuer {
         &self,
         caller: &Caller,
         request: &GrantRequest,
-        rpc: &'static str,
+        rpc: Rpc,
         mint: Mint<'_>,
     ) -> Result<(Minted, Grant, SpiffeId), IssueError> {
         let now = self.clock.now();
@@ -196,7 +198,7 @@ impl Issuer {
         caller: &Caller,
         request: &GrantRequest,
         existing: &ExistingGrant,
-        rpc: &'static str,
+        rpc: Rpc,
         mint: Mint<'_>,
         now: SystemTime,
     ) -> Result<(Minted, Grant, SpiffeId), IssueError> {
@@ -251,7 +253,7 @@ impl Issuer {
         caller: &Caller,
         request: &GrantRequest,
         new: &NewGrant,
-        rpc: &'static str,
+        rpc: Rpc,
         mint: Mint<'_>,
         now: SystemTime,
     ) -> Result<(Minted, Grant, SpiffeId), IssueError> {

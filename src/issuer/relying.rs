@@ -4,10 +4,11 @@
 
 use std::time::{Duration, SystemTime};
 
-use super::events::{lag_ms, rfc3339};
+use super::events::lag_ms;
 use super::request::{check_name, invalid, parse_grant_id};
 use super::{Caller, IssueError, Issuer};
-use crate::audit::{EventKind, Record};
+use crate::audit::Record;
+use crate::audit::event::{Envelope, Event, PartyApplied, RevocationApplied};
 use crate::ca::BACKDATE;
 use crate::grant::{Grant, GrantState};
 use crate::store::{RelyingParty, RevocationEvent};
@@ -179,29 +180,29 @@ impl Issuer {
                     .map(|(_, when)| lag_ms(event.at, *when))
                     .max()
                     .unwrap_or(0);
-                self.audit(vec![Record {
-                    kind: EventKind::RevocationApplied,
+                let envelope = Envelope {
                     at: now,
                     actor: crate::audit::SYSTEM.to_owned(),
                     subject: None,
                     grant: (event.grants.len() == 1).then(|| event.grants[0].to_string()),
                     task: event.task.as_ref().map(ToString::to_string),
-                    details: serde_json::json!({
-                        "cursor": at,
-                        "revoked_at": rfc3339(event.at),
-                        "grants": event.grants.iter().map(ToString::to_string).collect::<Vec<_>>(),
-                        "credential": event.credential.as_ref().map(|id| id.value().to_owned()),
-                        "relying_parties": applied
-                            .iter()
-                            .map(|(name, when)| serde_json::json!({
-                                "name": name,
-                                "ms": lag_ms(event.at, *when),
-                            }))
-                            .collect::<Vec<_>>(),
-                        "slowest_ms": slowest,
-                    }),
-                }])
-                .await?;
+                };
+                let applied_event = Event::RevocationApplied(RevocationApplied {
+                    cursor: at.clone(),
+                    revoked_at: event.at,
+                    grants: event.grants.iter().map(ToString::to_string).collect(),
+                    credential: event.credential.as_ref().map(|id| id.value().to_owned()),
+                    relying_parties: applied
+                        .iter()
+                        .map(|(name, when)| PartyApplied {
+                            name: name.clone(),
+                            ms: lag_ms(event.at, *when),
+                        })
+                        .collect(),
+                    slowest_ms: slowest,
+                });
+                self.audit(vec![Record::new(envelope, &applied_event)])
+                    .await?;
             }
         }
         Ok(recorded)

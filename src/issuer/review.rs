@@ -1,9 +1,10 @@
 //! Break-glass reviews: opened with every break-glass grant, listed for
 //! reviewers, and closed by someone other than the one who used it.
 
+use super::events::record;
 use super::request::{check_comment, invalid, parse_grant_id};
 use super::{Caller, IssueError, Issuer};
-use crate::audit::{EventKind, Record};
+use crate::audit::event::{Event, ReviewAcknowledged};
 use crate::grant::{Grant, GrantId};
 use crate::store::{AckOutcome, Review, ReviewAck, StoreError};
 
@@ -74,18 +75,17 @@ impl Issuer {
         };
         match self.store.ack_review(id, &ack).await? {
             AckOutcome::Acked(review) => {
-                let records = vec![Record {
-                    kind: EventKind::ReviewAcknowledged,
-                    at: ack.at,
-                    actor: caller.spiffe_id.to_string(),
-                    subject: Some(review.subject.to_string()),
-                    grant: Some(review.grant_id.to_string()),
-                    task: Some(review.task_id.to_string()),
-                    details: serde_json::json!({
-                        "entitlement": review.entitlement,
-                        "comment": ack.comment,
+                let records = vec![record(
+                    caller,
+                    ack.at,
+                    Some(review.subject.to_string()),
+                    Some(review.grant_id.to_string()),
+                    Some(review.task_id.to_string()),
+                    Event::ReviewAcknowledged(ReviewAcknowledged {
+                        entitlement: review.entitlement.clone(),
+                        comment: ack.comment.clone(),
                     }),
-                }];
+                )];
                 self.audit_or_undo(records, || self.reopen_review(&review))
                     .await?;
                 Ok(review)

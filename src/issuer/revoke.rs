@@ -7,9 +7,10 @@
 //! records it again.
 
 use super::events::lag_ms;
+use super::events::record;
 use super::request::{MAX_JUSTIFICATION_BYTES, invalid, name_error, parse_grant_id};
 use super::{Caller, IssueError, Issuer};
-use crate::audit::{EventKind, Record};
+use crate::audit::event::{Event, Revocation, Target, TaskCompleted};
 use crate::ca::BACKDATE;
 use crate::grant::{CredentialId, Epoch, Grant, GrantId, GrantState, TaskId};
 use crate::spiffe_id::SpiffeId;
@@ -39,25 +40,8 @@ pub struct RevokeOutcome {
     pub task_revoked: bool,
 }
 
-/// How a task ended.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum Outcome {
-    /// It did what it was for.
-    #[default]
-    Completed,
-    /// It failed; its grants end all the same.
-    Failed,
-}
-
-impl Outcome {
-    /// `completed` or `failed`, as recorded.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Completed => "completed",
-            Self::Failed => "failed",
-        }
-    }
-}
+/// How a task ended: completed or failed (its grants end all the same).
+pub use crate::audit::event::TaskOutcome as Outcome;
 
 /// What the caller says is done.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -206,10 +190,10 @@ impl Issuer {
         self.changes.notify_waiters();
         self.announce(&event).await?;
         let (kind, value) = match target {
-            RevokeTarget::Credential(value) => ("credential", value),
-            RevokeTarget::Grant(value) => ("grant", value),
-            RevokeTarget::Task(value) => ("task", value),
-            RevokeTarget::Subject(value) => ("subject", value),
+            RevokeTarget::Credential(value) => (Target::Credential, value),
+            RevokeTarget::Grant(value) => (Target::Grant, value),
+            RevokeTarget::Task(value) => (Target::Task, value),
+            RevokeTarget::Subject(value) => (Target::Subject, value),
         };
         // A revocation of one grant or credential is about that grant.
         let grant = match target {
@@ -219,23 +203,22 @@ impl Issuer {
             }
             RevokeTarget::Task(_) | RevokeTarget::Subject(_) => None,
         };
-        self.audit(vec![Record {
-            kind: EventKind::Revocation,
-            at: ending.at,
-            actor: caller.spiffe_id.to_string(),
-            subject: None,
-            grant: grant.map(|id| id.to_string()),
-            task: None,
-            details: serde_json::json!({
-                "target": kind,
-                "value": value,
-                "reason": reason,
-                "grants_ended": outcome.grants.iter().map(ToString::to_string).collect::<Vec<_>>(),
-                "credential_revoked": outcome.credential_revoked,
-                "task_revoked": outcome.task_revoked,
-                "lag_ms": lag_ms(ending.at, self.clock.now()),
+        self.audit(vec![record(
+            caller,
+            ending.at,
+            None,
+            grant.map(|id| id.to_string()),
+            None,
+            Event::Revocation(Revocation {
+                target: kind,
+                value: value.clone(),
+                reason: reason.to_owned(),
+                grants_ended: outcome.grants.iter().map(ToString::to_string).collect(),
+                credential_revoked: outcome.credential_revoked,
+                task_revoked: outcome.task_revoked,
+                lag_ms: lag_ms(ending.at, self.clock.now()),
             }),
-        }])
+        )])
         .await?;
         Ok(outcome)
     }
@@ -336,24 +319,23 @@ impl Issuer {
         })
         .await?;
         let (kind, value, grant, task) = match target {
-            CompleteTarget::Grant(value) => ("grant", value, GrantId::parse(value), None),
-            CompleteTarget::Task(value) => ("task", value, None, Some(value.clone())),
+            CompleteTarget::Grant(value) => (Target::Grant, value, GrantId::parse(value), None),
+            CompleteTarget::Task(value) => (Target::Task, value, None, Some(value.clone())),
         };
-        self.audit(vec![Record {
-            kind: EventKind::TaskCompleted,
-            at: ending.at,
-            actor: caller.spiffe_id.to_string(),
-            subject: Some(caller.spiffe_id.to_string()),
-            grant: grant.map(|id| id.to_string()),
+        self.audit(vec![record(
+            caller,
+            ending.at,
+            Some(caller.spiffe_id.to_string()),
+            grant.map(|id| id.to_string()),
             task,
-            details: serde_json::json!({
-                "target": kind,
-                "value": value,
-                "outcome": outcome.as_str(),
-                "grants_ended": ended.iter().map(ToString::to_string).collect::<Vec<_>>(),
-                "lag_ms": lag_ms(ending.at, self.clock.now()),
+            Event::TaskCompleted(TaskCompleted {
+                target: kind,
+                value: value.clone(),
+                outcome,
+                grants_ended: ended.iter().map(ToString::to_string).collect(),
+                lag_ms: lag_ms(ending.at, self.clock.now()),
             }),
-        }])
+        )])
         .await?;
         Ok(ended)
     }

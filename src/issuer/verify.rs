@@ -5,8 +5,9 @@
 
 use rustls::pki_types::CertificateDer;
 
+use super::events::record;
 use super::{Caller, IssueError, Issuer};
-use crate::audit::{EventKind, Record};
+use crate::audit::event::{Event, LivenessChecked};
 use crate::ca::{PresentedCredential, PresentedError, certificate_thumbprint};
 use crate::grant::{CredentialId, Epoch, TaskId};
 use crate::store::{Liveness, LivenessQuery};
@@ -28,33 +29,9 @@ pub enum Presented {
     },
 }
 
-/// The verdict on a presented credential.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum VerifyStatus {
-    /// Authentic, unexpired, live.
-    Valid,
-    /// Authentic but ended (revoked, completed, or minted under a lost epoch).
-    Revoked,
-    /// Authentic but expired.
-    Expired,
-    /// Liveness unknown: the store is unreachable or has no record.
-    Unknown,
-    /// Not authentic, not for this audience, or not a jitid credential.
-    Invalid,
-}
-
-impl VerifyStatus {
-    /// The verdict's name, as the audit trail records it.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Valid => "valid",
-            Self::Revoked => "revoked",
-            Self::Expired => "expired",
-            Self::Unknown => "unknown",
-            Self::Invalid => "invalid",
-        }
-    }
-}
+/// The verdict on a presented credential: valid, revoked, expired,
+/// unknown (liveness could not be established) or invalid.
+pub use crate::audit::event::LivenessStatus as VerifyStatus;
 
 /// A verdict with its reason and what the credential claims.
 #[derive(Debug, Clone)]
@@ -87,19 +64,18 @@ impl Issuer {
             }
         }
         let claimed = verdict.credential.as_ref();
-        self.audit(vec![Record {
-            kind: EventKind::LivenessChecked,
-            at: self.clock.now(),
-            actor: caller.spiffe_id.to_string(),
-            subject: claimed.map(|c| c.spiffe_id.clone()),
-            grant: claimed.map(|c| c.grant.grant_id.clone()),
-            task: claimed.map(|c| c.grant.task_id.clone()),
-            details: serde_json::json!({
-                "status": verdict.status.as_str(),
-                "reason": verdict.reason,
-                "credential": claimed.map(|c| c.credential_id.clone()),
+        self.audit(vec![record(
+            caller,
+            self.clock.now(),
+            claimed.map(|c| c.spiffe_id.clone()),
+            claimed.map(|c| c.grant.grant_id.clone()),
+            claimed.map(|c| c.grant.task_id.clone()),
+            Event::LivenessChecked(LivenessChecked {
+                status: verdict.status,
+                reason: verdict.reason.clone(),
+                credential: claimed.map(|c| c.credential_id.clone()),
             }),
-        }])
+        )])
         .await
     }
 

@@ -18,7 +18,8 @@ use super::wire::{
     duration_of, grant_record, grant_spec, removal_status, review_record, state_filter, status,
     summary,
 };
-use crate::audit::{EventKind, Record};
+use crate::audit::Record;
+use crate::audit::event::{AuthenticationFailure, Envelope, Event};
 use crate::ca::REFRESH_HINT;
 use crate::convert;
 use crate::grant::GrantId;
@@ -94,18 +95,18 @@ impl IssuerService {
         // Recorded without holding up the refusal; a failure to record is
         // logged (the request is refused either way).
         let issuer = self.issuer.clone();
-        let record = Record {
-            kind: EventKind::AuthenticationFailure,
+        let envelope = Envelope {
             at: issuer.clock().now(),
             actor,
             subject: None,
             grant: None,
             task: None,
-            details: serde_json::json!({
-                "remote": peer.remote_addr.ip().to_canonical().to_string(),
-                "reason": reason,
-            }),
         };
+        let failure = Event::AuthenticationFailure(AuthenticationFailure {
+            remote: peer.remote_addr.ip().to_canonical().to_string(),
+            reason: reason.clone(),
+        });
+        let record = Record::new(envelope, &failure);
         tokio::spawn(async move {
             if let Err(error) = issuer.audit(vec![record]).await {
                 tracing::warn!(%error, "authentication failure not recorded in the audit trail");
