@@ -44,12 +44,7 @@ pub const MAX_TICKET_BYTES: usize = 128;
 pub const MAX_ENTITLEMENT_BYTES: usize = 64;
 /// Longest delegation or relying party name, in bytes.
 pub const MAX_NAME_BYTES: usize = 64;
-/// How long a relying party may take to apply a revocation before it is
-/// flagged, unless configured.
-pub const DEFAULT_ACK_BOUND: Duration = Duration::from_secs(5);
-/// How long a relying party stays registered without being heard from,
-/// unless configured.
-pub const DEFAULT_PARTY_TTL: Duration = Duration::from_secs(60);
+pub use crate::store::{DEFAULT_ACK_BOUND, DEFAULT_PARTY_TTL};
 /// Most revocation events one acknowledgement records.
 const MAX_ACKED_EVENTS: usize = 10_000;
 

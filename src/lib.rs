@@ -39,6 +39,7 @@ pub mod issuer;
 pub mod keyfile;
 pub mod policy;
 pub mod proto;
+pub mod redis_conn;
 pub mod server;
 pub mod spiffe_id;
 pub mod store;

@@ -14,6 +14,7 @@
 //! that text; the first event's `prev` is 64 zeros. A JSON-lines export is
 //! each event's JSON, `hash` last, one a line.
 
+pub mod checkpoint;
 pub mod log;
 pub mod query;
 pub mod upkeep;

@@ -1006,7 +1006,7 @@ impl Entitlement {
 
         let parse_ttl = |field: &'static str, text: Option<String>, default: Duration| match text {
             None => Ok(default),
-            Some(text) => crate::config::parse_duration(&text).map_err(|m| invalid(field, m)),
+            Some(text) => crate::clock::parse_duration(&text).map_err(|m| invalid(field, m)),
         };
         let risk = raw.risk.unwrap_or_default();
         let (risk_ceiling, ceiling_key) = match limits.by_risk[risk as usize] {
