@@ -12,7 +12,7 @@ use crate::audit::{AuditEvent, Chained, Head};
 
 /// The chain in process memory, from a starting head (the genesis, or the
 /// last event of a JSON-lines file a previous process wrote). Retention,
-/// applied by the [`Auditor`](super::Auditor), bounds it.
+/// applied by the [`Auditor`](crate::audit::Auditor), bounds it.
 #[derive(Debug)]
 pub struct MemoryAuditLog {
     chain: Mutex<Chain>,

@@ -227,7 +227,7 @@ fn revocation_events_read_back_as_written() {
             reason: "compromised".to_owned(),
         },
         RevocationEvent {
-            epoch: grant.epoch.clone(),
+            epoch: grant.epoch,
             at: at(6_000),
             grants: Vec::new(),
             credential: None,
@@ -253,7 +253,7 @@ fn reviews_read_back_as_written() {
         subject: grant.subject.clone(),
         entitlement: grant.entitlement.clone(),
         actions: grant.actions.clone(),
-        task_id: grant.task_id.clone(),
+        task_id: grant.task_id,
         justification: "outage".to_owned(),
         ticket: "INC-7".to_owned(),
         opened_at: at(1_000),
