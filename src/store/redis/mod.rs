@@ -73,12 +73,12 @@ impl RedisStore {
     /// Connects (and fails if Redis cannot be reached now; later outages are
     /// reported per call and recovered from without a restart).
     pub async fn connect(config: RedisStoreConfig) -> Result<Self, StoreError> {
-        Self::on(RedisHandle::connect(config).await?).await
+        Self::with_handle(RedisHandle::connect(config).await?).await
     }
 
     /// The store on an existing connection, which others (the audit trail)
     /// may share.
-    pub async fn on(redis: RedisHandle) -> Result<Self, StoreError> {
+    pub async fn with_handle(redis: RedisHandle) -> Result<Self, StoreError> {
         let store = Self {
             redis,
             epoch: Mutex::new(None),
