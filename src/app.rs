@@ -67,7 +67,7 @@ pub enum AppError {
     Checkpoint(String),
     /// The memory trail could not be started at that checkpoint.
     #[error("starting the audit trail at its checkpoint")]
-    Trail(#[source] StoreError),
+    Trail(#[source] crate::audit::log::AuditLogError),
     /// Redis, which holds grants and the trail, could not be reached.
     #[error("cannot connect to Redis (jitid fails closed: it never issues untracked credentials)")]
     Redis(#[source] StoreError),

@@ -71,3 +71,10 @@ pub fn unix_seconds(time: SystemTime) -> u64 {
         .map(|elapsed| elapsed.as_secs())
         .unwrap_or(0)
 }
+
+/// Parses a human duration such as `5m`, `90s` or `720h`: the one syntax
+/// of durations in the configuration and on the command line.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text)
+        .map_err(|error| format!("{error} (e.g. \"5m\", \"90s\", \"1h\")"))
+}

@@ -113,7 +113,7 @@ pub struct Grant {
     /// Who approved it, in order.
     pub approvals: Vec<ApprovalRecord>,
     /// The decision that created it: its inputs and the rules that
-    /// matched, as JSON (see [`crate::policy::Explanation`]).
+    /// matched, as JSON (see `policy::Explanation`).
     pub decision: String,
     /// Where it sits in a delegation chain, if it was delegated.
     pub delegation: Option<Delegation>,

@@ -41,6 +41,7 @@ pub mod dev;
 pub mod grant;
 pub mod issuer;
 pub mod policy;
+pub mod redis_conn;
 pub mod server;
 pub mod store;
 

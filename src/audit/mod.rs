@@ -73,6 +73,7 @@ macro_rules! named {
     };
 }
 
+pub mod checkpoint;
 pub mod event;
 pub mod log;
 pub mod query;

@@ -236,10 +236,10 @@ pub async fn cut_point<F, Fut>(
     cut: u64,
     now: SystemTime,
     mut time_of: F,
-) -> Result<Option<u64>, crate::store::StoreError>
+) -> Result<Option<u64>, super::log::AuditLogError>
 where
     F: FnMut(u64) -> Fut,
-    Fut: std::future::Future<Output = Result<Option<String>, crate::store::StoreError>>,
+    Fut: std::future::Future<Output = Result<Option<String>, super::log::AuditLogError>>,
 {
     let mut through = retention
         .max_events

@@ -13,11 +13,10 @@ use std::time::{Duration, SystemTime};
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::log::{AppendOutcome, AuditLog};
+use super::log::{AppendOutcome, AuditLog, AuditLogError};
 use super::upkeep::{CheckpointSigner, Retention, SignedCheckpoint, cut_point};
 use super::{Chained, Head, Record};
 use crate::clock::Clock;
-use crate::store::StoreError;
 
 /// Most requests appended in one round trip.
 const MAX_BATCH: usize = 256;
@@ -45,8 +44,8 @@ pub enum AuditError {
     Unavailable(String),
 }
 
-impl From<StoreError> for AuditError {
-    fn from(error: StoreError) -> Self {
+impl From<AuditLogError> for AuditError {
+    fn from(error: AuditLogError) -> Self {
         Self::Unavailable(error.to_string())
     }
 }
@@ -308,11 +307,12 @@ impl Writer {
         let read = |seq: u64| {
             let log = log.clone();
             async move {
-                Ok(log
-                    .read(seq - 1, 1)
-                    .await?
-                    .into_iter()
-                    .find(|event| event.seq == seq))
+                Ok::<_, AuditLogError>(
+                    log.read(seq - 1, 1)
+                        .await?
+                        .into_iter()
+                        .find(|event| event.seq == seq),
+                )
             }
         };
         let through = cut_point(&upkeep.retention, head.seq, cut, now, |seq| {

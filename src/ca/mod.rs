@@ -26,13 +26,10 @@ pub use crate::extension::{
 pub use bundle::{JwtAuthority, REFRESH_HINT, TrustBundle, X509Authority};
 pub use csr::{CsrError, MAX_CSR_BYTES, VerifiedCsr};
 pub use jwt::{Actor, Confirmation, EcPublicJwk, JwtSvidClaims};
-pub use verify::{PresentedCredential, PresentedError, verify_checkpoint};
+pub use verify::{JwsError, PresentedCredential, PresentedError, verify_jws};
 pub use x509::BACKDATE;
 
-use crate::audit::Head;
-use crate::audit::upkeep::{CHECKPOINT_TYP, Checkpoint, CheckpointSigner};
 use crate::clock::unix_seconds;
-use crate::config::CaPaths;
 use crate::crypto::der_to_pem;
 use crate::keyfile::{self, KEY_MODE, KeyFileError, PUBLIC_MODE};
 use crate::spiffe_id::{SpiffeId, TrustDomain};
@@ -126,6 +123,19 @@ pub struct Authority {
     x509_verifier: Option<std::sync::Arc<dyn rustls::server::danger::ClientCertVerifier>>,
 }
 
+/// Paths of the certificate authority's files, as written by `jitid ca init`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CaPaths {
+    /// Root certificate(s), PEM: the trust anchors of the trust domain.
+    pub root_cert: PathBuf,
+    /// Signing intermediate certificate, PEM.
+    pub signing_cert: PathBuf,
+    /// Signing intermediate key, PKCS#8 PEM, mode 0600.
+    pub signing_key: PathBuf,
+    /// JWT-SVID signing key, PKCS#8 PEM, mode 0600.
+    pub jwt_key: PathBuf,
+}
+
 /// Creates a root and a signing intermediate (ECDSA P-256) and a JWT signing
 /// key in `dir`. Keys are written 0600. Refuses to overwrite any file.
 pub fn init(
@@ -197,6 +207,20 @@ pub fn init(
 /// should move it offline.
 pub fn root_key_path(dir: &Path) -> PathBuf {
     dir.join("root.key")
+}
+
+// === impl CaPaths ===
+
+impl CaPaths {
+    /// The standard file names inside a CA directory.
+    pub fn in_dir(dir: &Path) -> Self {
+        Self {
+            root_cert: dir.join("root.pem"),
+            signing_cert: dir.join("signing.pem"),
+            signing_key: dir.join("signing.key"),
+            jwt_key: dir.join("jwt.key"),
+        }
+    }
 }
 
 // === impl Authority ===
@@ -351,6 +375,20 @@ impl Authority {
         self.jwt_key.sign("JWT", claims)
     }
 
+    /// Signs `claims` as a compact JWS with the trust domain's JWT key
+    /// (ES256, header `typ`, `alg`, `kid`), for documents other than SVIDs
+    /// whose format their owner defines (the audit trail's checkpoints);
+    /// [`verify_jws`] checks them. `typ` must name that format: `JWT` is
+    /// refused, so nothing signed here can pass for a JWT-SVID.
+    pub fn sign_jws(&self, typ: &str, claims: &impl serde::Serialize) -> Result<String, CaError> {
+        if typ.eq_ignore_ascii_case("JWT") {
+            return Err(CaError::Jwt(
+                "a JWS that is not a JWT-SVID needs its own typ".to_owned(),
+            ));
+        }
+        self.jwt_key.sign(typ, claims)
+    }
+
     fn leaf(
         &self,
         request: LeafRequest<'_>,
@@ -375,21 +413,6 @@ impl Authority {
             extension: extension.map(GrantExtension::to_rcgen),
         })?;
         Ok((params, not_after))
-    }
-}
-
-impl CheckpointSigner for Authority {
-    fn sign_checkpoint(&self, head: &Head, time: &str, now: SystemTime) -> Result<String, String> {
-        let checkpoint = Checkpoint {
-            iss: self.trust_domain.id_string(),
-            seq: head.seq,
-            hash: head.hash.clone(),
-            time: time.to_owned(),
-            iat: unix_seconds(now),
-        };
-        self.jwt_key
-            .sign(CHECKPOINT_TYP, &checkpoint)
-            .map_err(|error| error.to_string())
     }
 }
 

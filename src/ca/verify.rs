@@ -12,7 +12,6 @@ use rustls::server::danger::ClientCertVerifier;
 use rustls::{CertificateError, RootCertStore};
 
 use super::{Authority, GrantExtension, JwtAuthority, JwtSvidClaims, asn1_time};
-use crate::audit::upkeep::{CHECKPOINT_TYP, Checkpoint};
 
 /// What an authentic credential claims.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -199,28 +198,55 @@ impl Authority {
     }
 }
 
-/// Checks a signed audit [`Checkpoint`] against the JWT keys of a trust
-/// bundle.
-pub fn verify_checkpoint(token: &str, authorities: &[JwtAuthority]) -> Result<Checkpoint, String> {
+/// Why a JWS signed with [`Authority::sign_jws`] was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum JwsError {
+    /// Not a compact JWS with a readable header.
+    #[error("malformed: {0}")]
+    Malformed(String),
+    /// Not ES256, or another `typ` than the one expected.
+    #[error("wrong type")]
+    WrongType,
+    /// The header names no key.
+    #[error("no kid")]
+    NoKid,
+    /// Signed by a key the bundle does not hold.
+    #[error("signed by a key not in the bundle (kid {0})")]
+    UnknownKey(String),
+    /// The bundle's key cannot be used.
+    #[error("bundle key: {0}")]
+    BadKey(String),
+    /// The signature or the claims do not verify.
+    #[error("does not verify: {0}")]
+    Invalid(String),
+}
+
+/// Checks a compact JWS of `typ` (signed by [`Authority::sign_jws`])
+/// against the JWT keys of a trust bundle, and returns its claims. The
+/// claims' meaning (and any expiry) is for the caller to judge.
+pub fn verify_jws<T: serde::de::DeserializeOwned>(
+    token: &str,
+    typ: &str,
+    authorities: &[JwtAuthority],
+) -> Result<T, JwsError> {
     let header = jsonwebtoken::decode_header(token)
-        .map_err(|error| format!("malformed checkpoint: {error}"))?;
-    if header.alg != Algorithm::ES256 || header.typ.as_deref() != Some(CHECKPOINT_TYP) {
-        return Err("not a jitid audit checkpoint".to_owned());
+        .map_err(|error| JwsError::Malformed(error.to_string()))?;
+    if header.alg != Algorithm::ES256 || header.typ.as_deref() != Some(typ) {
+        return Err(JwsError::WrongType);
     }
-    let kid = header
-        .kid
-        .ok_or_else(|| "checkpoint has no kid".to_owned())?;
+    let kid = header.kid.ok_or(JwsError::NoKid)?;
     let authority = authorities
         .iter()
         .find(|authority| authority.kid == kid)
-        .ok_or_else(|| format!("checkpoint signed by a key not in the bundle (kid {kid})"))?;
+        .ok_or_else(|| JwsError::UnknownKey(kid.clone()))?;
     let key = DecodingKey::from_ec_components(&authority.key.x, &authority.key.y)
-        .map_err(|error| format!("bundle key: {error}"))?;
+        .map_err(|error| JwsError::BadKey(error.to_string()))?;
     let mut validation = Validation::new(Algorithm::ES256);
     validation.validate_exp = false;
     validation.validate_aud = false;
     validation.required_spec_claims.clear();
-    jsonwebtoken::decode::<Checkpoint>(token, &key, &validation)
+    jsonwebtoken::decode::<T>(token, &key, &validation)
         .map(|data| data.claims)
-        .map_err(|error| format!("checkpoint does not verify: {error}"))
+        .map_err(|error| JwsError::Invalid(error.to_string()))
 }

@@ -12,7 +12,7 @@ use clap::{Args, Subcommand, ValueEnum};
 use jitid::audit::query::{GrantLife, Report};
 use jitid::audit::upkeep::Checkpoint;
 use jitid::audit::{AuditEvent, AuditLog, ChainBreak, Head, RedisAuditLog, verify_chain};
-use jitid::ca::{self, Authority, JwtAuthority, TrustBundle};
+use jitid::ca::{Authority, JwtAuthority, TrustBundle};
 use jitid::client::{AuditEventsExt as _, checked_event};
 use jitid::config::{Config, StoreConfig};
 use jitid::proto::v1 as pb;
@@ -339,7 +339,7 @@ async fn verify(
         }
     };
     let checkpoint = |token: &str| -> anyhow::Result<Checkpoint> {
-        ca::verify_checkpoint(token, &authorities()?)
+        jitid::audit::checkpoint::verify_checkpoint(token, &authorities()?)
             .map_err(|error| ChainBroken(format!("the checkpoint: {error}")).into())
     };
     let (start, head, source) = match (file, &config) {

@@ -54,12 +54,7 @@ pub use self::request::{
 pub use self::revoke::{CompleteTarget, Outcome, RevokeOutcome, RevokeTarget};
 pub use self::verify::{Presented, Verdict, VerifyStatus};
 
-/// How long a relying party may take to apply a revocation before it is
-/// flagged, unless configured.
-pub const DEFAULT_ACK_BOUND: Duration = Duration::from_secs(5);
-/// How long a relying party stays registered without being heard from,
-/// unless configured.
-pub const DEFAULT_PARTY_TTL: Duration = Duration::from_secs(60);
+pub use crate::store::{DEFAULT_ACK_BOUND, DEFAULT_PARTY_TTL};
 
 /// The attested workload making a request.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -10,6 +10,7 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 
 use super::*;
+use crate::audit::log::AuditLogError;
 use crate::audit::upkeep::{Expiring, SignedCheckpoint};
 use crate::audit::{
     AppendOutcome, AuditEvent, AuditMode, Chained, EventKind, Head, MemoryAuditLog,
@@ -69,7 +70,7 @@ struct Trail {
 
 #[async_trait]
 impl AuditLog for Trail {
-    async fn head(&self) -> Result<Head, StoreError> {
+    async fn head(&self) -> Result<Head, AuditLogError> {
         self.inner.head().await
     }
 
@@ -77,30 +78,30 @@ impl AuditLog for Trail {
         &self,
         expected: &Head,
         chained: &Chained,
-    ) -> Result<AppendOutcome, StoreError> {
+    ) -> Result<AppendOutcome, AuditLogError> {
         if self.refusing.load(Ordering::SeqCst) {
-            return Err(StoreError::Unavailable("the test trail refuses".into()));
+            return Err(AuditLogError::Unavailable("the test trail refuses".into()));
         }
         self.inner.append(expected, chained).await
     }
 
-    async fn read(&self, after: u64, limit: usize) -> Result<Vec<AuditEvent>, StoreError> {
+    async fn read(&self, after: u64, limit: usize) -> Result<Vec<AuditEvent>, AuditLogError> {
         self.inner.read(after, limit).await
     }
 
-    async fn due(&self, now: SystemTime, limit: usize) -> Result<Vec<Expiring>, StoreError> {
+    async fn due(&self, now: SystemTime, limit: usize) -> Result<Vec<Expiring>, AuditLogError> {
         self.inner.due(now, limit).await
     }
 
-    async fn checkpoint(&self) -> Result<Option<SignedCheckpoint>, StoreError> {
+    async fn checkpoint(&self) -> Result<Option<SignedCheckpoint>, AuditLogError> {
         self.inner.checkpoint().await
     }
 
-    async fn trim(&self, checkpoint: &SignedCheckpoint) -> Result<(), StoreError> {
+    async fn trim(&self, checkpoint: &SignedCheckpoint) -> Result<(), AuditLogError> {
         self.inner.trim(checkpoint).await
     }
 
-    async fn lease(&self, holder: &str, ttl: Duration) -> Result<bool, StoreError> {
+    async fn lease(&self, holder: &str, ttl: Duration) -> Result<bool, AuditLogError> {
         self.inner.lease(holder, ttl).await
     }
 }

@@ -96,7 +96,7 @@ impl Query {
         mut shutdown: watch::Receiver<bool>,
         _permit: OwnedSemaphorePermit,
     ) {
-        let unavailable = |error: crate::store::StoreError| {
+        let unavailable = |error: crate::audit::log::AuditLogError| {
             Status::unavailable(format!("audit trail unavailable: {error}"))
         };
         let mut after = self.after;

@@ -373,6 +373,13 @@ pub trait GrantStore: Send + Sync + std::fmt::Debug + 'static {
     async fn mark_all_applied(&self, cursor: &str, keep_for: Duration) -> Result<bool, StoreError>;
 }
 
+/// How long a relying party may take to apply a revocation before it is
+/// flagged, unless configured.
+pub const DEFAULT_ACK_BOUND: Duration = Duration::from_secs(5);
+/// How long a relying party stays registered without being heard from,
+/// unless configured.
+pub const DEFAULT_PARTY_TTL: Duration = Duration::from_secs(60);
+
 /// A relying party that follows the revocation stream under a name and
 /// acknowledges what it applied.
 #[derive(Debug, Clone, PartialEq, Eq)]

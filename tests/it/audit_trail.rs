@@ -696,7 +696,7 @@ async fn the_memory_trail_trims_behind_a_checkpoint_too() {
         found.checkpoint.is_some().then_some(found)
     })
     .await;
-    let checkpoint = jitid::ca::verify_checkpoint(
+    let checkpoint = jitid::audit::checkpoint::verify_checkpoint(
         found.checkpoint.as_deref().unwrap(),
         &env.authority.bundle().jwt_authorities,
     )

@@ -8,11 +8,11 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
+use jitid::audit::log::AuditLogError;
 use jitid::audit::upkeep::{Expiring, SignedCheckpoint};
 use jitid::audit::{AppendOutcome, AuditEvent, AuditLog, EventKind, MemoryAuditLog};
 use jitid::audit::{Chained, Head};
 use jitid::client::{Client, ClientConfig, ClientError, JwtSvid, RetryPolicy, SvidRequest};
-use jitid::store::StoreError;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
@@ -53,7 +53,7 @@ impl GatedAuditLog {
 
 #[async_trait]
 impl AuditLog for GatedAuditLog {
-    async fn head(&self) -> Result<Head, StoreError> {
+    async fn head(&self) -> Result<Head, AuditLogError> {
         self.inner.head().await
     }
 
@@ -61,29 +61,29 @@ impl AuditLog for GatedAuditLog {
         &self,
         expected: &Head,
         chained: &Chained,
-    ) -> Result<AppendOutcome, StoreError> {
+    ) -> Result<AppendOutcome, AuditLogError> {
         let mut open = self.open.subscribe();
         let _ = open.wait_for(|open| *open).await;
         self.inner.append(expected, chained).await
     }
 
-    async fn read(&self, after: u64, limit: usize) -> Result<Vec<AuditEvent>, StoreError> {
+    async fn read(&self, after: u64, limit: usize) -> Result<Vec<AuditEvent>, AuditLogError> {
         self.inner.read(after, limit).await
     }
 
-    async fn due(&self, now: SystemTime, limit: usize) -> Result<Vec<Expiring>, StoreError> {
+    async fn due(&self, now: SystemTime, limit: usize) -> Result<Vec<Expiring>, AuditLogError> {
         self.inner.due(now, limit).await
     }
 
-    async fn checkpoint(&self) -> Result<Option<SignedCheckpoint>, StoreError> {
+    async fn checkpoint(&self) -> Result<Option<SignedCheckpoint>, AuditLogError> {
         self.inner.checkpoint().await
     }
 
-    async fn trim(&self, checkpoint: &SignedCheckpoint) -> Result<(), StoreError> {
+    async fn trim(&self, checkpoint: &SignedCheckpoint) -> Result<(), AuditLogError> {
         self.inner.trim(checkpoint).await
     }
 
-    async fn lease(&self, holder: &str, ttl: Duration) -> Result<bool, StoreError> {
+    async fn lease(&self, holder: &str, ttl: Duration) -> Result<bool, AuditLogError> {
         self.inner.lease(holder, ttl).await
     }
 }
