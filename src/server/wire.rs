@@ -49,7 +49,7 @@ pub(super) fn removal_status(removal: RemovalStatus) -> pb::RevocationStatusResp
 /// A request's duration, refused if negative or not normalized.
 pub(super) fn duration_of(duration: prost_types::Duration) -> Result<Duration, Status> {
     convert::std_duration(&duration).ok_or_else(|| {
-        Status::invalid_argument("ttl: must be a non-negative duration with nanos below 10^9")
+        Status::invalid_argument("ttl: must not be negative, and its nanos must be below 10^9")
     })
 }
 

@@ -178,26 +178,26 @@ async fn malformed_fields_name_the_field() {
         "justification: must be at most 1024 bytes of printable text",
     );
     let mut grpc = client.grpc();
-    let error: ClientError = grpc
-        .issue_x509_svid(pb::IssueX509SvidRequest {
-            grant: Some(pb::GrantSpec {
-                entitlement: "ci-publish".to_owned(),
-                ttl: Some(prost_types::Duration {
-                    seconds: -5,
-                    nanos: 0,
+    // Negative, or nanoseconds outside the protobuf range.
+    for (seconds, nanos) in [(-5, 0), (60, 1_000_000_000)] {
+        let error: ClientError = grpc
+            .issue_x509_svid(pb::IssueX509SvidRequest {
+                grant: Some(pb::GrantSpec {
+                    entitlement: "ci-publish".to_owned(),
+                    ttl: Some(prost_types::Duration { seconds, nanos }),
+                    ..Default::default()
                 }),
-                ..Default::default()
-            }),
-            csr: csr(),
-        })
-        .await
-        .unwrap_err()
-        .into();
-    assert_status(
-        &error,
-        tonic::Code::InvalidArgument,
-        "ttl: must not be negative",
-    );
+                csr: csr(),
+            })
+            .await
+            .unwrap_err()
+            .into();
+        assert_status(
+            &error,
+            tonic::Code::InvalidArgument,
+            "ttl: must not be negative, and its nanos must be below 10^9",
+        );
+    }
     assert_eq!(env.grants(), 0);
 }
 
