@@ -191,6 +191,16 @@ fn entitlement(name: &str) -> GrantRequest {
     })
 }
 
+/// A break-glass request for `db-migrate`.
+fn break_glass(justification: &str) -> GrantRequest {
+    request(GrantFields {
+        entitlement: "db-migrate".to_owned(),
+        break_glass: true,
+        justification: justification.to_owned(),
+        ..GrantFields::default()
+    })
+}
+
 fn under(grant: &Grant, ttl: Option<Duration>) -> GrantRequest {
     request(GrantFields {
         grant_id: grant.id.to_string(),
@@ -238,12 +248,7 @@ async fn a_refused_trail_leaves_no_new_grant_behind() {
             .request_grant(&runner, &entitlement("db-migrate"))
             .await,
     );
-    let break_glass = request(GrantFields {
-        entitlement: "db-migrate".to_owned(),
-        break_glass: true,
-        justification: "INC-1 outage".to_owned(),
-        ..GrantFields::default()
-    });
+    let break_glass = break_glass("INC-1 outage");
     assert_audit_refused(env.issuer.issue_x509(&runner, &break_glass, &env.csr).await);
     assert!(env.grants(RUNNER).await.is_empty());
     let admin = caller("spiffe://example.org/ops/admin");
@@ -314,12 +319,7 @@ async fn a_refused_trail_undoes_approvals_denials_reviews_and_delegations() {
     assert_eq!(now, pending, "the pending grant is as it was");
 
     // A review's acknowledgement.
-    let break_glass = request(GrantFields {
-        entitlement: "db-migrate".to_owned(),
-        break_glass: true,
-        justification: "INC-2".to_owned(),
-        ..GrantFields::default()
-    });
+    let break_glass = break_glass("INC-2");
     let issued = env
         .issuer
         .issue_x509(&runner, &break_glass, &env.csr)
@@ -663,12 +663,7 @@ async fn only_owners_and_admins_revoke_and_no_one_reviews_their_own_break_glass(
     let outcome = env.issuer.revoke(&admin, &target, "done").await.unwrap();
     assert_eq!(outcome.grants, vec![grant.id]);
 
-    let break_glass = request(GrantFields {
-        entitlement: "db-migrate".to_owned(),
-        break_glass: true,
-        justification: "INC-3".to_owned(),
-        ..GrantFields::default()
-    });
+    let break_glass = break_glass("INC-3");
     // A release runner uses break-glass; only a security reviewer closes it.
     let user = caller("spiffe://example.org/ci/runner-3");
     let issued = env
