@@ -6,10 +6,11 @@ mod cli;
 
 use std::process::ExitCode;
 
-use clap::Parser;
-
 fn main() -> ExitCode {
-    let cli = cli::Cli::parse();
+    let cli = match cli::parse() {
+        Ok(cli) => cli,
+        Err(code) => return code,
+    };
     init_tracing(&cli.log);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -21,13 +22,20 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(cli::run(cli.command)) {
+    let code = match runtime.block_on(cli::run(cli.command)) {
         Ok(code) => code,
         Err(error) => {
-            eprintln!("jitid: error: {error:#}");
+            // A verdict (`verify`'s REVOKED) was printed as output already.
+            if !cli::exit::is_verdict(&error) {
+                eprintln!("jitid: error: {}", cli::exit::message(&error));
+            }
             ExitCode::from(cli::exit::exit_code(&error))
         }
+    };
+    if cli::stdout_failed() {
+        return ExitCode::FAILURE;
     }
+    code
 }
 
 fn init_tracing(filter: &str) {

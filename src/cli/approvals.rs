@@ -54,10 +54,10 @@ pub(crate) async fn decide_grant(args: DecideArgs, approve: bool) -> anyhow::Res
         client.deny(&args.grant, &args.comment).await?
     };
     match args.output {
-        Output::Json => println!("{}", grant_record_json(&grant)),
+        Output::Json => outln!("{}", grant_record_json(&grant)),
         Output::Text => {
             let summary = grant.summary.clone().unwrap_or_default();
-            println!(
+            outln!(
                 "grant {} is {} ({} approval(s))",
                 summary.grant_id,
                 state_name(grant.state),
@@ -93,11 +93,11 @@ pub(crate) async fn reviews(command: ReviewsCommand) -> anyhow::Result<()> {
                             })
                         })
                         .collect();
-                    println!("{}", serde_json::Value::Array(list));
+                    outln!("{}", serde_json::Value::Array(list));
                 }
                 Output::Text => {
                     for review in &reviews {
-                        println!(
+                        outln!(
                             "{}  {}  {}  {}  {:?}{}",
                             review.grant_id,
                             timestamp_text(review.opened_at.as_ref()),
@@ -122,9 +122,10 @@ pub(crate) async fn reviews(command: ReviewsCommand) -> anyhow::Result<()> {
         } => {
             let client = connect(&conn, true).await?;
             let review = client.ack_review(&grant, &comment).await?;
-            println!(
+            outln!(
                 "review of grant {} acknowledged by {}",
-                review.grant_id, review.acknowledged_by
+                review.grant_id,
+                review.acknowledged_by
             );
             Ok(())
         }

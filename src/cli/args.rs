@@ -4,41 +4,49 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::bail;
-use clap::{Args, CommandFactory};
-use jitid::client::{Client, ClientConfig, SvidRequest};
+use anyhow::anyhow;
+use clap::Args;
+use jitid::client::{Client, ClientConfig, ClientError, SvidRequest};
 use jitid::config::parse_duration;
 
-use super::Cli;
+use super::exit::Usage;
 
+/// How to reach the server: its URL and the roots to verify it with.
 #[derive(Args)]
-pub(crate) struct ConnArgs {
+pub(crate) struct ServerArgs {
     /// Server URL.
     #[arg(long, env = "JITID_SERVER", default_value = "https://127.0.0.1:8443")]
     pub(crate) server: String,
+    /// jitid's root certificate(s), to verify the server with (PEM).
+    /// Required.
+    #[arg(long, env = "JITID_CA")]
+    pub(crate) ca: Option<PathBuf>,
+}
+
+/// How to reach the server and who to be there.
+#[derive(Args)]
+pub(crate) struct ConnArgs {
+    #[command(flatten)]
+    pub(crate) server: ServerArgs,
     /// Attestation certificate (PEM chain).
     #[arg(long, env = "JITID_CERT")]
     pub(crate) cert: Option<PathBuf>,
     /// Attestation key (PEM, mode 0600).
     #[arg(long, env = "JITID_KEY")]
     pub(crate) key: Option<PathBuf>,
-    /// Root certificate(s) to verify the server with (PEM). Required.
-    #[arg(long, env = "JITID_CA")]
-    pub(crate) ca: Option<PathBuf>,
 }
 
-impl ConnArgs {
-    /// The server roots file; its absence is a usage error, as clap
-    /// reports a missing argument (`bench --crypto-only` needs none).
-    pub(crate) fn ca(&self) -> &Path {
+impl ServerArgs {
+    /// The server roots file; its absence is a usage error (exit 2)
+    /// (`bench --crypto-only` needs none).
+    pub(crate) fn ca(&self) -> anyhow::Result<&Path> {
         match &self.ca {
-            Some(ca) => ca,
-            None => Cli::command()
-                .error(
-                    clap::error::ErrorKind::MissingRequiredArgument,
-                    "the following required argument was not provided: --ca <CA> (or JITID_CA)",
-                )
-                .exit(),
+            Some(ca) => Ok(ca),
+            None => Err(Usage(
+                "no server roots: give --ca FILE (or set JITID_CA) with jitid's root certificate"
+                    .to_owned(),
+            )
+            .into()),
         }
     }
 }
@@ -97,15 +105,65 @@ pub(crate) fn duration(text: &str) -> Result<Duration, String> {
     parse_duration(text)
 }
 
+/// Connects as the `--cert`/`--key` identity (required when
+/// `need_identity`). A file that cannot be used, or a certificate that does
+/// not match its key, is named with the flag it came from.
 pub(crate) async fn connect(conn: &ConnArgs, need_identity: bool) -> anyhow::Result<Client> {
     let identity = match (&conn.cert, &conn.key) {
         (Some(cert), Some(key)) => Some((cert.as_path(), key.as_path())),
         (None, None) if !need_identity => None,
         (None, None) => {
-            bail!("no attestation identity: set --cert and --key (or JITID_CERT and JITID_KEY)")
+            return Err(Usage(
+                "no attestation identity: give --cert and --key (or set JITID_CERT and JITID_KEY)"
+                    .to_owned(),
+            )
+            .into());
         }
-        _ => bail!("--cert and --key (JITID_CERT, JITID_KEY) go together"),
+        _ => {
+            return Err(Usage(
+                "--cert and --key (JITID_CERT, JITID_KEY) go together: give both".to_owned(),
+            )
+            .into());
+        }
     };
-    let config = ClientConfig::from_files(&conn.server, conn.ca(), identity)?;
+    let ca = conn.server.ca()?;
+    check_file(ca, "--ca (JITID_CA)")?;
+    if let Some((cert, key)) = identity {
+        check_file(cert, "--cert (JITID_CERT)")?;
+        check_file(key, "--key (JITID_KEY)")?;
+    }
+    let config = ClientConfig::from_files(&conn.server.server, ca, identity)?;
+    match Client::connect(config).await {
+        Ok(client) => Ok(client),
+        Err(ClientError::Config(message)) if message.starts_with("client identity") => {
+            let (cert, key) = identity.unwrap_or((Path::new("?"), Path::new("?")));
+            Err(anyhow!(
+                "the certificate {} (--cert, JITID_CERT) and the key {} (--key, JITID_KEY) \
+                 do not go together ({message}); give the key that was issued with the certificate",
+                cert.display(),
+                key.display()
+            ))
+        }
+        Err(error) => Err(error.into()),
+    }
+}
+
+/// Connects without an identity, for what anyone may read (`bundle`).
+pub(crate) async fn connect_anonymous(server: &ServerArgs) -> anyhow::Result<Client> {
+    let ca = server.ca()?;
+    check_file(ca, "--ca (JITID_CA)")?;
+    let config = ClientConfig::from_files(&server.server, ca, None)?;
     Ok(Client::connect(config).await?)
+}
+
+/// A file a flag names must exist; if it does not, the error names the
+/// file and the flag.
+pub(crate) fn check_file(path: &Path, flag: &str) -> anyhow::Result<()> {
+    match std::fs::metadata(path) {
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Err(anyhow!(
+            "{}: no such file (given by {flag}); check the path",
+            path.display()
+        )),
+        _ => Ok(()),
+    }
 }

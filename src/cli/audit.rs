@@ -276,7 +276,7 @@ async fn report(conn: &ConnArgs, since_text: &str) -> anyhow::Result<()> {
         .await?;
     let report = Report::of(&found.events, SystemTime::now());
     let from = SystemTime::try_from(from).unwrap_or(SystemTime::UNIX_EPOCH);
-    print!("{}", report.render(from));
+    out!("{}", report.render(from));
     Ok(())
 }
 
@@ -405,11 +405,12 @@ async fn verify(
         }
     };
     match start {
-        None => println!(
+        None => outln!(
             "audit trail ok ({source}): {} events, head {}",
-            head.seq, head.hash
+            head.seq,
+            head.hash
         ),
-        Some(start) => println!(
+        Some(start) => outln!(
             "audit trail ok ({source}): events {} to {} after a checkpoint signed by {} at {}, head {}",
             start.seq + 1,
             head.seq,

@@ -101,13 +101,16 @@ pub(crate) async fn bench(args: BenchArgs) -> anyhow::Result<()> {
         let (Some(cert), Some(key)) = (&args.conn.cert, &args.conn.key) else {
             bail!("no attestation identity: set --cert and --key (or JITID_CERT and JITID_KEY)");
         };
-        let client =
-            ClientConfig::from_files(&args.conn.server, args.conn.ca(), Some((cert, key)))?;
+        let client = ClientConfig::from_files(
+            &args.conn.server.server,
+            args.conn.server.ca()?,
+            Some((cert, key)),
+        )?;
         let mut watch = Vec::new();
         for pid in args.server_pids {
             watch.push(cpu::Process::new(pid).with_context(|| format!("no process {pid}"))?);
         }
-        let listener = server_addr(&args.conn.server).and_then(cpu::listener_of);
+        let listener = server_addr(&args.conn.server.server).and_then(cpu::listener_of);
         watch.extend(listener.filter(|found| !watch.contains(found)));
         bench::run(bench::BenchConfig {
             mode,
@@ -129,8 +132,8 @@ pub(crate) async fn bench(args: BenchArgs) -> anyhow::Result<()> {
         .await?
     };
     match args.output {
-        Output::Json => println!("{}", report.to_json()),
-        Output::Text => print!("{}", report.to_text()),
+        Output::Json => outln!("{}", report.to_json()),
+        Output::Text => out!("{}", report.to_text()),
     }
     Ok(())
 }

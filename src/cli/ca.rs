@@ -65,18 +65,18 @@ pub(crate) fn run(command: CaCommand) -> anyhow::Result<()> {
                     signing_ttl,
                 },
             )?;
-            println!(
+            outln!(
                 "created CA for trust domain {trust_domain} in {}",
                 dir.display()
             );
-            println!("  root certificate     {}", paths.root_cert.display());
-            println!(
+            outln!("  root certificate     {}", paths.root_cert.display());
+            outln!(
                 "  root key (0600)      {}  (move it offline; the server does not need it)",
                 ca::root_key_path(&dir).display()
             );
-            println!("  signing certificate  {}", paths.signing_cert.display());
-            println!("  signing key (0600)   {}", paths.signing_key.display());
-            println!("  JWT signing key      {}", paths.jwt_key.display());
+            outln!("  signing certificate  {}", paths.signing_cert.display());
+            outln!("  signing key (0600)   {}", paths.signing_key.display());
+            outln!("  JWT signing key      {}", paths.jwt_key.display());
             Ok(())
         }
         CaCommand::IssueIdentity {
@@ -114,12 +114,12 @@ pub(crate) fn run(command: CaCommand) -> anyhow::Result<()> {
             keyfile::create_private_dir(&out)?;
             keyfile::write_new(&key_path, issued.key_pem().as_bytes(), KEY_MODE)?;
             keyfile::write_new(&cert_path, issued.chain_pem().as_bytes(), PUBLIC_MODE)?;
-            println!(
+            outln!(
                 "issued attestation identity {spiffe_id}, valid until {}",
                 humantime::format_rfc3339_seconds(issued.not_after)
             );
-            println!("  certificate  {}", cert_path.display());
-            println!("  key (0600)   {}", key_path.display());
+            outln!("  certificate  {}", cert_path.display());
+            outln!("  key (0600)   {}", key_path.display());
             Ok(())
         }
     }

@@ -48,12 +48,21 @@ pub(crate) struct NothingFound(pub(crate) String);
 #[error("{0} relying part(ies) overdue")]
 pub(crate) struct Overdue(pub(crate) usize);
 
+/// The command line is wrong (a missing flag clap cannot see): exit 2,
+/// as clap's own usage errors.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub(crate) struct Usage(pub(crate) String);
+
 /// Maps an error to the documented exit codes.
 pub(crate) fn exit_code(error: &anyhow::Error) -> u8 {
     if error.chain().any(|e| {
         e.is::<NotValid>() || e.is::<ChainBroken>() || e.is::<NotRemoved>() || e.is::<Overdue>()
     }) {
         return 6;
+    }
+    if error.chain().any(|e| e.is::<Usage>()) {
+        return 2;
     }
     if error.chain().any(|e| e.is::<NothingFound>()) {
         return 7;
@@ -76,4 +85,55 @@ pub(crate) fn exit_code(error: &anyhow::Error) -> u8 {
         },
         _ => 1,
     }
+}
+
+/// Whether the error is a verdict the command printed as its output
+/// already (`verify`'s REVOKED, EXPIRED, ...): it sets the exit code and
+/// is not said again on stderr.
+pub(crate) fn is_verdict(error: &anyhow::Error) -> bool {
+    error.chain().any(|e| e.is::<NotValid>())
+}
+
+/// The error as one line: its causes joined by `: `, each said once (a
+/// cause whose text its parent already includes is skipped), and, for the
+/// errors a new user meets, what to do.
+pub(crate) fn message(error: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in error.chain() {
+        let part = cause.to_string();
+        let part = part.trim();
+        if part.is_empty() || text.contains(part) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(part);
+    }
+    let text = text.replace('\n', " ");
+    match hint(error, &text) {
+        Some(hint) => format!("{text}; {hint}"),
+        None => text,
+    }
+}
+
+/// What to do about a common error, from its text and type.
+fn hint(error: &anyhow::Error, text: &str) -> Option<&'static str> {
+    let connect = error
+        .chain()
+        .filter_map(|e| e.downcast_ref::<ClientError>())
+        .any(|e| matches!(e, ClientError::Connect { .. }));
+    if text.contains("UnknownIssuer") || text.contains("unknown issuer") {
+        return Some(
+            "the server's certificate is not signed by the roots in --ca (JITID_CA): \
+             give jitid's root certificate (the JITID_CA that `jitid dev` prints, or the root.pem `jitid ca init` wrote)",
+        );
+    }
+    if connect && text.contains("Connection refused") {
+        return Some("is the server running there? check --server (JITID_SERVER)");
+    }
+    if connect {
+        return Some("check --server (JITID_SERVER) and that the server is up");
+    }
+    None
 }

@@ -10,7 +10,7 @@ use jitid::keyfile::{self, KEY_MODE, PUBLIC_MODE};
 use jitid::proto::v1 as pb;
 use serde_json::json;
 
-use super::args::{ConnArgs, RequestArgs, connect};
+use super::args::{ConnArgs, RequestArgs, ServerArgs, connect, connect_anonymous};
 use super::exit::Refused;
 use super::output::{Output, grant_json, print_grant, state_name};
 
@@ -80,7 +80,7 @@ pub(crate) enum BundleFormat {
 #[derive(Args)]
 pub(crate) struct BundleArgs {
     #[command(flatten)]
-    conn: ConnArgs,
+    server: ServerArgs,
     /// Output format.
     #[arg(long, value_enum, default_value = "spiffe")]
     format: BundleFormat,
@@ -161,12 +161,12 @@ async fn fetch_x509(args: FetchX509Args) -> anyhow::Result<()> {
                 "key": args.out.join(KEY_FILE),
                 "bundle": args.out.join(BUNDLE_FILE),
             });
-            println!("{value}");
+            outln!("{value}");
         }
         Output::Text => {
             print_grant(&svid.grant);
-            println!("serial       {}", svid.serial);
-            println!(
+            outln!("serial       {}", svid.serial);
+            outln!(
                 "wrote        {}/svid.pem (chain), svid.key (0600), bundle.pem",
                 args.out.display()
             );
@@ -203,21 +203,21 @@ async fn fetch_jwt(args: FetchJwtArgs) -> anyhow::Result<()> {
             let mut value = grant_json(&svid.grant);
             value["jti"] = json!(svid.jti);
             value["token"] = json!(svid.token);
-            println!("{value}");
+            outln!("{value}");
         }
-        Output::Text => println!("{}", svid.token),
+        Output::Text => outln!("{}", svid.token),
     }
     Ok(())
 }
 
 pub(crate) async fn bundle(args: BundleArgs) -> anyhow::Result<()> {
-    let client = connect(&args.conn, false).await?;
+    let client = connect_anonymous(&args.server).await?;
     let bundle = client.fetch_bundle().await?;
     match args.format {
-        BundleFormat::Spiffe => print!("{}", String::from_utf8_lossy(&bundle.spiffe_json)),
+        BundleFormat::Spiffe => out!("{}", String::from_utf8_lossy(&bundle.spiffe_json)),
         BundleFormat::Pem => {
             for cert in &bundle.x509_authorities {
-                print!(
+                out!(
                     "{}",
                     jitid::crypto::der_to_pem("CERTIFICATE", cert.as_ref())
                 );

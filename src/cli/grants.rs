@@ -80,7 +80,7 @@ pub(crate) async fn run(command: GrantsCommand) -> anyhow::Result<()> {
                 Output::Json => {
                     let list: Vec<serde_json::Value> =
                         grants.iter().map(grant_record_json).collect();
-                    println!("{}", serde_json::Value::Array(list));
+                    outln!("{}", serde_json::Value::Array(list));
                 }
                 Output::Text => {
                     for grant in &grants {
@@ -98,7 +98,7 @@ pub(crate) async fn run(command: GrantsCommand) -> anyhow::Result<()> {
             let client = connect(&conn, true).await?;
             let grant = client.get_grant(&grant_id).await?;
             match output {
-                Output::Json => println!("{}", grant_record_json(&grant)),
+                Output::Json => outln!("{}", grant_record_json(&grant)),
                 Output::Text => print_grant_record(&grant),
             }
             Ok(())

@@ -4,6 +4,10 @@
 //! command to its file; the flags several commands share are in
 //! [`args`], what they print in [`output`], and the exit codes in [`exit`].
 
+// First: its `out!` and `outln!` macros are used by every command.
+#[macro_use]
+mod output;
+
 mod approvals;
 mod args;
 mod audit;
@@ -13,7 +17,6 @@ mod exec;
 pub(crate) mod exit;
 mod fetch;
 mod grants;
-mod output;
 mod policy;
 mod revocation;
 mod revoke;
@@ -85,6 +88,59 @@ pub(crate) enum Command {
     #[command(subcommand)]
     Revocation(revocation::RevocationCommand),
 }
+
+/// Parses the command line. Help and version go to stdout (exit 0); a
+/// usage error is one `jitid: error:` line on stderr that points to the
+/// command's `--help`, without the usage dump, and exits 2.
+pub(crate) fn parse() -> Result<Cli, ExitCode> {
+    use clap::error::ErrorKind;
+    let error = match Cli::try_parse() {
+        Ok(cli) => return Ok(cli),
+        Err(error) => error,
+    };
+    match error.kind() {
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
+            // A closed stdout is not worth a word.
+            let _ = error.print();
+            return Err(ExitCode::SUCCESS);
+        }
+        ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            let _ = error.print();
+            return Err(ExitCode::from(2));
+        }
+        _ => {}
+    }
+    eprintln!("jitid: error: {}", usage_line(&error.to_string()));
+    Err(ExitCode::from(2))
+}
+
+/// clap's rendered usage error as one line: the message, its tips, and
+/// which `--help` to read (the command named in clap's usage line).
+fn usage_line(rendered: &str) -> String {
+    let mut lines = rendered
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty());
+    let first = lines.next().unwrap_or("invalid command line");
+    let mut text = first.strip_prefix("error: ").unwrap_or(first).to_owned();
+    let mut command = "jitid".to_owned();
+    for line in lines {
+        if let Some(tip) = line.strip_prefix("tip: ") {
+            text.push_str("; ");
+            text.push_str(tip);
+        } else if let Some(usage) = line.strip_prefix("Usage: ") {
+            command = usage
+                .split_whitespace()
+                .take_while(|word| !word.starts_with(['[', '<', '-']))
+                .collect::<Vec<_>>()
+                .join(" ");
+        }
+    }
+    format!("{text} (see `{command} --help`)")
+}
+
+/// Whether writing to stdout failed other than by a closed pipe.
+pub(crate) use output::stdout_failed;
 
 /// Runs one command. An error is mapped to its exit code by
 /// [`exit::exit_code`]; success is 0, except for `exec`, which exits with

@@ -1,6 +1,8 @@
 //! What the commands print, in one place: the `--output` switch, grant
 //! formatting (text and JSON), state names, timestamps and durations.
 
+use std::io::{self, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::SystemTime;
 
 use clap::ValueEnum;
@@ -8,6 +10,59 @@ use jitid::client::GrantInfo;
 use jitid::convert;
 use jitid::proto::v1 as pb;
 use serde_json::json;
+
+/// Set once stdout is gone (its reader closed the pipe): from then on
+/// output is dropped, as coreutils stop writing on `EPIPE`.
+static STDOUT_CLOSED: AtomicBool = AtomicBool::new(false);
+/// Set when writing to stdout failed for another reason (disk full).
+static STDOUT_FAILED: AtomicBool = AtomicBool::new(false);
+
+/// Writes to stdout; what [`out!`] and [`outln!`] expand to. A closed pipe
+/// is not an error: the rest of the output is dropped quietly and the
+/// command goes on to exit with its own status (a `verify` that found the
+/// credential revoked still exits 6 under `| head -1`). Any other write
+/// error is said once on stderr and makes the command exit 1.
+pub(crate) fn write_stdout(args: std::fmt::Arguments<'_>) {
+    if STDOUT_CLOSED.load(Ordering::Relaxed) || STDOUT_FAILED.load(Ordering::Relaxed) {
+        return;
+    }
+    let mut stdout = io::stdout().lock();
+    match stdout.write_fmt(args).and_then(|()| stdout.flush()) {
+        Ok(()) => {}
+        Err(error) if error.kind() == io::ErrorKind::BrokenPipe => {
+            STDOUT_CLOSED.store(true, Ordering::Relaxed);
+        }
+        Err(error) => {
+            STDOUT_FAILED.store(true, Ordering::Relaxed);
+            eprintln!("jitid: error: cannot write to stdout: {error}");
+        }
+    }
+}
+
+/// Whether writing to stdout failed other than by a closed pipe; the
+/// command then exits 1 whatever it found.
+pub(crate) fn stdout_failed() -> bool {
+    STDOUT_FAILED.load(Ordering::Relaxed)
+}
+
+/// `print!` that stops quietly when stdout is closed (see
+/// [`write_stdout`]).
+macro_rules! out {
+    ($($arg:tt)*) => {
+        $crate::cli::output::write_stdout(format_args!($($arg)*))
+    };
+}
+
+/// `outln!` that stops quietly when stdout is closed (see
+/// [`write_stdout`]).
+macro_rules! outln {
+    () => {
+        $crate::cli::output::write_stdout(format_args!("\n"))
+    };
+    ($($arg:tt)*) => {
+        $crate::cli::output::write_stdout(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
 
 /// `--output`: for people, or for programs.
 #[derive(Clone, Copy, ValueEnum)]
@@ -65,12 +120,12 @@ pub(crate) fn grant_json(grant: &GrantInfo) -> serde_json::Value {
 
 /// The grant a credential was minted under, as `fetch` prints it.
 pub(crate) fn print_grant(grant: &GrantInfo) {
-    println!("spiffe id    {}", grant.spiffe_id);
-    println!("grant        {}", grant.grant_id);
-    println!("entitlement  {}", grant.entitlement);
-    println!("actions      {}", grant.actions.join(" "));
-    println!("task         {}", grant.task_id);
-    println!(
+    outln!("spiffe id    {}", grant.spiffe_id);
+    outln!("grant        {}", grant.grant_id);
+    outln!("entitlement  {}", grant.entitlement);
+    outln!("actions      {}", grant.actions.join(" "));
+    outln!("task         {}", grant.task_id);
+    outln!(
         "expires      {}",
         humantime::format_rfc3339_seconds(grant.expires_at)
     );
@@ -110,7 +165,7 @@ pub(crate) fn grant_record_json(grant: &pb::GrantRecord) -> serde_json::Value {
 /// One grant record in the `grants list` table.
 pub(crate) fn print_grant_row(grant: &pb::GrantRecord) {
     let summary = grant.summary.clone().unwrap_or_default();
-    println!(
+    outln!(
         "{}  {:<9}  {}  task {}  {}  expires {}",
         summary.grant_id,
         state_name(grant.state),
@@ -124,47 +179,47 @@ pub(crate) fn print_grant_row(grant: &pb::GrantRecord) {
 /// One grant record and its credentials, as `grants show` prints it.
 pub(crate) fn print_grant_record(grant: &pb::GrantRecord) {
     let summary = grant.summary.clone().unwrap_or_default();
-    println!("grant        {}", summary.grant_id);
-    println!("state        {}", state_name(grant.state));
+    outln!("grant        {}", summary.grant_id);
+    outln!("state        {}", state_name(grant.state));
     if !grant.end_reason.is_empty() {
-        println!("ended        {}", grant.end_reason);
+        outln!("ended        {}", grant.end_reason);
     }
-    println!("spiffe id    {}", summary.spiffe_id);
-    println!("entitlement  {}", summary.entitlement);
-    println!("actions      {}", summary.actions.join(" "));
-    println!("task         {}", summary.task_id);
-    println!("created      {}", timestamp_text(grant.created_at.as_ref()));
-    println!(
+    outln!("spiffe id    {}", summary.spiffe_id);
+    outln!("entitlement  {}", summary.entitlement);
+    outln!("actions      {}", summary.actions.join(" "));
+    outln!("task         {}", summary.task_id);
+    outln!("created      {}", timestamp_text(grant.created_at.as_ref()));
+    outln!(
         "expires      {}",
         timestamp_text(summary.expires_at.as_ref())
     );
     if !grant.justification.is_empty() {
-        println!("why          {}", grant.justification);
+        outln!("why          {}", grant.justification);
     }
     if !grant.ticket.is_empty() {
-        println!("ticket       {}", grant.ticket);
+        outln!("ticket       {}", grant.ticket);
     }
     if grant.break_glass {
-        println!("break-glass  yes (reviewed after use)");
+        outln!("break-glass  yes (reviewed after use)");
     }
     for approval in &grant.approvals {
-        println!(
+        outln!(
             "approved by  {} at {}",
             approval.approver,
             timestamp_text(approval.at.as_ref())
         );
     }
     if let Ok(decision) = serde_json::from_str::<serde_json::Value>(&grant.decision) {
-        println!(
+        outln!(
             "decision     {}",
             decision["outcome"].as_str().unwrap_or("")
         );
         for rule in decision["matched"].as_array().into_iter().flatten() {
-            println!("  matched    {}", rule.as_str().unwrap_or(""));
+            outln!("  matched    {}", rule.as_str().unwrap_or(""));
         }
     }
     for credential in &grant.credentials {
-        println!(
+        outln!(
             "credential   {} {}{} expires {}",
             credential.kind,
             credential.id,

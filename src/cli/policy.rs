@@ -125,31 +125,31 @@ fn policy_explain(args: ExplainArgs) -> anyhow::Result<()> {
     evaluation.explanation.active_grants = None;
     let explanation = &evaluation.explanation;
     match args.output {
-        Output::Json => println!("{}", serde_json::to_string_pretty(explanation)?),
+        Output::Json => outln!("{}", serde_json::to_string_pretty(explanation)?),
         Output::Text => {
-            println!("decision     {}", explanation.outcome);
+            outln!("decision     {}", explanation.outcome);
             for rule in &explanation.matched {
-                println!("  matched    {rule}");
+                outln!("  matched    {rule}");
             }
-            println!("inputs");
-            println!("  caller     {}", explanation.caller);
-            println!("  groups     {}", explanation.groups.join(" "));
-            println!(
+            outln!("inputs");
+            outln!("  caller     {}", explanation.caller);
+            outln!("  groups     {}", explanation.groups.join(" "));
+            outln!(
                 "  time       {} ({})",
                 humantime::format_rfc3339_seconds(now),
                 jitid::policy::window::weekday(now)
             );
             for (window, open) in &explanation.windows {
-                println!(
+                outln!(
                     "  window     {window}: {}",
                     if *open { "open" } else { "closed" }
                 );
             }
-            println!("  environment {:?}", explanation.context.environment);
+            outln!("  environment {:?}", explanation.context.environment);
             for (key, value) in &explanation.context.labels {
-                println!("  label      {key}={value}");
+                outln!("  label      {key}={value}");
             }
-            println!("  note       max_active is not counted: explain does not read live grants");
+            outln!("  note       max_active is not counted: explain does not read live grants");
         }
     }
     match evaluation.result {
@@ -162,7 +162,7 @@ fn policy_explain(args: ExplainArgs) -> anyhow::Result<()> {
 fn policy_check(file: &Path) -> anyhow::Result<()> {
     let config = Config::load(file)?;
     let entitlements = config.catalogue.entitlements();
-    println!(
+    outln!(
         "{}: ok, {} entitlements",
         file.display(),
         entitlements.len()
@@ -177,7 +177,7 @@ fn policy_check(file: &Path) -> anyhow::Result<()> {
                 ..
             } => format!("{min_approvals} of {}", names.join(",")),
         };
-        println!(
+        outln!(
             "  {:<24} {:<8} ttl {} (max {})  approval {approval}{}{}  actions {}",
             entitlement.name,
             entitlement.risk.as_str(),

@@ -72,7 +72,7 @@ pub(crate) async fn delegate(args: DelegateArgs) -> anyhow::Result<()> {
         .map(|at| timestamp(&at))
         .unwrap_or_default();
     match args.output {
-        Output::Json => println!(
+        Output::Json => outln!(
             "{}",
             json!({
                 "grant_id": summary.grant_id,
@@ -85,12 +85,12 @@ pub(crate) async fn delegate(args: DelegateArgs) -> anyhow::Result<()> {
             })
         ),
         Output::Text => {
-            println!("grant {}", summary.grant_id);
-            println!("  spiffe id: {}", delegation.spiffe_id);
-            println!("  actions:   {}", summary.actions.join(", "));
-            println!("  task:      {}", summary.task_id);
-            println!("  expires:   {expires}");
-            println!("  parents:   {}", delegation.parent_grant_ids.join(" <- "));
+            outln!("grant {}", summary.grant_id);
+            outln!("  spiffe id: {}", delegation.spiffe_id);
+            outln!("  actions:   {}", summary.actions.join(", "));
+            outln!("  task:      {}", summary.task_id);
+            outln!("  expires:   {expires}");
+            outln!("  parents:   {}", delegation.parent_grant_ids.join(" <- "));
         }
     }
     Ok(())
@@ -123,7 +123,7 @@ pub(crate) async fn run(command: RevocationCommand) -> anyhow::Result<()> {
         .filter_map(|party| party.took.map(millis))
         .max();
     match output {
-        Output::Json => println!(
+        Output::Json => outln!(
             "{}",
             json!({
                 "grant_id": status.grant_id,
@@ -143,28 +143,28 @@ pub(crate) async fn run(command: RevocationCommand) -> anyhow::Result<()> {
             })
         ),
         Output::Text => {
-            println!("grant {} {state}: {}", status.grant_id, status.reason);
+            outln!("grant {} {state}: {}", status.grant_id, status.reason);
             if status.cursor.is_empty() {
-                println!("no revocation of it on the stream: nothing to apply");
+                outln!("no revocation of it on the stream: nothing to apply");
             } else {
                 let total = status.relying_parties.len();
                 match slowest {
-                    Some(slowest) => println!(
-                        "visible at {applied}/{total} relying parties, slowest {slowest} ms"
-                    ),
-                    None => println!("visible at {applied}/{total} relying parties"),
+                    Some(slowest) => {
+                        outln!("visible at {applied}/{total} relying parties, slowest {slowest} ms")
+                    }
+                    None => outln!("visible at {applied}/{total} relying parties"),
                 }
                 for party in &status.relying_parties {
                     let took = party.took.map(millis).unwrap_or_default();
                     if party.applied {
-                        println!("  {:<24} applied after {took} ms", party.name);
+                        outln!("  {:<24} applied after {took} ms", party.name);
                     } else if party.overdue {
-                        println!(
+                        outln!(
                             "  {:<24} NOT APPLIED after {took} ms (bound {bound} ms): overdue",
                             party.name
                         );
                     } else {
-                        println!("  {:<24} pending for {took} ms", party.name);
+                        outln!("  {:<24} pending for {took} ms", party.name);
                     }
                 }
             }

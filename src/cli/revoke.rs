@@ -76,16 +76,16 @@ pub(crate) async fn revoke(args: RevokeArgs) -> anyhow::Result<()> {
     let client = connect(&args.conn, true).await?;
     let outcome = client.revoke(target, &args.reason).await?;
     if outcome.credential_revoked {
-        println!("revoked credential");
+        outln!("revoked credential");
     }
     if outcome.task_revoked {
-        println!("revoked the task for every holder");
+        outln!("revoked the task for every holder");
     }
     for grant in &outcome.grant_ids {
-        println!("revoked grant {grant}");
+        outln!("revoked grant {grant}");
     }
     if !outcome.credential_revoked && !outcome.task_revoked && outcome.grant_ids.is_empty() {
-        println!("nothing was live to revoke");
+        outln!("nothing was live to revoke");
     }
     Ok(())
 }
@@ -104,10 +104,10 @@ pub(crate) async fn complete(args: CompleteArgs) -> anyhow::Result<()> {
     let client = connect(&args.conn, true).await?;
     let ended = client.end_task(target, outcome).await?;
     for grant in &ended {
-        println!("completed grant {grant}");
+        outln!("completed grant {grant}");
     }
     if ended.is_empty() {
-        println!("no active grant to complete");
+        outln!("no active grant to complete");
     }
     Ok(())
 }

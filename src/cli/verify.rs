@@ -8,7 +8,7 @@ use clap::Args;
 use jitid::ca;
 use serde_json::json;
 
-use super::args::{ConnArgs, connect};
+use super::args::{ConnArgs, check_file, connect};
 use super::exit::NotValid;
 use super::output::{Output, timestamp_text, verify_status_name};
 
@@ -34,6 +34,7 @@ pub(crate) async fn verify(args: VerifyArgs) -> anyhow::Result<()> {
     let client = connect(&args.conn, true).await?;
     let response = match (&args.x509, &args.jwt) {
         (Some(path), _) => {
+            check_file(path, "--x509")?;
             let chain = ca::read_certs(path)?;
             client.verify_x509(&chain).await?
         }
@@ -45,7 +46,7 @@ pub(crate) async fn verify(args: VerifyArgs) -> anyhow::Result<()> {
     };
     let status = verify_status_name(response.status);
     match args.output {
-        Output::Json => println!(
+        Output::Json => outln!(
             "{}",
             json!({
                 "status": status,
@@ -60,13 +61,13 @@ pub(crate) async fn verify(args: VerifyArgs) -> anyhow::Result<()> {
             })
         ),
         Output::Text => {
-            println!("{status}: {}", response.reason);
+            outln!("{status}: {}", response.reason);
             if !response.spiffe_id.is_empty() {
-                println!("spiffe id    {}", response.spiffe_id);
-                println!("grant        {}", response.grant_id);
-                println!("actions      {}", response.actions.join(" "));
-                println!("task         {}", response.task_id);
-                println!(
+                outln!("spiffe id    {}", response.spiffe_id);
+                outln!("grant        {}", response.grant_id);
+                outln!("actions      {}", response.actions.join(" "));
+                outln!("task         {}", response.task_id);
+                outln!(
                     "expires      {}",
                     timestamp_text(response.expires_at.as_ref())
                 );

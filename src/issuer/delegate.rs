@@ -177,7 +177,7 @@ impl Issuer {
     ) -> Result<&'a Entitlement, IssueError> {
         let entitlement = catalogue
             .entitlement(name)
-            .ok_or_else(|| Denial::UnknownEntitlement(name.to_owned()))?;
+            .ok_or_else(|| catalogue.unknown_entitlement(name, &caller.spiffe_id))?;
         if !entitlement.admits(&caller.spiffe_id) {
             return Err(Denial::NotARequester {
                 caller: caller.spiffe_id.clone(),

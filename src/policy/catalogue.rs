@@ -134,6 +134,33 @@ impl Catalogue {
         self.entitlements.iter().find(|e| e.name == name)
     }
 
+    /// The refusal of an entitlement that does not exist, with a hint:
+    /// the entitlement `caller` may request whose name is closest (a typo
+    /// or two away), or else the names of all it may request. Only names
+    /// the caller may request are shown.
+    pub fn unknown_entitlement(&self, name: &str, caller: &SpiffeId) -> Denial {
+        let mine: Vec<&str> = self
+            .entitlements
+            .iter()
+            .filter(|e| e.admits(caller))
+            .map(|e| e.name.as_str())
+            .collect();
+        let closest = mine
+            .iter()
+            .map(|known| (edit_distance(name, known), *known))
+            .filter(|(distance, _)| *distance <= 2)
+            .min();
+        let hint = match (closest, mine.is_empty()) {
+            (Some((_, known)), _) => format!("; did you mean {known:?}?"),
+            (None, true) => "; you may request no entitlement".to_owned(),
+            (None, false) => format!("; you may request: {}", mine.join(", ")),
+        };
+        Denial::UnknownEntitlement {
+            name: name.to_owned(),
+            hint,
+        }
+    }
+
     /// All entitlements, in file order.
     pub fn entitlements(&self) -> &[Entitlement] {
         &self.entitlements
@@ -451,4 +478,21 @@ impl Entitlement {
             identity: raw.identity.unwrap_or_default(),
         })
     }
+}
+
+/// Levenshtein distance, in characters.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut previous: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut current = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let substitute = previous[j] + usize::from(ca != *cb);
+            let insert = current[j] + 1;
+            let delete = previous[j + 1] + 1;
+            current.push(substitute.min(insert).min(delete));
+        }
+        previous = current;
+    }
+    previous[b.len()]
 }

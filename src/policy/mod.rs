@@ -139,8 +139,14 @@ pub enum Denial {
     #[error("request names neither an entitlement nor actions")]
     NothingRequested,
     /// The named entitlement does not exist.
-    #[error("unknown entitlement {0:?}")]
-    UnknownEntitlement(String),
+    #[error("unknown entitlement {name:?}{hint}")]
+    UnknownEntitlement {
+        /// The name asked for.
+        name: String,
+        /// `; did you mean "..."?`, or the entitlements the caller may
+        /// request; from [`Catalogue::unknown_entitlement`].
+        hint: String,
+    },
     /// The caller is not among the entitlement's requesters.
     #[error("{caller} may not request entitlement {entitlement:?}")]
     NotARequester {
@@ -532,7 +538,7 @@ fn decide(
         Some(name) => {
             let entitlement = catalogue
                 .entitlement(name)
-                .ok_or_else(|| Denial::UnknownEntitlement(name.to_owned()))?;
+                .ok_or_else(|| catalogue.unknown_entitlement(name, caller))?;
             if !entitlement.admits(caller) {
                 return Err(Denial::NotARequester {
                     caller: caller.clone(),
