@@ -16,6 +16,16 @@ pub struct Process {
 }
 
 impl Process {
+    /// What it is in a benchmark: `load generator` for this process (the
+    /// one running `jitid bench`), `server` for any other.
+    pub fn role(&self) -> &'static str {
+        if self.pid == std::process::id() {
+            "load generator"
+        } else {
+            "server"
+        }
+    }
+
     /// The process `pid`, if it exists.
     pub fn new(pid: u32) -> Option<Self> {
         let name = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;

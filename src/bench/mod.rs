@@ -519,7 +519,8 @@ impl BenchReport {
         );
         for (process, per, busy) in self.cpu_per_request() {
             text.push_str(&format!(
-                "cpu {} (pid {}): {:.0} µs/request, {:.2} cores busy\n",
+                "cpu {} {} (pid {}): {:.0} µs/request, {:.2} cores busy\n",
+                process.role(),
                 process.name,
                 process.pid,
                 per.as_secs_f64() * 1e6,
@@ -528,7 +529,8 @@ impl BenchReport {
         }
         for (process, rss, peak) in &self.memory {
             text.push_str(&format!(
-                "memory {} (pid {}): {:.1} MiB resident, peak {:.1} MiB\n",
+                "memory {} {} (pid {}): {:.1} MiB resident, peak {:.1} MiB\n",
+                process.role(),
                 process.name,
                 process.pid,
                 *rss as f64 / 1_048_576.0,

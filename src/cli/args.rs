@@ -77,12 +77,27 @@ pub(crate) struct RequestArgs {
     pub(crate) labels: Vec<(String, String)>,
 }
 
+/// How a grant that is not simply allowed is obtained: the flags `fetch`
+/// and `exec` share, used by [`super::fetch::approved_request`].
+#[derive(Args)]
+pub(crate) struct ApprovalArgs {
+    /// Emergency path: issued at once, flagged, and reviewed afterwards
+    /// (needs --justification and an entitlement that allows it).
+    #[arg(long)]
+    pub(crate) break_glass: bool,
+    /// When the entitlement needs approval: request the grant, wait until
+    /// it is approved (or denied, or expires), then mint under it.
+    #[arg(long)]
+    pub(crate) wait: bool,
+}
+
 // === impl RequestArgs ===
 
 impl RequestArgs {
     /// The request these flags describe, for a new grant.
-    pub(crate) fn to_svid_request(&self) -> SvidRequest {
+    pub(crate) fn to_svid_request(&self, approval: &ApprovalArgs) -> SvidRequest {
         SvidRequest {
+            break_glass: approval.break_glass,
             entitlement: self.entitlement.clone().unwrap_or_default(),
             actions: self.actions.clone(),
             task_id: self.task.clone().unwrap_or_default(),

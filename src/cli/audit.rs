@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand, ValueEnum};
-use jitid::audit::query::{GrantLife, Report};
+use jitid::audit::query::{Ending, GrantLife, Report};
 use jitid::audit::upkeep::Checkpoint;
 use jitid::audit::{AuditEvent, AuditLog, ChainBreak, Head, RedisAuditLog, verify_chain};
 use jitid::ca::{Authority, JwtAuthority, TrustBundle};
@@ -20,6 +20,8 @@ use jitid::store::RedisStore;
 
 use super::args::{ConnArgs, connect};
 use super::exit::{ChainBroken, NotRemoved, NothingFound};
+use super::output::{Output, QuietStdout, stdout_closed};
+use serde_json::json;
 
 #[derive(Subcommand)]
 pub(crate) enum AuditCommand {
@@ -49,9 +51,10 @@ pub(crate) enum AuditCommand {
         follow: bool,
         #[command(flatten)]
         filter: FilterArgs,
-        /// Output format.
-        #[arg(long, value_enum, default_value = "text")]
-        format: EventFormat,
+        /// What to print: a line per event, or the events' canonical JSON
+        /// lines (`--format` is an old name).
+        #[arg(long, value_enum, default_value = "text", alias = "format")]
+        output: EventFormat,
         #[command(flatten)]
         conn: ConnArgs,
     },
@@ -62,9 +65,10 @@ pub(crate) enum AuditCommand {
         /// At most this many.
         #[arg(long)]
         limit: Option<u64>,
-        /// Output format.
-        #[arg(long, value_enum, default_value = "text")]
-        format: EventFormat,
+        /// What to print: a line per event, or the events' canonical JSON
+        /// lines (`--format` is an old name).
+        #[arg(long, value_enum, default_value = "text", alias = "format")]
+        output: EventFormat,
         #[command(flatten)]
         conn: ConnArgs,
     },
@@ -72,9 +76,10 @@ pub(crate) enum AuditCommand {
     /// `audit verify --file` (a trail cut by retention starts with a
     /// `{"checkpoint": ...}` line).
     Export {
-        /// Output format.
-        #[arg(long, value_enum, default_value = "jsonl")]
-        format: ExportFormat,
+        /// What to write: the events' canonical JSON lines, the one format
+        /// (`--format` is an old name).
+        #[arg(long, value_enum, default_value = "json", alias = "format")]
+        output: ExportFormat,
         /// Write here instead of stdout.
         #[arg(long)]
         out: Option<PathBuf>,
@@ -88,6 +93,9 @@ pub(crate) enum AuditCommand {
         /// The period: a duration back from now (24h) or an RFC 3339 time.
         #[arg(long, default_value = "24h")]
         since: String,
+        /// What to print.
+        #[arg(long, value_enum, default_value = "text")]
+        output: Output,
         #[command(flatten)]
         conn: ConnArgs,
     },
@@ -97,6 +105,9 @@ pub(crate) enum AuditCommand {
     Grant {
         /// The grant id.
         grant: String,
+        /// What to print.
+        #[arg(long, value_enum, default_value = "text")]
+        output: Output,
         #[command(flatten)]
         conn: ConnArgs,
     },
@@ -127,13 +138,15 @@ pub(crate) enum EventFormat {
     /// One line per event for people.
     Text,
     /// The events' canonical JSON lines.
-    Jsonl,
+    #[value(alias = "jsonl")]
+    Json,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
 pub(crate) enum ExportFormat {
     /// One canonical JSON event a line.
-    Jsonl,
+    #[value(alias = "jsonl")]
+    Json,
 }
 
 pub(crate) async fn run(command: AuditCommand) -> anyhow::Result<()> {
@@ -147,7 +160,7 @@ pub(crate) async fn run(command: AuditCommand) -> anyhow::Result<()> {
             lines,
             follow,
             filter,
-            format,
+            output,
             conn,
         } => {
             let request = pb::QueryAuditRequest {
@@ -155,23 +168,31 @@ pub(crate) async fn run(command: AuditCommand) -> anyhow::Result<()> {
                 follow,
                 ..filter.request()?
             };
-            print_query(&conn, request, format).await
+            print_query(&conn, request, output).await
         }
         AuditCommand::Search {
             filter,
             limit,
-            format,
+            output,
             conn,
         } => {
             let request = pb::QueryAuditRequest {
                 limit: limit.unwrap_or(0),
                 ..filter.request()?
             };
-            print_query(&conn, request, format).await
+            print_query(&conn, request, output).await
         }
-        AuditCommand::Export { format, out, conn } => export(&conn, format, out.as_deref()).await,
-        AuditCommand::Report { since, conn } => report(&conn, &since).await,
-        AuditCommand::Grant { grant, conn } => grant_life(&conn, &grant).await,
+        AuditCommand::Export { output, out, conn } => export(&conn, output, out.as_deref()).await,
+        AuditCommand::Report {
+            since,
+            output,
+            conn,
+        } => report(&conn, &since, output).await,
+        AuditCommand::Grant {
+            grant,
+            output,
+            conn,
+        } => grant_life(&conn, &grant, output).await,
     }
 }
 
@@ -201,14 +222,10 @@ fn since(text: &str) -> anyhow::Result<prost_types::Timestamp> {
     Ok(prost_types::Timestamp::from(at))
 }
 
-fn print_event(
-    out: &mut impl Write,
-    event: &AuditEvent,
-    format: EventFormat,
-) -> std::io::Result<()> {
+fn print_event(event: &AuditEvent, format: EventFormat) {
     match format {
-        EventFormat::Jsonl => writeln!(out, "{}", event.to_line()),
-        EventFormat::Text => writeln!(out, "{}", jitid::audit::query::line(event)),
+        EventFormat::Json => outln!("{}", event.to_line()),
+        EventFormat::Text => outln!("{}", jitid::audit::query::line(event)),
     }
 }
 
@@ -220,16 +237,18 @@ async fn print_query(
 ) -> anyhow::Result<()> {
     let client = connect(conn, true).await?;
     let mut stream = client.query_audit(request).await?;
-    let mut stdout = std::io::stdout().lock();
     while let Some(response) = stream
         .message()
         .await
         .map_err(jitid::client::ClientError::from)?
     {
         for line in &response.events {
-            print_event(&mut stdout, &checked_event(line)?, format)?;
+            print_event(&checked_event(line)?, format);
         }
-        stdout.flush()?;
+        if stdout_closed() {
+            // Nobody reads any more (`audit tail -f | head`): stop.
+            break;
+        }
     }
     Ok(())
 }
@@ -243,7 +262,7 @@ async fn export(conn: &ConnArgs, _format: ExportFormat, out: Option<&Path>) -> a
             std::fs::File::create(path)
                 .with_context(|| format!("cannot write {}", path.display()))?,
         )),
-        None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
+        None => Box::new(std::io::BufWriter::new(QuietStdout)),
     };
     while let Some(response) = stream
         .message()
@@ -265,7 +284,7 @@ async fn export(conn: &ConnArgs, _format: ExportFormat, out: Option<&Path>) -> a
     Ok(())
 }
 
-async fn report(conn: &ConnArgs, since_text: &str) -> anyhow::Result<()> {
+async fn report(conn: &ConnArgs, since_text: &str, output: Output) -> anyhow::Result<()> {
     let from = since(since_text)?;
     let client = connect(conn, true).await?;
     let found = client
@@ -276,11 +295,14 @@ async fn report(conn: &ConnArgs, since_text: &str) -> anyhow::Result<()> {
         .await?;
     let report = Report::of(&found.events, SystemTime::now());
     let from = SystemTime::try_from(from).unwrap_or(SystemTime::UNIX_EPOCH);
-    out!("{}", report.render(from));
+    match output {
+        Output::Text => out!("{}", report.render(from)),
+        Output::Json => outln!("{}", report_json(&report, from)),
+    }
     Ok(())
 }
 
-async fn grant_life(conn: &ConnArgs, grant: &str) -> anyhow::Result<()> {
+async fn grant_life(conn: &ConnArgs, grant: &str, output: Output) -> anyhow::Result<()> {
     let client = connect(conn, true).await?;
     let found = client
         .audit_events(pb::QueryAuditRequest {
@@ -295,9 +317,10 @@ async fn grant_life(conn: &ConnArgs, grant: &str) -> anyhow::Result<()> {
         .into());
     }
     let life = GrantLife::of(grant, found.events);
-    let mut stdout = std::io::stdout().lock();
-    write!(stdout, "{}", life.render())?;
-    drop(stdout);
+    match output {
+        Output::Text => out!("{}", life.render()),
+        Output::Json => outln!("{}", life_json(&life)),
+    }
     if !life.valid_after_end.is_empty() {
         return Err(NotRemoved(format!(
             "grant {grant}: Verify answered VALID after the grant ended (events {:?})",
@@ -306,6 +329,67 @@ async fn grant_life(conn: &ConnArgs, grant: &str) -> anyhow::Result<()> {
         .into());
     }
     Ok(())
+}
+
+/// `audit report --output json`: the period, the event counts, and per
+/// entitlement the counts the text report shows.
+fn report_json(report: &Report, since: SystemTime) -> serde_json::Value {
+    let entitlements: serde_json::Map<String, serde_json::Value> = report
+        .entitlements
+        .iter()
+        .map(|(name, e)| {
+            (
+                name.clone(),
+                json!({
+                    "requests": e.requests,
+                    "granted": e.granted,
+                    "refused": e.refused,
+                    "approvals": e.approvals,
+                    "break_glass": e.break_glass,
+                    "unreviewed": e.unreviewed,
+                    "credentials": e.credentials,
+                    "live": e.live,
+                    "revoked": e.revoked,
+                    "completed": e.completed,
+                    "expired": e.expired,
+                    "end_lags_ms": e.end_lags_ms,
+                    "valid_after_end": e.valid_after_end,
+                }),
+            )
+        })
+        .collect();
+    json!({
+        "since": humantime::format_rfc3339_seconds(since).to_string(),
+        "events": report.events,
+        "unreadable": report.unreadable,
+        "entitlements": entitlements,
+    })
+}
+
+/// `audit grant --output json`: the grant's events (their canonical
+/// JSON), how it ended, its credentials, and the `Verify` checks after
+/// the end.
+fn life_json(life: &GrantLife) -> serde_json::Value {
+    let ending = match &life.ending {
+        Ending::Open => serde_json::Value::Null,
+        Ending::Ended { seq, kind, time } => json!({
+            "seq": seq,
+            "kind": kind.as_str(),
+            "time": time,
+        }),
+    };
+    json!({
+        "grant_id": life.grant,
+        "ending": ending,
+        "credentials": life.credentials,
+        "checks_after_end": life.checks_after_end,
+        "valid_after_end": life.valid_after_end,
+        "events": life
+            .events
+            .iter()
+            .map(|event| serde_json::from_str(&event.to_line()).unwrap_or(serde_json::Value::Null))
+            .collect::<Vec<serde_json::Value>>(),
+    })
 }
 
 /// `jitid audit verify`: the chain from a file or from Redis.

@@ -29,8 +29,8 @@ use rustix::process::{Pid, Signal};
 use tokio::signal::unix::SignalKind;
 use tokio::sync::mpsc;
 
-use super::args::{ConnArgs, RequestArgs, connect};
-use super::fetch::{BUNDLE_FILE, KEY_FILE, SVID_FILE, write_svid_files};
+use super::args::{ApprovalArgs, ConnArgs, RequestArgs, connect};
+use super::fetch::{BUNDLE_FILE, KEY_FILE, SVID_FILE, approved_request, write_svid_files};
 
 #[derive(Args)]
 #[command(group(
@@ -39,6 +39,8 @@ use super::fetch::{BUNDLE_FILE, KEY_FILE, SVID_FILE, write_svid_files};
 pub(crate) struct ExecArgs {
     #[command(flatten)]
     request: RequestArgs,
+    #[command(flatten)]
+    approval: ApprovalArgs,
     /// Also fetch a JWT-SVID for this audience (repeat for several), under
     /// the X.509-SVID's grant; its path is in JITID_JWT.
     #[arg(long = "jwt-audience", value_name = "AUDIENCE")]
@@ -85,7 +87,10 @@ pub(crate) async fn run(args: ExecArgs) -> anyhow::Result<ExitCode> {
     // Ctrl-C during the fetch stops the command from being started.
     let mut signals = listen_for_signals()?;
     let client = connect(&args.conn, true).await?;
-    let mut request = args.request.to_svid_request();
+    let request = args.request.to_svid_request(&args.approval);
+    // With --wait, the grant is requested and approved before anything
+    // runs; the first credentials and every renewal are minted under it.
+    let mut request = approved_request(&client, request, &args.approval).await?;
     let mut dir = CredentialDir::create()?;
     let first = match fetch(&client, &request, &args.jwt_audiences).await {
         Ok(issued) => issued,
@@ -99,8 +104,13 @@ pub(crate) async fn run(args: ExecArgs) -> anyhow::Result<ExitCode> {
             return Err(failed.source.into());
         }
     };
-    // Renewals and completion name the task, also one the server made up.
-    request.task_id.clone_from(&first.svid.grant.task_id);
+    if request.break_glass {
+        // One break-glass grant, reviewed once: renewals mint under it.
+        request = SvidRequest::under_grant(&first.svid.grant.grant_id);
+    } else if request.grant_id.is_empty() {
+        // Renewals and completion name the task, also one the server made up.
+        request.task_id.clone_from(&first.svid.grant.task_id);
+    }
     let mut ledger = Ledger::new(&first.svid.grant);
 
     let ended = supervise(

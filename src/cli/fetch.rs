@@ -10,7 +10,7 @@ use jitid::keyfile::{self, KEY_MODE, PUBLIC_MODE};
 use jitid::proto::v1 as pb;
 use serde_json::json;
 
-use super::args::{ConnArgs, RequestArgs, ServerArgs, connect, connect_anonymous};
+use super::args::{ApprovalArgs, ConnArgs, RequestArgs, ServerArgs, connect, connect_anonymous};
 use super::exit::Refused;
 use super::output::{Output, grant_json, print_grant, state_name};
 
@@ -26,17 +26,11 @@ pub(crate) enum FetchCommand {
 pub(crate) struct GrantArgs {
     #[command(flatten)]
     request: RequestArgs,
-    /// Emergency path: issued at once, flagged, and reviewed afterwards
-    /// (needs --justification and an entitlement that allows it).
-    #[arg(long)]
-    break_glass: bool,
+    #[command(flatten)]
+    approval: ApprovalArgs,
     /// Mint under this existing active grant (e.g. an approved one).
     #[arg(long, conflicts_with_all = ["entitlement", "actions", "task", "justification", "ticket", "break_glass", "labels", "wait"])]
     grant: Option<String>,
-    /// When the entitlement needs approval: request the grant, wait until
-    /// it is approved (or denied, or expires), then mint under it.
-    #[arg(long)]
-    wait: bool,
 }
 
 #[derive(Args)]
@@ -103,17 +97,19 @@ pub(crate) async fn run(command: FetchCommand) -> anyhow::Result<()> {
 
 fn svid_request(args: &GrantArgs) -> SvidRequest {
     SvidRequest {
-        break_glass: args.break_glass,
         grant_id: args.grant.clone().unwrap_or_default(),
-        ..args.request.to_svid_request()
+        ..args.request.to_svid_request(&args.approval)
     }
 }
 
-/// The request to mint with: as given, or with `--wait`, under a grant
-/// requested now and approved while we wait.
-async fn approved_request(client: &Client, args: &GrantArgs) -> anyhow::Result<SvidRequest> {
-    let request = svid_request(args);
-    if !args.wait {
+/// The request to mint with: `request` as given, or with `--wait`, under
+/// a grant requested now and approved while we wait (`fetch` and `exec`).
+pub(crate) async fn approved_request(
+    client: &Client,
+    request: SvidRequest,
+    approval: &ApprovalArgs,
+) -> anyhow::Result<SvidRequest> {
+    if !approval.wait {
         return Ok(request);
     }
     let grant = client.request_grant(&request).await?;
@@ -149,7 +145,8 @@ async fn approved_request(client: &Client, args: &GrantArgs) -> anyhow::Result<S
 
 async fn fetch_x509(args: FetchX509Args) -> anyhow::Result<()> {
     let client = connect(&args.conn, true).await?;
-    let request = approved_request(&client, &args.grant).await?;
+    let request =
+        approved_request(&client, svid_request(&args.grant), &args.grant.approval).await?;
     let svid = client.fetch_x509_svid(&request).await?;
     write_svid_files(&args.out, &svid)?;
     match args.output {
@@ -195,7 +192,8 @@ pub(crate) fn write_svid_files(out: &Path, svid: &jitid::client::X509Svid) -> an
 
 async fn fetch_jwt(args: FetchJwtArgs) -> anyhow::Result<()> {
     let client = connect(&args.conn, true).await?;
-    let mut request = approved_request(&client, &args.grant).await?;
+    let mut request =
+        approved_request(&client, svid_request(&args.grant), &args.grant.approval).await?;
     request.bind_to_certificate = args.bind;
     let svid = client.fetch_jwt_svid(&request, &args.audience).await?;
     match args.output {

@@ -27,15 +27,48 @@ pub(crate) fn write_stdout(args: std::fmt::Arguments<'_>) {
         return;
     }
     let mut stdout = io::stdout().lock();
-    match stdout.write_fmt(args).and_then(|()| stdout.flush()) {
+    let written = stdout.write_fmt(args).and_then(|()| stdout.flush());
+    settle(written);
+}
+
+/// Records how a write to stdout went.
+fn settle(written: io::Result<()>) {
+    match written {
         Ok(()) => {}
         Err(error) if error.kind() == io::ErrorKind::BrokenPipe => {
             STDOUT_CLOSED.store(true, Ordering::Relaxed);
         }
         Err(error) => {
-            STDOUT_FAILED.store(true, Ordering::Relaxed);
-            eprintln!("jitid: error: cannot write to stdout: {error}");
+            if !STDOUT_FAILED.swap(true, Ordering::Relaxed) {
+                eprintln!("jitid: error: cannot write to stdout: {error}");
+            }
         }
+    }
+}
+
+/// Whether stdout's reader is gone: a command that streams (`audit tail
+/// --follow`) stops.
+pub(crate) fn stdout_closed() -> bool {
+    STDOUT_CLOSED.load(Ordering::Relaxed)
+}
+
+/// Stdout as an [`io::Write`] with [`write_stdout`]'s rules: a closed pipe
+/// drops the rest quietly; another error is said once and exits 1.
+pub(crate) struct QuietStdout;
+
+impl Write for QuietStdout {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if !STDOUT_CLOSED.load(Ordering::Relaxed) && !STDOUT_FAILED.load(Ordering::Relaxed) {
+            settle(io::stdout().lock().write_all(buf));
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        if !STDOUT_CLOSED.load(Ordering::Relaxed) && !STDOUT_FAILED.load(Ordering::Relaxed) {
+            settle(io::stdout().lock().flush());
+        }
+        Ok(())
     }
 }
 
@@ -73,6 +106,31 @@ pub(crate) enum Output {
 
 /// A grant state as `grants`, `approve` and `deny` print it.
 pub(crate) use jitid::convert::state_name;
+
+/// How a completed grant's task ended: `failed` when the task was
+/// completed as failed (`jitid exec` of a command that failed, `jitid
+/// complete --outcome failed`), `succeeded` otherwise; `None` for a grant
+/// that is not completed. The issuer records the outcome as the first word
+/// of the end reason (`failed by <caller>`).
+pub(crate) fn task_outcome(grant: &pb::GrantRecord) -> Option<&'static str> {
+    if grant.state() != pb::GrantState::Completed {
+        return None;
+    }
+    Some(if grant.end_reason.starts_with("failed") {
+        "failed"
+    } else {
+        "succeeded"
+    })
+}
+
+/// The state as `grants list` and `grants show` print it: a failed task's
+/// grant is `completed (failed)`.
+pub(crate) fn state_text(grant: &pb::GrantRecord) -> String {
+    match task_outcome(grant) {
+        Some("failed") => format!("{} (failed)", state_name(grant.state)),
+        _ => state_name(grant.state).to_owned(),
+    }
+}
 
 /// A grant state as `revocation status` prints it: the proto name,
 /// lowercase (`unspecified` for an unknown value).
@@ -137,6 +195,7 @@ pub(crate) fn grant_record_json(grant: &pb::GrantRecord) -> serde_json::Value {
     json!({
         "grant_id": summary.grant_id,
         "state": state_name(grant.state),
+        "outcome": task_outcome(grant),
         "end_reason": grant.end_reason,
         "spiffe_id": summary.spiffe_id,
         "entitlement": summary.entitlement,
@@ -166,9 +225,9 @@ pub(crate) fn grant_record_json(grant: &pb::GrantRecord) -> serde_json::Value {
 pub(crate) fn print_grant_row(grant: &pb::GrantRecord) {
     let summary = grant.summary.clone().unwrap_or_default();
     outln!(
-        "{}  {:<9}  {}  task {}  {}  expires {}",
+        "{}  {:<18}  {}  task {}  {}  expires {}",
         summary.grant_id,
-        state_name(grant.state),
+        state_text(grant),
         summary.entitlement,
         summary.task_id,
         summary.spiffe_id,
@@ -180,7 +239,7 @@ pub(crate) fn print_grant_row(grant: &pb::GrantRecord) {
 pub(crate) fn print_grant_record(grant: &pb::GrantRecord) {
     let summary = grant.summary.clone().unwrap_or_default();
     outln!("grant        {}", summary.grant_id);
-    outln!("state        {}", state_name(grant.state));
+    outln!("state        {}", state_text(grant));
     if !grant.end_reason.is_empty() {
         outln!("ended        {}", grant.end_reason);
     }

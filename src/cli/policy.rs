@@ -20,6 +20,9 @@ pub(crate) enum PolicyCommand {
     Check {
         /// The config file.
         file: PathBuf,
+        /// What to print.
+        #[arg(long, value_enum, default_value = "text")]
+        output: Output,
     },
     /// Decide a request against a config file's catalogue, and print the
     /// decision with its inputs and the rules that produced it. Issues
@@ -67,7 +70,7 @@ pub(crate) struct ExplainArgs {
 
 pub(crate) fn run(command: PolicyCommand) -> anyhow::Result<()> {
     match command {
-        PolicyCommand::Check { file } => policy_check(&file),
+        PolicyCommand::Check { file, output } => policy_check(&file, output),
         PolicyCommand::Explain(args) => policy_explain(args),
     }
 }
@@ -159,44 +162,82 @@ fn policy_explain(args: ExplainArgs) -> anyhow::Result<()> {
 }
 
 /// `jitid policy check FILE`: loads a config and reports its catalogue.
-fn policy_check(file: &Path) -> anyhow::Result<()> {
+fn policy_check(file: &Path, output: Output) -> anyhow::Result<()> {
     let config = Config::load(file)?;
     let entitlements = config.catalogue.entitlements();
-    outln!(
-        "{}: ok, {} entitlements",
-        file.display(),
-        entitlements.len()
-    );
-    for entitlement in entitlements {
-        let actions: Vec<&str> = entitlement.actions.iter().map(|a| a.as_str()).collect();
-        let approval = match &entitlement.approval {
-            jitid::policy::ApprovalRule::Auto => "auto".to_owned(),
-            jitid::policy::ApprovalRule::Approvers {
-                names,
-                min_approvals,
-                ..
-            } => format!("{min_approvals} of {}", names.join(",")),
-        };
+    let rows: Vec<CheckedEntitlement<'_>> = entitlements
+        .iter()
+        .map(|entitlement| CheckedEntitlement {
+            name: &entitlement.name,
+            risk: entitlement.risk.as_str(),
+            default_ttl: humantime::format_duration(entitlement.default_ttl).to_string(),
+            max_ttl: humantime::format_duration(entitlement.max_ttl).to_string(),
+            approval: match &entitlement.approval {
+                jitid::policy::ApprovalRule::Auto => "auto".to_owned(),
+                jitid::policy::ApprovalRule::Approvers {
+                    names,
+                    min_approvals,
+                    ..
+                } => format!("{min_approvals} of {}", names.join(",")),
+            },
+            break_glass: entitlement.break_glass.is_some(),
+            conditions: entitlement
+                .conditions
+                .as_ref()
+                .map(|conditions| conditions.policy_ids().map(str::to_owned).collect())
+                .unwrap_or_default(),
+            actions: entitlement.actions.iter().map(|a| a.as_str()).collect(),
+        })
+        .collect();
+    if let Output::Json = output {
         outln!(
-            "  {:<24} {:<8} ttl {} (max {})  approval {approval}{}{}  actions {}",
-            entitlement.name,
-            entitlement.risk.as_str(),
-            humantime::format_duration(entitlement.default_ttl),
-            humantime::format_duration(entitlement.max_ttl),
-            if entitlement.break_glass.is_some() {
-                "  break-glass"
+            "{}",
+            serde_json::json!({
+                "file": file,
+                "ok": true,
+                "entitlements": rows.iter().map(|row| serde_json::json!({
+                    "name": row.name,
+                    "risk": row.risk,
+                    "default_ttl": row.default_ttl,
+                    "max_ttl": row.max_ttl,
+                    "approval": row.approval,
+                    "break_glass": row.break_glass,
+                    "conditions": row.conditions,
+                    "actions": row.actions,
+                })).collect::<Vec<_>>(),
+            })
+        );
+        return Ok(());
+    }
+    outln!("{}: ok, {} entitlements", file.display(), rows.len());
+    for row in &rows {
+        outln!(
+            "  {:<24} {:<8} ttl {} (max {})  approval {}{}{}  actions {}",
+            row.name,
+            row.risk,
+            row.default_ttl,
+            row.max_ttl,
+            row.approval,
+            if row.break_glass { "  break-glass" } else { "" },
+            if row.conditions.is_empty() {
+                String::new()
             } else {
-                ""
+                format!("  conditions {}", row.conditions.join(","))
             },
-            match &entitlement.conditions {
-                Some(conditions) => format!(
-                    "  conditions {}",
-                    conditions.policy_ids().collect::<Vec<_>>().join(",")
-                ),
-                None => String::new(),
-            },
-            actions.join(" ")
+            row.actions.join(" ")
         );
     }
     Ok(())
+}
+
+/// One entitlement as `policy check` reports it.
+struct CheckedEntitlement<'a> {
+    name: &'a str,
+    risk: &'a str,
+    default_ttl: String,
+    max_ttl: String,
+    approval: String,
+    break_glass: bool,
+    conditions: Vec<String>,
+    actions: Vec<&'a str>,
 }

@@ -287,7 +287,7 @@ impl Issuer {
             Approval::Required { min_approvals, .. } => {
                 return Err(IssueError::FailedPrecondition(format!(
                     "entitlement {:?} needs {min_approvals} approval(s): request a grant \
-                     (RequestGrant, or `jitid fetch --wait`), then issue under it once approved",
+                     (RequestGrant, or `jitid fetch --wait` or `jitid exec --wait`), then issue under it once approved",
                     decided.grant.entitlement
                 )));
             }
