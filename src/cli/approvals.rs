@@ -8,17 +8,35 @@ use super::args::{ConnArgs, connect};
 use super::output::{Output, grant_record_json, state_name, timestamp_text};
 
 #[derive(Args)]
-pub(crate) struct DecideArgs {
+pub(crate) struct ApproveArgs {
     /// The pending grant.
     grant: String,
-    /// A note (approve) or the reason (deny), recorded on the grant.
+    /// A note, recorded with the approval.
     #[arg(long, alias = "reason", default_value = "")]
     comment: String,
     #[command(flatten)]
-    conn: ConnArgs,
+    decide: DecideArgs,
+}
+
+#[derive(Args)]
+pub(crate) struct DenyArgs {
+    /// The pending grant.
+    grant: String,
+    /// Why, recorded on the grant (`--comment` is an old name).
+    #[arg(long, alias = "comment", default_value = "")]
+    reason: String,
+    #[command(flatten)]
+    decide: DecideArgs,
+}
+
+/// What `approve` and `deny` share.
+#[derive(Args)]
+pub(crate) struct DecideArgs {
     /// What to print.
     #[arg(long, value_enum, default_value = "text")]
     output: Output,
+    #[command(flatten)]
+    conn: ConnArgs,
 }
 
 #[derive(Subcommand)]
@@ -46,15 +64,24 @@ pub(crate) enum ReviewsCommand {
     },
 }
 
-pub(crate) async fn decide_grant(args: DecideArgs, approve: bool) -> anyhow::Result<()> {
-    let client = connect(&args.conn, true).await?;
-    let grant = if approve {
-        client.approve(&args.grant, &args.comment).await?
-    } else {
-        client.deny(&args.grant, &args.comment).await?
-    };
-    match args.output {
-        Output::Json => outln!("{}", grant_record_json(&grant)),
+pub(crate) async fn approve(args: ApproveArgs) -> anyhow::Result<()> {
+    let client = connect(&args.decide.conn, true).await?;
+    let grant = client.approve(&args.grant, &args.comment).await?;
+    print_decided(&grant, args.decide.output);
+    Ok(())
+}
+
+pub(crate) async fn deny(args: DenyArgs) -> anyhow::Result<()> {
+    let client = connect(&args.decide.conn, true).await?;
+    let grant = client.deny(&args.grant, &args.reason).await?;
+    print_decided(&grant, args.decide.output);
+    Ok(())
+}
+
+/// A grant just approved or denied.
+fn print_decided(grant: &jitid::proto::v1::GrantRecord, output: Output) {
+    match output {
+        Output::Json => outln!("{}", grant_record_json(grant)),
         Output::Text => {
             let summary = grant.summary.clone().unwrap_or_default();
             outln!(
@@ -65,7 +92,6 @@ pub(crate) async fn decide_grant(args: DecideArgs, approve: bool) -> anyhow::Res
             );
         }
     }
-    Ok(())
 }
 
 pub(crate) async fn reviews(command: ReviewsCommand) -> anyhow::Result<()> {

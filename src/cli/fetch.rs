@@ -17,8 +17,10 @@ use super::output::{Output, grant_json, print_grant, state_name};
 #[derive(Subcommand)]
 pub(crate) enum FetchCommand {
     /// Fetch an X.509-SVID: the key is generated here and never sent.
+    #[command(after_help = super::help::FETCH_X509)]
     X509(FetchX509Args),
     /// Fetch a JWT-SVID and print it.
+    #[command(after_help = super::help::FETCH_JWT)]
     Jwt(FetchJwtArgs),
 }
 

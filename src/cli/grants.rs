@@ -9,6 +9,7 @@ use super::output::{Output, grant_record_json, print_grant_record, print_grant_r
 #[derive(Subcommand)]
 pub(crate) enum GrantsCommand {
     /// List unexpired grants (yours, or a subject's if you are an admin).
+    #[command(after_help = super::help::GRANTS_LIST)]
     List {
         #[command(flatten)]
         conn: ConnArgs,

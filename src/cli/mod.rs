@@ -17,6 +17,7 @@ mod exec;
 pub(crate) mod exit;
 mod fetch;
 mod grants;
+mod help;
 mod policy;
 mod revocation;
 mod revoke;
@@ -34,8 +35,16 @@ use clap::{Parser, Subcommand};
     about = "Just-in-time workload identity issuer: minute-scale SPIFFE SVIDs for one task"
 )]
 pub(crate) struct Cli {
-    /// Log filter for the server (tracing env-filter syntax).
-    #[arg(long, global = true, env = "JITID_LOG", default_value = "info")]
+    /// Log filter for diagnostics on stderr (tracing env-filter syntax);
+    /// useful with serve, dev, exec and bench.
+    #[arg(
+        long,
+        global = true,
+        env = "JITID_LOG",
+        default_value = "info",
+        help_heading = "Logging",
+        display_order = 1000
+    )]
     pub(crate) log: String,
     #[command(subcommand)]
     pub(crate) command: Command,
@@ -44,8 +53,10 @@ pub(crate) struct Cli {
 #[derive(Subcommand)]
 pub(crate) enum Command {
     /// Run a development server on a local trust domain, created on first use.
+    #[command(after_help = help::DEV)]
     Dev(serve::DevArgs),
     /// Run the server from a config file.
+    #[command(after_help = help::SERVE)]
     Serve(serve::ServeArgs),
     /// Manage the certificate authority.
     #[command(subcommand)]
@@ -55,6 +66,7 @@ pub(crate) enum Command {
     Fetch(fetch::FetchCommand),
     /// Run a command with credentials for one task, renewed while it runs
     /// and revoked when it exits.
+    #[command(after_help = help::EXEC)]
     Exec(exec::ExecArgs),
     /// Print the trust bundle served by the server.
     Bundle(fetch::BundleArgs),
@@ -62,10 +74,12 @@ pub(crate) enum Command {
     #[command(subcommand)]
     Grants(grants::GrantsCommand),
     /// Revoke a credential, a grant, a task or a subject at once.
+    #[command(after_help = help::REVOKE)]
     Revoke(revoke::RevokeArgs),
     /// Say a task (or one grant) is done: its credentials stop being live.
     Complete(revoke::CompleteArgs),
     /// Check a credential as a relying party would; exit 0 only if valid.
+    #[command(after_help = help::VERIFY)]
     Verify(verify::VerifyArgs),
     /// Load-test a running server.
     Bench(bench::BenchArgs),
@@ -73,9 +87,11 @@ pub(crate) enum Command {
     #[command(subcommand)]
     Policy(policy::PolicyCommand),
     /// Approve a pending grant (approvers only; never your own request).
-    Approve(approvals::DecideArgs),
+    #[command(after_help = help::APPROVE)]
+    Approve(approvals::ApproveArgs),
     /// Deny a pending grant (approvers only).
-    Deny(approvals::DecideArgs),
+    #[command(after_help = help::APPROVE)]
+    Deny(approvals::DenyArgs),
     /// Break-glass reviews.
     #[command(subcommand)]
     Reviews(approvals::ReviewsCommand),
@@ -152,8 +168,8 @@ pub(crate) async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Dev(args) => serve::dev(args).await,
         Command::Serve(args) => serve::serve(args).await,
         Command::Policy(command) => policy::run(command),
-        Command::Approve(args) => approvals::decide_grant(args, true).await,
-        Command::Deny(args) => approvals::decide_grant(args, false).await,
+        Command::Approve(args) => approvals::approve(args).await,
+        Command::Deny(args) => approvals::deny(args).await,
         Command::Reviews(command) => approvals::reviews(command).await,
         Command::Audit(command) => audit::run(command).await,
         Command::Ca(command) => ca::run(command),
