@@ -124,6 +124,8 @@ pub(crate) fn duration(text: &str) -> Result<Duration, String> {
 /// `need_identity`). A file that cannot be used, or a certificate that does
 /// not match its key, is named with the flag it came from.
 pub(crate) async fn connect(conn: &ConnArgs, need_identity: bool) -> anyhow::Result<Client> {
+    let ca = conn.server.ca()?;
+    check_file(ca, "--ca (JITID_CA)")?;
     let identity = match (&conn.cert, &conn.key) {
         (Some(cert), Some(key)) => Some((cert.as_path(), key.as_path())),
         (None, None) if !need_identity => None,
@@ -141,8 +143,6 @@ pub(crate) async fn connect(conn: &ConnArgs, need_identity: bool) -> anyhow::Res
             .into());
         }
     };
-    let ca = conn.server.ca()?;
-    check_file(ca, "--ca (JITID_CA)")?;
     if let Some((cert, key)) = identity {
         check_file(cert, "--cert (JITID_CERT)")?;
         check_file(key, "--key (JITID_KEY)")?;

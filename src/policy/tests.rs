@@ -154,7 +154,7 @@ fn denials() {
         Some("nope"),
         &[],
         None,
-        "deny unknown entitlement \"nope\"",
+        "deny unknown entitlement \"nope\"; you may request: ci-publish",
     );
     check(
         CI,

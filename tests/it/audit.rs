@@ -70,7 +70,7 @@ async fn every_rpc_path_emits_its_events() {
     let events = next(&[RequestReceived, Decision]).await;
     assert_eq!(
         events[1].details["outcome"],
-        "refused: unknown entitlement \"nope\""
+        "refused: unknown entitlement \"nope\"; you may request: ci-publish, prod-deploy, db-migrate, quick-approval"
     );
 
     // A JWT is named by its jti, never included.

@@ -14,6 +14,7 @@ mod audit;
 mod audit_trail;
 mod bench;
 mod cli;
+mod cli_edges;
 mod delegation;
 mod exec;
 mod issue_jwt;
