@@ -121,7 +121,15 @@ pub(crate) fn parse() -> Result<Cli, ExitCode> {
             return Err(ExitCode::SUCCESS);
         }
         ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
-            let _ = error.print();
+            let rendered = error.to_string();
+            match missing_subcommand(&rendered) {
+                // `jitid fetch`: one line naming the choices.
+                Some(line) => eprintln!("jitid: error: {line}"),
+                // `jitid` alone: its help is the answer.
+                None => {
+                    let _ = error.print();
+                }
+            }
             return Err(ExitCode::from(2));
         }
         _ => {}
@@ -150,9 +158,41 @@ fn usage_line(rendered: &str) -> String {
                 .take_while(|word| !word.starts_with(['[', '<', '-']))
                 .collect::<Vec<_>>()
                 .join(" ");
+        } else if !line.starts_with("For more information") {
+            // The rest of the message (the missing arguments, one a line).
+            text.push(' ');
+            text.push_str(line);
         }
     }
     format!("{text} (see `{command} --help`)")
+}
+
+/// For a command group given without its subcommand (`jitid fetch`), the
+/// line that says which ones there are; `None` for `jitid` alone.
+fn missing_subcommand(help: &str) -> Option<String> {
+    let lines: Vec<&str> = help.lines().map(str::trim).collect();
+    let command: Vec<&str> = lines
+        .iter()
+        .find_map(|line| line.strip_prefix("Usage: "))?
+        .split_whitespace()
+        .take_while(|word| !word.starts_with(['[', '<', '-']))
+        .collect();
+    if command.len() < 2 {
+        return None;
+    }
+    let choices: Vec<&str> = lines
+        .iter()
+        .skip_while(|line| **line != "Commands:")
+        .skip(1)
+        .take_while(|line| !line.is_empty())
+        .filter_map(|line| line.split_whitespace().next())
+        .filter(|name| *name != "help")
+        .collect();
+    let command = command.join(" ");
+    Some(format!(
+        "`{command}` needs a subcommand: {} (see `{command} --help`)",
+        choices.join(", ")
+    ))
 }
 
 /// Whether writing to stdout failed other than by a closed pipe.

@@ -482,6 +482,15 @@ async fn errors_are_one_line_that_names_what_to_fix() {
         .unwrap();
     let err = error_line(&no_ca, 2);
     assert!(err.contains("--ca") && err.contains("JITID_CA"), "{err}");
+    let group = Command::new(jitid_bin()).arg("fetch").output().unwrap();
+    let err = error_line(&group, 2);
+    assert!(err.contains("needs a subcommand: x509, jwt"), "{err}");
+    let missing = Command::new(jitid_bin())
+        .args(["fetch", "x509"])
+        .output()
+        .unwrap();
+    let err = error_line(&missing, 2);
+    assert!(err.contains("--out <OUT>"), "{err}");
 }
 
 #[test]
