@@ -1,13 +1,14 @@
 //! One conformance suite for every `GrantStore`: the in-memory store, a
 //! real redis-server, and a real three-master Redis Cluster. This file
 //! holds the shared helpers and the entry points that run each suite
-//! (`grants.rs`, `approvals.rs`, `delegation.rs`) against each backend.
-//! Then the Redis-only behaviour: key expiry, outages and a dataset lost on
-//! restart.
+//! (`grants.rs`, `approvals.rs`, `delegation.rs`, `undo.rs`) against each
+//! backend. Then the Redis-only behaviour: key expiry, outages, a dataset
+//! lost on restart, and the keys a discarded grant leaves behind.
 
 mod approvals;
 mod delegation;
 mod grants;
+mod undo;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -22,6 +23,7 @@ use jitid::store::{
 use self::approvals::approvals_conformance;
 use self::delegation::delegation_and_parties_conformance;
 use self::grants::conformance;
+use self::undo::undo_conformance;
 use crate::support::redis::{RedisCluster, RedisServer};
 
 const ALICE: &str = "spiffe://example.org/ci/alice";
@@ -150,6 +152,75 @@ async fn redis_cluster_store_conforms() {
         .filter(|port| crate::support::redis::tcp_command(**port, &["DBSIZE"]) != "0")
         .count();
     assert_eq!(with_keys, 3, "every master holds grants");
+}
+
+#[tokio::test]
+async fn memory_store_undoes_writes() {
+    let store = MemoryStore::new(Arc::new(jitid::clock::SystemClock));
+    undo_conformance(&store).await;
+}
+
+#[tokio::test]
+async fn redis_store_undoes_writes() {
+    let redis = RedisServer::start();
+    let store = RedisStore::connect(redis_config(vec![redis.url()], false))
+        .await
+        .unwrap();
+    undo_conformance(&store).await;
+}
+
+#[tokio::test]
+async fn redis_cluster_store_undoes_writes() {
+    let cluster = RedisCluster::start();
+    let store = RedisStore::connect(redis_config(cluster.urls(), true))
+        .await
+        .unwrap();
+    undo_conformance(&store).await;
+}
+
+/// A discarded grant leaves no key behind: not its record, not its entry
+/// in its subject's index, not its entry in the index of pending grants
+/// (which `pending_grants` would also tidy lazily, so the suite cannot
+/// tell). What stays is the epoch and the shard's epoch marker.
+#[tokio::test]
+async fn redis_discard_leaves_no_key_behind() {
+    let redis = RedisServer::start();
+    let store = RedisStore::connect(redis_config(vec![redis.url()], false))
+        .await
+        .unwrap();
+    let (grant, _) = issue(&store, ALICE, "build-1", Duration::from_secs(60), None).await;
+    let pending = Grant {
+        id: GrantId::generate(Shard::of(&grant.subject)),
+        state: GrantState::Pending,
+        ..grant.clone()
+    };
+    store.record_grant(&pending).await.unwrap();
+    let keys = || {
+        let keys = redis.command(&[
+            "EVAL",
+            "return table.concat(redis.call('KEYS', '*'), ' ')",
+            "0",
+        ]);
+        let mut keys: Vec<String> = keys.split(' ').map(str::to_owned).collect();
+        keys.sort();
+        keys
+    };
+    let shard = grant.id.shard();
+    let mut before = vec![
+        "jitid:epoch".to_owned(),
+        "jitid:pending".to_owned(),
+        format!("jitid:{{{shard}}}:ep"),
+        format!("jitid:{{{shard}}}:g:{}", grant.id.simple()),
+        format!("jitid:{{{shard}}}:g:{}", pending.id.simple()),
+        format!("jitid:{{{shard}}}:s:{ALICE}"),
+    ];
+    before.sort();
+    assert_eq!(keys(), before);
+    store.discard_grant(grant.id).await.unwrap();
+    store.discard_grant(pending.id).await.unwrap();
+    let mut after = vec!["jitid:epoch".to_owned(), format!("jitid:{{{shard}}}:ep")];
+    after.sort();
+    assert_eq!(keys(), after);
 }
 
 /// A grant record written before approvals existed (11 fields) still
