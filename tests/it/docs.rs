@@ -1,7 +1,7 @@
 //! The docs as a reader uses them: every shell snippet of README.md and
 //! docs/ runs, as written, against a `jitid dev`; every fence names its
-//! language; docs/configuration.md documents exactly the keys the config
-//! accepts.
+//! language; every Rust example is a compiled doctest; docs/configuration.md
+//! documents exactly the keys the config accepts.
 
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
@@ -104,6 +104,30 @@ fn every_fence_names_its_language() {
     }
 }
 
+#[test]
+fn every_rust_example_is_a_compiled_doctest() {
+    // client/src/lib.rs includes the pages with Rust examples as doctests of
+    // `jitid_client`: a page with a Rust fence must be included there, and
+    // no example may opt out of compiling.
+    let host = std::fs::read_to_string(root().join("client/src/lib.rs")).unwrap();
+    for file in doc_files() {
+        let text = std::fs::read_to_string(&file).unwrap();
+        let name = file.strip_prefix(root()).unwrap().display().to_string();
+        for fence in fences(&text).iter().filter(|f| f.lang.starts_with("rust")) {
+            assert!(
+                !fence.lang.contains("ignore"),
+                "{name}:{}: a Rust example must compile (no_run where it needs a server)",
+                fence.line
+            );
+            assert!(
+                host.contains(&format!("include_str!(\"../../{name}\")")),
+                "{name}:{}: client/src/lib.rs must include this page as a doctest",
+                fence.line
+            );
+        }
+    }
+}
+
 /// `jitid dev` on an ephemeral port in a temp dir, killed on drop.
 struct Dev {
     child: Child,
@@ -169,7 +193,15 @@ fn shell_snippets_run_against_jitid_dev() {
             // A fresh shell with what the reader has after pasting the lines
             // `jitid dev` prints: its exports, and `jitid` on the PATH.
             let output = Command::new("timeout")
-                .args(["60", "bash", "--noprofile", "--norc", "-e", "-o", "pipefail"])
+                .args([
+                    "60",
+                    "bash",
+                    "--noprofile",
+                    "--norc",
+                    "-e",
+                    "-o",
+                    "pipefail",
+                ])
                 .args(["-c", &script])
                 .current_dir(dir.path())
                 .env_clear()
@@ -197,9 +229,13 @@ fn shell_snippets_run_against_jitid_dev() {
 /// dotted paths, read from the source: a field whose type is another raw
 /// struct is a table, a map keyed by name is `<name>`.
 fn accepted_keys() -> BTreeSet<String> {
-    let sources = ["src/config/mod.rs", "src/policy/catalogue.rs", "src/policy/window.rs"]
-        .map(|file| std::fs::read_to_string(root().join(file)).unwrap())
-        .join("\n");
+    let sources = [
+        "src/config/mod.rs",
+        "src/policy/catalogue.rs",
+        "src/policy/window.rs",
+    ]
+    .map(|file| std::fs::read_to_string(root().join(file)).unwrap())
+    .join("\n");
     let mut keys = BTreeSet::new();
     collect_keys(&sources, "RawConfig", "", &mut keys);
     keys
@@ -227,9 +263,16 @@ fn collect_keys(sources: &str, name: &str, prefix: &str, keys: &mut BTreeSet<Str
         let Some((field, ty)) = line.strip_suffix(',').and_then(|l| l.split_once(": ")) else {
             continue;
         };
-        let key = format!("{prefix}{}", rename.take().unwrap_or_else(|| field.to_owned()));
+        let key = format!(
+            "{prefix}{}",
+            rename.take().unwrap_or_else(|| field.to_owned())
+        );
         let by_name = ty.contains("Map<String,");
-        let key = if by_name { format!("{key}.<name>") } else { key };
+        let key = if by_name {
+            format!("{key}.<name>")
+        } else {
+            key
+        };
         match ty.find("Raw") {
             Some(at) => {
                 let raw: String = ty[at..]
