@@ -15,6 +15,7 @@ mod audit_trail;
 mod bench;
 mod cli;
 mod delegation;
+mod docs;
 mod exec;
 mod issue_jwt;
 mod issue_x509;
