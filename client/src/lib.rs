@@ -47,3 +47,22 @@ pub use rotating::{
 };
 pub use svid::{Bundle, GrantInfo, JwtSvid, SvidRequest, X509Svid, new_key_and_csr};
 pub use task::{TaskIdentity, check_confirmation};
+
+/// The Rust examples of the project's README and docs/, compiled as
+/// doctests of this crate (they use only `jitid_client`), so a renamed item
+/// fails the build; an example that needs a server is `no_run`.
+#[cfg(doctest)]
+mod docs {
+    #[doc = include_str!("../../README.md")]
+    struct Readme;
+    #[doc = include_str!("../../docs/agents.md")]
+    struct Agents;
+    #[doc = include_str!("../../docs/services.md")]
+    struct Services;
+    #[doc = include_str!("../../docs/revocation.md")]
+    struct Revocation;
+    #[doc = include_str!("../../docs/api.md")]
+    struct Api;
+    #[doc = include_str!("../../docs/credentials.md")]
+    struct Credentials;
+}

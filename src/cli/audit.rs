@@ -219,7 +219,7 @@ fn since(text: &str) -> anyhow::Result<prost_types::Timestamp> {
             anyhow::anyhow!("--since {text:?}: not a duration (24h) or an RFC 3339 time")
         })?,
     };
-    Ok(prost_types::Timestamp::from(at))
+    Ok(jitid::convert::timestamp(at))
 }
 
 fn print_event(event: &AuditEvent, format: EventFormat) {
@@ -294,7 +294,7 @@ async fn report(conn: &ConnArgs, since_text: &str, output: Output) -> anyhow::Re
         })
         .await?;
     let report = Report::of(&found.events, SystemTime::now());
-    let from = SystemTime::try_from(from).unwrap_or(SystemTime::UNIX_EPOCH);
+    let from = jitid::convert::system_time(&from).unwrap_or(SystemTime::UNIX_EPOCH);
     match output {
         Output::Text => out!("{}", report.render(from)),
         Output::Json => outln!("{}", report_json(&report, from)),

@@ -13,7 +13,7 @@
 //! Audit before effect: every use case that records a grant, a credential,
 //! an approval, a review or a delegation appends its audit events before
 //! the caller hears of it, and undoes the store write when the trail
-//! refuses them (see [`Issuer::audit_or_undo`]).
+//! refuses them (see `Issuer::audit_or_undo`).
 
 mod approval;
 mod decide;

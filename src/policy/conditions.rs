@@ -6,7 +6,7 @@
 //!   matches;
 //! - action: `Action::"<action>"`;
 //! - resource: `Entitlement::"<name>"`, with attributes `risk` and `owner`;
-//! - context: see [`RequestContext`] and the README.
+//! - context: see [`RequestContext`] and docs/policy.md.
 //!
 //! An action is allowed when a `permit` matches and no `forbid` does. A
 //! policy that fails to evaluate (say, it reads a context field that is not

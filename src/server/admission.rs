@@ -23,7 +23,7 @@ use crate::proto::RETRY_PUSHBACK_TRAILER as RETRY_PUSHBACK;
 use crate::spiffe_id::SpiffeId;
 
 /// The retry hint when the server is busy. An admitted issuance takes a
-/// few milliseconds (p99 3 to 5 ms in BENCHMARKS.md), so the default 256
+/// few milliseconds (p99 3 to 5 ms in docs/benchmarks.md), so the default 256
 /// in flight drain in about 25 ms at the measured 10,000 a second: 50 ms
 /// lets them drain about twice before the shed callers return, and adds
 /// little to a caller's wait. Client jitter spreads the returns.

@@ -2,7 +2,7 @@
 //! scans the trail in pages and streams what it selects.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, mpsc, watch};
 use tonic::Status;
@@ -63,8 +63,8 @@ impl Query {
         let since = match request.since {
             None => None,
             Some(since) => {
-                let at = SystemTime::try_from(since)
-                    .map_err(|error| invalid("since", error.to_string()))?;
+                let at = crate::convert::system_time(&since)
+                    .ok_or_else(|| invalid("since", "is before 1970 or malformed".to_owned()))?;
                 Some(humantime::format_rfc3339_millis(at).to_string())
             }
         };

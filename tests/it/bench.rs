@@ -1,5 +1,5 @@
 //! `jitid bench` runs every mode against a real server and counts what it
-//! did; the figures themselves are for humans (see BENCHMARKS.md).
+//! did; the figures themselves are for humans (see docs/benchmarks.md).
 
 use std::time::Duration;
 

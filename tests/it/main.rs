@@ -16,6 +16,7 @@ mod bench;
 mod cli;
 mod cli_edges;
 mod delegation;
+mod docs;
 mod exec;
 mod issue_jwt;
 mod issue_x509;

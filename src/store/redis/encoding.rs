@@ -19,7 +19,7 @@ const FIELD: char = '\u{1f}';
 const SECTION: char = '\u{1e}';
 
 /// A grant and its credentials as one compact string (one key, a few
-/// hundred bytes; see BENCHMARKS.md):
+/// hundred bytes; see docs/benchmarks.md):
 /// `<state> FIELD task FIELD subject FIELD entitlement FIELD actions FIELD
 /// parent FIELD created-ms FIELD expires-ms FIELD epoch FIELD ticket FIELD
 /// justification FIELD flags FIELD ttl-ms FIELD decision`
