@@ -90,7 +90,17 @@ pub(crate) async fn run(args: ExecArgs) -> anyhow::Result<ExitCode> {
     let request = args.request.to_svid_request(&args.approval);
     // With --wait, the grant is requested and approved before anything
     // runs; the first credentials and every renewal are minted under it.
-    let mut request = approved_request(&client, request, &args.approval).await?;
+    let mut request = tokio::select! {
+        approved = approved_request(&client, request, &args.approval) => approved?,
+        Some(signal) = signals.recv() => {
+            eprintln!(
+                "jitid: signal {} while waiting for approval; not running the command \
+                 (withdraw the pending request with `jitid revoke --grant ID`)",
+                signal.as_raw()
+            );
+            return Ok(ExitCode::from(u8::try_from(128 + signal.as_raw()).unwrap_or(1)));
+        }
+    };
     let mut dir = CredentialDir::create()?;
     let first = match fetch(&client, &request, &args.jwt_audiences).await {
         Ok(issued) => issued,
@@ -402,7 +412,7 @@ async fn supervise(
     first: Issued,
 ) -> Ended {
     if let Err(error) = dir.write(&first) {
-        eprintln!("jitid: error: {error:#}");
+        eprintln!("jitid: error: {}", super::exit::message(&error));
         return Ended::NotRun(1);
     }
     if let Ok(signal) = signals.try_recv() {
@@ -477,7 +487,8 @@ async fn supervise(
                 match dir.write(&issued) {
                     Ok(()) => announce(&issued.svid.grant, "renewed", dir),
                     Err(error) => eprintln!(
-                        "jitid: warning: could not write the renewed credentials: {error:#}; the command keeps the current ones"
+                        "jitid: warning: could not write the renewed credentials: {}; the command keeps the current ones",
+                        super::exit::message(&error)
                     ),
                 }
             }

@@ -223,6 +223,48 @@ async fn exec_waits_for_approval_and_takes_break_glass() {
     let grant = runner.get_grant(&pending).await.unwrap();
     assert_eq!(grant.state(), pb::GrantState::Completed);
 
+    // Ctrl-C while waiting: exec stops waiting and runs nothing.
+    let child = cli_command(
+        &env,
+        &env.url(),
+        CI_RUNNER,
+        &[
+            "exec",
+            "--entitlement",
+            "gated-job",
+            "--wait",
+            "--",
+            "/bin/sh",
+            "-c",
+            script,
+        ],
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let pid = rustix::process::Pid::from_raw(i32::try_from(child.id()).unwrap()).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let awaiting = approver
+            .list_grants(pb::ListGrantsRequest {
+                awaiting_my_approval: true,
+                ..pb::ListGrantsRequest::default()
+            })
+            .await
+            .unwrap();
+        if !awaiting.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no pending grant");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    rustix::process::kill_process(pid, rustix::process::Signal::INT).unwrap();
+    let (code, out, err) = wait_child(child).await;
+    assert_eq!(code, Some(130), "{out}{err}");
+    assert_eq!(out, "", "the command did not run");
+    assert!(err.contains("while waiting for approval"), "{err}");
+
     // Break-glass: issued at once, one grant flagged for review.
     let glass = env.cli(
         CI_RUNNER,
