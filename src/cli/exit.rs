@@ -1,7 +1,8 @@
 //! Exit codes, in one place: the errors that stand for an outcome rather
 //! than a failure, and the mapping of every error to its code.
 //!
-//! Exit codes: 0 success; 1 error; 2 usage; 3 the server refused the caller
+//! Exit codes: 0 success; 1 error; 2 usage (clap's, and a missing `--ca`
+//! or `--cert`/`--key`); 3 the server refused the caller
 //! (unauthenticated or permission denied); 4 the server found the request
 //! invalid; 5 the server is unreachable or unavailable; 6 `verify` found the
 //! credential not valid (or `audit verify` a broken chain, or `audit grant` a
@@ -11,6 +12,12 @@
 //! not in a state that allows it (pending, denied, ended) or the
 //! entitlement needs approval first. `exec` exits with its command's status
 //! once the command ran (see `cli/exec.rs`).
+//!
+//! A verdict (`verify`'s REVOKED, ...) is printed on stdout and not said
+//! again on stderr ([`is_verdict`]); every other error is one
+//! `jitid: error:` line ([`message`]). A closed stdout is not an error:
+//! output stops and the command exits with its own code (see
+//! `cli/output.rs`).
 
 use jitid::client::ClientError;
 

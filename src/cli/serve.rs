@@ -76,7 +76,7 @@ pub(crate) async fn dev(args: DevArgs) -> anyhow::Result<()> {
         let out = out.display();
         // The banner goes to stdout so it can be pasted; logs go to stderr.
         // A closed stdout must not stop the server, so write errors are
-        // ignored rather than panicking as outln! would.
+        // ignored (as `out!` does).
         let mut banner = format!(
             "# jitid dev: trust domain {} on {addr}, {store_name}\n\
              # config {}\n\
