@@ -125,7 +125,7 @@ pub(crate) fn duration(text: &str) -> Result<Duration, String> {
 /// not match its key, is named with the flag it came from.
 pub(crate) async fn connect(conn: &ConnArgs, need_identity: bool) -> anyhow::Result<Client> {
     let ca = conn.server.ca()?;
-    check_file(ca, "--ca (JITID_CA)")?;
+    check_file(ca, "--ca or JITID_CA")?;
     let identity = match (&conn.cert, &conn.key) {
         (Some(cert), Some(key)) => Some((cert.as_path(), key.as_path())),
         (None, None) if !need_identity => None,
@@ -144,8 +144,8 @@ pub(crate) async fn connect(conn: &ConnArgs, need_identity: bool) -> anyhow::Res
         }
     };
     if let Some((cert, key)) = identity {
-        check_file(cert, "--cert (JITID_CERT)")?;
-        check_file(key, "--key (JITID_KEY)")?;
+        check_file(cert, "--cert or JITID_CERT")?;
+        check_file(key, "--key or JITID_KEY")?;
     }
     let config = ClientConfig::from_files(&conn.server.server, ca, identity)?;
     match Client::connect(config).await {
@@ -166,7 +166,7 @@ pub(crate) async fn connect(conn: &ConnArgs, need_identity: bool) -> anyhow::Res
 /// Connects without an identity, for what anyone may read (`bundle`).
 pub(crate) async fn connect_anonymous(server: &ServerArgs) -> anyhow::Result<Client> {
     let ca = server.ca()?;
-    check_file(ca, "--ca (JITID_CA)")?;
+    check_file(ca, "--ca or JITID_CA")?;
     let config = ClientConfig::from_files(&server.server, ca, None)?;
     Ok(Client::connect(config).await?)
 }
