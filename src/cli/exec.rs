@@ -32,6 +32,9 @@ use tokio::sync::mpsc;
 use super::args::{ApprovalArgs, ConnArgs, RequestArgs, connect};
 use super::fetch::{BUNDLE_FILE, KEY_FILE, SVID_FILE, approved_request, write_svid_files};
 
+/// The variables that attest `jitid exec` itself, kept from its command.
+const ATTESTATION_VARIABLES: &[&str] = &["JITID_CERT", "JITID_KEY", "JITID_OIDC_TOKEN_FILE"];
+
 #[derive(Args)]
 #[command(group(
     ArgGroup::new("what").args(["entitlement", "actions"]).required(true).multiple(true)
@@ -434,6 +437,11 @@ async fn supervise(
         .env("JITID_BUNDLE", dir.file(BUNDLE_FILE))
         .env("JITID_TASK", &ledger.task)
         .env("JITID_GRANT", &first.svid.grant.grant_id);
+    // The command gets its task's credentials, never what attests exec
+    // itself: with those it could mint beyond its task, after it.
+    for name in ATTESTATION_VARIABLES {
+        command.env_remove(name);
+    }
     if first.jwt.is_some() {
         command.env("JITID_JWT", dir.file(JWT_FILE));
     } else {

@@ -71,6 +71,7 @@ impl ExecRun {
             .env("JITID_CA", &env.ca.root_cert)
             .env("JITID_CERT", cert)
             .env("JITID_KEY", key)
+            .env("JITID_OIDC_TOKEN_FILE", dir.path().join("token"))
             .arg("exec")
             .args(args)
             .args(["--", "/bin/sh", "-c", script])
@@ -266,6 +267,10 @@ async fn exec_hands_private_credentials_to_the_command_and_revokes_them_after() 
         "JITID_GRANT",
     ] {
         assert!(vars.contains_key(name), "{name} missing from {vars:?}");
+    }
+    // Exec's own attestation identity is not handed down.
+    for name in ["JITID_CERT", "JITID_KEY", "JITID_OIDC_TOKEN_FILE"] {
+        assert!(!vars.contains_key(name), "{name} handed down: {vars:?}");
     }
     assert_eq!(vars["JITID_TASK"], "build-1");
     let svid = PathBuf::from(&vars["JITID_SVID"]);
