@@ -689,3 +689,30 @@ async fn only_owners_and_admins_revoke_and_no_one_reviews_their_own_break_glass(
         .unwrap_err();
     assert!(error.is_invalid_argument(), "{error}");
 }
+
+#[tokio::test]
+async fn a_liveness_answer_the_trail_refuses_is_never_valid() {
+    let env = Env::new();
+    let runner = caller(RUNNER);
+    let issued = env
+        .issuer
+        .issue_x509(&runner, &entitlement("ci-publish"), &env.csr)
+        .await
+        .unwrap();
+    let presented = Presented::X509(issued.chain.clone());
+    let relying_party = caller("spiffe://example.org/svc/ledger");
+    let verdict = env.issuer.verify_for(&relying_party, &presented).await;
+    assert_eq!(verdict.status, VerifyStatus::Valid);
+    env.refuse(true);
+    let verdict = env.issuer.verify_for(&relying_party, &presented).await;
+    assert_eq!(verdict.status, VerifyStatus::Unknown, "{}", verdict.reason);
+    assert!(
+        !verdict.reason.contains("refuses"),
+        "no internal detail: {}",
+        verdict.reason
+    );
+    // A refusal stays a refusal.
+    env.clock.advance(10 * MINUTE);
+    let verdict = env.issuer.verify_for(&relying_party, &presented).await;
+    assert_eq!(verdict.status, VerifyStatus::Expired);
+}

@@ -79,6 +79,26 @@ impl Issuer {
         .await
     }
 
+    /// `Verify` as a relying party asks it: [`Issuer::verify`], with the
+    /// answer recorded in the trail when it falls in the sample. An answer
+    /// that cannot be recorded (the trail is down, often with the store it
+    /// shares) is still given, but never VALID: UNKNOWN is what a relying
+    /// party can act on, and a refusal (REVOKED, EXPIRED, ...) stays one.
+    pub async fn verify_for(&self, caller: &Caller, presented: &Presented) -> Verdict {
+        let mut verdict = self.verify(presented).await;
+        if let Err(error) = self.audit_liveness(caller, &verdict).await {
+            // The cause is logged, not told to the caller.
+            tracing::warn!(%error, "liveness check not recorded; not answering VALID");
+            if verdict.status == VerifyStatus::Valid {
+                verdict.status = VerifyStatus::Unknown;
+                verdict.reason = "liveness could not be recorded in the audit trail; treat the \
+                                  credential as not valid"
+                    .to_owned();
+            }
+        }
+        verdict
+    }
+
     /// Checks a presented credential: authenticity and expiry offline, then
     /// liveness in the store. A store that cannot be reached gives
     /// [`VerifyStatus::Unknown`], never `Valid`.

@@ -356,23 +356,7 @@ impl IssuerApi for IssuerService {
                 }
                 None => return Err(Status::invalid_argument("credential: send x509 or jwt")),
             };
-            let mut verdict = self.issuer.verify(&presented).await;
-            // A sampled check goes to the audit trail before it is
-            // answered, so the trail can show no VALID after a revocation.
-            // A check that cannot be recorded (the trail is down, often
-            // with the store it shares) is still answered, but never VALID:
-            // UNKNOWN is what a relying party can act on, and a refusal
-            // (REVOKED, EXPIRED, ...) stays one.
-            if let Err(error) = self.issuer.audit_liveness(&caller, &verdict).await {
-                tracing::warn!(%error, "liveness check not recorded; not answering VALID");
-                if verdict.status == VerifyStatus::Valid {
-                    verdict.status = VerifyStatus::Unknown;
-                    verdict.reason = format!(
-                        "liveness could not be recorded in the audit trail ({error}); \
-                         treat the credential as not valid"
-                    );
-                }
-            }
+            let verdict = self.issuer.verify_for(&caller, &presented).await;
             let status = match verdict.status {
                 VerifyStatus::Valid => pb::VerifyStatus::Valid,
                 VerifyStatus::Revoked => pb::VerifyStatus::Revoked,
