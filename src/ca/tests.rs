@@ -188,27 +188,50 @@ fn credentials_never_outlive_the_signing_ca() {
     assert!(!format!("{issued:?}").contains(&format!("{:?}", &issued.key_pkcs8[..8])));
 }
 
+fn svid_claims() -> JwtSvidClaims {
+    JwtSvidClaims {
+        sub: "spiffe://example.org/a".to_owned(),
+        aud: vec!["x".to_owned()],
+        exp: 2_000_000_000,
+        iat: 1_000_000_000,
+        jti: "j".to_owned(),
+        scope: "a b".to_owned(),
+        jitid_grant: "g".to_owned(),
+        jitid_task: "t".to_owned(),
+        jitid_entitlement: "e".to_owned(),
+        jitid_epoch: "x".to_owned(),
+        jitid_break_glass: false,
+        jitid_parents: Vec::new(),
+        act: None,
+        cnf: None,
+    }
+}
+
+#[test]
+fn only_a_jwt_svid_typ_verifies_as_a_jwt_svid() {
+    let (_dir, authority) = fresh_ca();
+    let now = SystemTime::now();
+    let svid = authority.sign_jwt_svid(&svid_claims()).unwrap();
+    assert!(authority.verify_jwt_svid(&svid, "x", now).is_ok());
+    let jose = authority.sign_jws("JOSE", &svid_claims()).unwrap();
+    assert!(authority.verify_jwt_svid(&jose, "x", now).is_ok());
+    // The same key signs audit checkpoints: one with SVID claims is not an
+    // SVID.
+    let checkpoint = authority
+        .sign_jws("jitid-audit-checkpoint+jwt", &svid_claims())
+        .unwrap();
+    match authority.verify_jwt_svid(&checkpoint, "x", now) {
+        Err(PresentedError::Invalid(message)) => {
+            assert!(message.contains("is not a JWT-SVID's"), "{message}");
+        }
+        other => panic!("a checkpoint typ verified as an SVID: {other:?}"),
+    }
+}
+
 #[test]
 fn jwt_header_has_exactly_alg_kid_typ() {
     let (_dir, authority) = fresh_ca();
-    let token = authority
-        .sign_jwt_svid(&JwtSvidClaims {
-            sub: "spiffe://example.org/a".to_owned(),
-            aud: vec!["x".to_owned()],
-            exp: 2_000_000_000,
-            iat: 1_000_000_000,
-            jti: "j".to_owned(),
-            scope: "a b".to_owned(),
-            jitid_grant: "g".to_owned(),
-            jitid_task: "t".to_owned(),
-            jitid_entitlement: "e".to_owned(),
-            jitid_epoch: "x".to_owned(),
-            jitid_break_glass: false,
-            jitid_parents: Vec::new(),
-            act: None,
-            cnf: None,
-        })
-        .unwrap();
+    let token = authority.sign_jwt_svid(&svid_claims()).unwrap();
     use base64::Engine as _;
     let header = token.split('.').next().unwrap();
     let header: serde_json::Value = serde_json::from_slice(

@@ -142,6 +142,17 @@ impl Authority {
         if header.alg != Algorithm::ES256 {
             return Err(invalid(format!("unsupported alg {:?}", header.alg)));
         }
+        // The JWT-SVID spec allows `typ` JWT or JOSE, or none; anything else
+        // (an audit checkpoint signed by the same key, say) is not an SVID.
+        if let Some(typ) = header.typ.as_deref()
+            && typ != "JWT"
+            && typ != "JOSE"
+        {
+            let shown: String = typ.chars().take(64).collect();
+            return Err(invalid(format!(
+                "typ {shown:?} is not a JWT-SVID's (JWT, JOSE or none)"
+            )));
+        }
         let kid = header
             .kid
             .ok_or_else(|| invalid("JWT has no kid".to_owned()))?;
