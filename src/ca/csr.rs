@@ -3,6 +3,7 @@
 //! ignored: the SVID's identity comes from attestation.
 
 use x509_parser::certification_request::X509CertificationRequest;
+use x509_parser::oid_registry::{OID_EC_P256, OID_NIST_EC_P384};
 use x509_parser::prelude::FromDer;
 use x509_parser::public_key::PublicKey;
 
@@ -61,7 +62,19 @@ impl VerifiedCsr {
                     return Err(CsrError::RsaKeySize(bits));
                 }
             }
-            Ok(PublicKey::EC(_)) | Ok(PublicKey::Unknown(_)) => {}
+            // Only the curves jitid signs for: a P-521 key would otherwise
+            // fail later as a "signature that does not verify".
+            Ok(PublicKey::EC(_)) => {
+                let curve = spki
+                    .algorithm
+                    .parameters
+                    .as_ref()
+                    .and_then(|parameters| parameters.as_oid().ok());
+                if !curve.is_some_and(|oid| oid == OID_EC_P256 || oid == OID_NIST_EC_P384) {
+                    return Err(CsrError::UnsupportedKey);
+                }
+            }
+            Ok(PublicKey::Unknown(_)) => {}
             _ => return Err(CsrError::UnsupportedKey),
         }
         // rcgen recognises exactly the key types jitid signs for
@@ -109,6 +122,12 @@ mod tests {
         assert_eq!(
             VerifiedCsr::from_der(&vec![0x30; MAX_CSR_BYTES + 1]).unwrap_err(),
             CsrError::TooLarge
+        );
+        // P-521 is refused as a key type, not as a bad signature.
+        let p521 = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P521_SHA512).unwrap();
+        assert_eq!(
+            VerifiedCsr::from_der(&csr_for(&p521)).unwrap_err(),
+            CsrError::UnsupportedKey
         );
         let key = rcgen::KeyPair::generate().unwrap();
         let mut der = csr_for(&key);
