@@ -13,6 +13,8 @@
 //! - [`store`]: where grants and credentials are recorded.
 //! - [`audit`]: the hash-chained audit trail and its writer.
 //! - [`issuer`]: the use cases, over the above.
+//! - [`attest`]: attestation methods, each turning evidence into an
+//!   attested caller.
 //! - [`config`], [`keyfile`], [`crypto`]: configuration, secret files and
 //!   the shared crypto provider.
 //! - [`server`]: gRPC over mTLS; the only module that sees tonic statuses
@@ -31,6 +33,7 @@
 //! here under their old paths.
 
 pub mod app;
+pub mod attest;
 pub mod audit;
 pub mod bench;
 pub mod ca;

@@ -140,6 +140,24 @@ pub struct GrantRequested {
     pub labels: BTreeMap<String, String>,
     /// The caller's address, when known.
     pub source: Option<String>,
+    /// How the caller was attested (absent from events written before
+    /// attestation methods were recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attestation: Option<Attested>,
+}
+
+/// How a caller was attested, as the trail records it: the method and the
+/// facts policy could use.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attested {
+    /// `x509` (an attestation identity) or `oidc` (a token).
+    pub method: String,
+    /// The `[[attestation.oidc]]` entry that accepted a token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<String>,
+    /// What the evidence said: an identity's serial, a token's claims.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub facts: BTreeMap<String, serde_json::Value>,
 }
 
 /// A delegation request, as received.

@@ -27,7 +27,7 @@ pub use bundle::{JwtAuthority, REFRESH_HINT, TrustBundle, X509Authority};
 pub use csr::{CsrError, MAX_CSR_BYTES, VerifiedCsr};
 pub use jwt::{Actor, Confirmation, EcPublicJwk, JwtSvidClaims};
 pub use verify::{JwsError, PresentedCredential, PresentedError, verify_jws};
-pub use x509::BACKDATE;
+pub use x509::{BACKDATE, hex as serial_hex};
 
 use crate::clock::unix_seconds;
 use crate::crypto::der_to_pem;

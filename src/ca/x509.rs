@@ -98,7 +98,7 @@ pub(crate) fn random_serial() -> [u8; 16] {
 }
 
 /// Lowercase hex, as serials are shown everywhere in jitid.
-pub(crate) fn hex(bytes: &[u8]) -> String {
+pub fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write;
     bytes
         .iter()

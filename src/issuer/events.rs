@@ -3,11 +3,12 @@
 
 use std::time::SystemTime;
 
-use super::Caller;
 use super::request::GrantRequest;
+use super::{Attestation, AttestationMethod, Caller};
 use crate::audit::Record;
 use crate::audit::event::{
-    CredentialIssued, CredentialKind, Envelope, Event, GrantRequested, RequestReceived, Rpc,
+    Attested, CredentialIssued, CredentialKind, Envelope, Event, GrantRequested, RequestReceived,
+    Rpc,
 };
 use crate::grant::{Action, Credential, Grant};
 use crate::spiffe_id::SpiffeId;
@@ -63,6 +64,7 @@ pub(super) fn received(
             break_glass: new.break_glass,
             labels: new.labels.clone(),
             source: caller.source.map(|ip| ip.to_string()),
+            attestation: Some(attested(caller)),
         },
         GrantRequest::Existing(existing) => GrantRequested {
             rpc,
@@ -74,6 +76,7 @@ pub(super) fn received(
             break_glass: false,
             labels: Default::default(),
             source: caller.source.map(|ip| ip.to_string()),
+            attestation: Some(attested(caller)),
         },
     };
     record(
@@ -123,4 +126,21 @@ pub(super) fn strings(actions: &[Action]) -> Vec<String> {
 pub(super) fn lag_ms(start: SystemTime, done: SystemTime) -> u64 {
     done.duration_since(start)
         .map_or(0, |lag| u64::try_from(lag.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// How `caller` was attested, for the trail: the method and the facts
+/// that policy saw.
+pub(super) fn attested(caller: &Caller) -> Attested {
+    match &caller.attestation {
+        Attestation::Identity(identity) => Attested {
+            method: AttestationMethod::X509.to_string(),
+            provider: None,
+            facts: [("serial".to_owned(), identity.serial.clone().into())].into(),
+        },
+        Attestation::Oidc(token) => Attested {
+            method: AttestationMethod::Oidc.to_string(),
+            provider: Some(token.provider.clone()),
+            facts: token.claims.clone(),
+        },
+    }
 }

@@ -16,6 +16,7 @@
 //! refuses them (see `Issuer::audit_or_undo`).
 
 mod approval;
+mod caller;
 mod decide;
 mod delegate;
 mod events;
@@ -31,7 +32,6 @@ mod verify;
 #[cfg(test)]
 mod tests;
 
-use std::net::IpAddr;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -40,9 +40,9 @@ use crate::ca::{Authority, CaError, CsrError, TrustBundle};
 use crate::clock::Clock;
 use crate::grant::{Grant, GrantId};
 use crate::policy::{Catalogue, Denial, IdPattern};
-use crate::spiffe_id::SpiffeId;
 use crate::store::{GrantStore, StoreError};
 
+pub use self::caller::{Attestation, AttestationMethod, Caller, IdentityEvidence, OidcEvidence};
 pub use self::grants::GrantFilter;
 pub use self::issue::{JwtIssued, X509Issued};
 pub use self::relying::{PartyRemoval, RemovalStatus};
@@ -55,18 +55,6 @@ pub use self::revoke::{CompleteTarget, Outcome, RevokeOutcome, RevokeTarget};
 pub use self::verify::{Presented, Verdict, VerifyStatus};
 
 pub use crate::store::{DEFAULT_ACK_BOUND, DEFAULT_PARTY_TTL};
-
-/// The attested workload making a request.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Caller {
-    /// Its SPIFFE ID, from its client certificate.
-    pub spiffe_id: SpiffeId,
-    /// Its network address, when known.
-    pub source: Option<IpAddr>,
-    /// The `x5t#S256` thumbprint of the certificate it authenticated
-    /// with, which JWT-SVIDs can be bound to.
-    pub certificate_thumbprint: Option<String>,
-}
 
 /// Why an issuance failed. Nothing was recorded.
 #[derive(Debug, thiserror::Error)]

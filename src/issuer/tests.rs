@@ -18,6 +18,7 @@ use crate::audit::{
 use crate::clock::ManualClock;
 use crate::config::Config;
 use crate::grant::GrantState;
+use crate::spiffe_id::SpiffeId;
 use crate::store::MemoryStore;
 
 const RUNNER: &str = "spiffe://example.org/ci/runner-1";
@@ -177,6 +178,12 @@ fn caller(id: &str) -> Caller {
         spiffe_id: SpiffeId::new(id).unwrap(),
         source: None,
         certificate_thumbprint: Some("thumb".to_owned()),
+        attestation: crate::issuer::Attestation::Identity(crate::issuer::IdentityEvidence {
+            serial: "01".to_owned(),
+            not_before: std::time::SystemTime::UNIX_EPOCH,
+            not_after: std::time::SystemTime::UNIX_EPOCH
+                + std::time::Duration::from_secs(4_000_000_000),
+        }),
     }
 }
 

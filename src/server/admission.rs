@@ -221,6 +221,12 @@ mod tests {
             spiffe_id: SpiffeId::new(id).unwrap(),
             source: None,
             certificate_thumbprint: None,
+            attestation: crate::issuer::Attestation::Identity(crate::issuer::IdentityEvidence {
+                serial: "01".to_owned(),
+                not_before: std::time::SystemTime::UNIX_EPOCH,
+                not_after: std::time::SystemTime::UNIX_EPOCH
+                    + std::time::Duration::from_secs(4_000_000_000),
+            }),
         }
     }
 

@@ -24,8 +24,8 @@ use crate::ca::REFRESH_HINT;
 use crate::convert;
 use crate::grant::GrantId;
 use crate::issuer::{
-    Caller, CompleteTarget, DelegationRequest, GrantFilter, Issuer, Outcome, Presented,
-    RevokeTarget, VerifyStatus,
+    Attestation, Caller, CompleteTarget, DelegationRequest, GrantFilter, Issuer, Outcome,
+    Presented, RevokeTarget, VerifyStatus,
 };
 use crate::proto::v1::{
     self as pb, FetchBundleRequest, FetchBundleResponse, IssueJwtSvidRequest, IssueJwtSvidResponse,
@@ -78,16 +78,16 @@ impl IssuerService {
             .get::<PeerInfo>()
             .ok_or_else(|| Status::unauthenticated("no TLS peer information"))?;
         let (actor, reason) = match &peer.attestation {
-            Ok(attested) if attested.not_after > self.issuer.clock().now() => {
+            Ok(caller) if still_attested(caller, self.issuer.clock().now()) => {
                 return Ok(Caller {
                     // An IPv4 client of a dual-stack listener shows as
                     // ::ffff:a.b.c.d; conditions see a.b.c.d.
                     source: Some(peer.remote_addr.ip().to_canonical()),
-                    ..attested.caller.clone()
+                    ..caller.clone()
                 });
             }
-            Ok(attested) => (
-                attested.caller.spiffe_id.to_string(),
+            Ok(caller) => (
+                caller.spiffe_id.to_string(),
                 "client certificate has expired".to_owned(),
             ),
             Err(error) => ("unauthenticated".to_owned(), error.to_string()),
@@ -697,6 +697,14 @@ impl IssuerApi for IssuerService {
             Ok(Response::new(removal_status(removal)))
         })
         .await
+    }
+}
+
+/// Whether a connection's attestation identity is still valid at `now`.
+fn still_attested(caller: &Caller, now: std::time::SystemTime) -> bool {
+    match &caller.attestation {
+        Attestation::Identity(identity) => identity.not_after > now,
+        Attestation::Oidc(token) => token.expires_at > now,
     }
 }
 

@@ -19,7 +19,7 @@ use rustls::pki_types::CertificateDer;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
-pub use tls::{AttestationError, AttestedCaller, Attestor, PeerInfo, TlsSetupError};
+pub use tls::{PeerInfo, TlsSetupError};
 
 use crate::config::{AdmissionConfig, ServerIdentityConfig};
 use crate::issuer::Issuer;

@@ -1,98 +1,34 @@
 //! TLS for the server: a rustls config that asks every client for a
-//! certificate, the attestation of that certificate to a [`Caller`], and
-//! the server's own rotating X509-SVID.
-//!
-//! Attestation is deliberately split from the handshake. During the
-//! handshake rustls checks only that the client holds the key of the
-//! certificate it presents (the CertificateVerify signature); right after
-//! it, [`Attestor::attest`] validates the chain against the attestation
-//! trust anchors and extracts the SPIFFE ID. A failed attestation does not
-//! abort the connection: every `Issuer` RPC on it then fails with
-//! UNAUTHENTICATED and a message that says what was wrong (a TLS alert
-//! could only say "bad certificate"). No RPC that needs a caller ever runs
-//! without a successful attestation.
+//! certificate (checked after the handshake by
+//! [`Attestor`](crate::attest::Attestor)), what the server knows of each
+//! connection's peer, and the server's own rotating X509-SVID.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use rustls::client::danger::HandshakeSignatureValid;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
-use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
+use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
-use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, RootCertStore};
+use rustls::{DigitallySignedStruct, DistinguishedName};
 use tokio::sync::watch;
 
-use crate::ca::{Authority, CaError, LeafRequest, asn1_time, uri_sans};
+use crate::attest::{AnchorError, AttestationError, Attestor};
+use crate::ca::{Authority, CaError, LeafRequest};
 use crate::clock::Clock;
 use crate::config::ServerIdentityConfig;
-use crate::extension::{ExtensionError, GrantExtension};
 use crate::issuer::Caller;
-use crate::spiffe_id::{SpiffeId, TrustDomain};
-
-/// Why a client certificate did not attest a caller.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum AttestationError {
-    /// The client sent no certificate.
-    #[error("no client certificate: jitid requires mTLS with an attestation identity")]
-    NoCertificate,
-    /// The certificate does not chain to an attestation trust anchor.
-    #[error("client certificate is not issued by a trusted attestation CA")]
-    UnknownIssuer,
-    /// The certificate has expired.
-    #[error("client certificate has expired")]
-    Expired,
-    /// The certificate is not valid yet.
-    #[error("client certificate is not valid yet")]
-    NotYetValid,
-    /// The certificate is otherwise unusable (bad encoding, wrong key usage).
-    #[error("client certificate is invalid: {0}")]
-    Invalid(String),
-    /// The certificate does not carry exactly one valid SPIFFE ID.
-    #[error("client certificate must carry exactly one SPIFFE ID URI SAN, found {0}")]
-    NotOneSpiffeId(String),
-    /// The certificate is a credential jitid issued for one task, not an
-    /// attestation identity.
-    #[error(
-        "client certificate is a jitid SVID (issued for grant {0}); authenticate with an attestation identity"
-    )]
-    IssuedCredential(String),
-    /// The SPIFFE ID belongs to another trust domain.
-    #[error("client certificate SPIFFE ID {id} is not in trust domain {trust_domain}")]
-    ForeignTrustDomain {
-        /// The ID presented.
-        id: SpiffeId,
-        /// The server's trust domain.
-        trust_domain: TrustDomain,
-    },
-}
 
 /// What the server knows about one connection's peer.
 #[derive(Debug, Clone)]
 pub struct PeerInfo {
     /// The peer's address.
     pub remote_addr: SocketAddr,
-    /// The attested caller, or why attestation failed.
-    pub attestation: Result<AttestedCaller, AttestationError>,
-}
-
-/// A caller attested by its client certificate.
-#[derive(Debug, Clone)]
-pub struct AttestedCaller {
-    /// The caller.
-    pub caller: Caller,
-    /// When its certificate expires; RPCs after that are refused.
-    pub not_after: SystemTime,
-}
-
-/// Validates client certificates against the attestation trust anchors.
-#[derive(Debug)]
-pub struct Attestor {
-    verifier: Arc<dyn ClientCertVerifier>,
-    trust_domain: TrustDomain,
+    /// The caller its client certificate attests, or why it does not.
+    pub attestation: Result<Caller, AttestationError>,
 }
 
 /// Errors building the server's TLS configuration.
@@ -100,111 +36,14 @@ pub struct Attestor {
 #[non_exhaustive]
 pub enum TlsSetupError {
     /// The attestation trust anchors are unusable.
-    #[error("attestation trust anchors: {0}")]
-    TrustAnchors(String),
+    #[error(transparent)]
+    TrustAnchors(#[from] AnchorError),
     /// rustls refused the configuration.
     #[error("TLS configuration: {0}")]
     Rustls(#[from] rustls::Error),
     /// The server certificate could not be minted.
     #[error("server certificate: {0}")]
     Ca(#[from] CaError),
-}
-
-// === impl Attestor ===
-
-impl Attestor {
-    /// An attestor trusting `anchors` (DER CA certificates).
-    pub fn new(
-        anchors: &[CertificateDer<'static>],
-        trust_domain: TrustDomain,
-        provider: Arc<CryptoProvider>,
-    ) -> Result<Self, TlsSetupError> {
-        let mut roots = RootCertStore::empty();
-        for anchor in anchors {
-            roots
-                .add(anchor.clone())
-                .map_err(|error| TlsSetupError::TrustAnchors(error.to_string()))?;
-        }
-        let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
-            .build()
-            .map_err(|error| TlsSetupError::TrustAnchors(error.to_string()))?;
-        Ok(Self {
-            verifier,
-            trust_domain,
-        })
-    }
-
-    /// Attests the peer certificates of one connection at `now`.
-    pub fn attest(
-        &self,
-        peer_certs: Option<&[CertificateDer<'_>]>,
-        now: SystemTime,
-    ) -> Result<AttestedCaller, AttestationError> {
-        let Some((end_entity, intermediates)) = peer_certs.and_then(|certs| certs.split_first())
-        else {
-            return Err(AttestationError::NoCertificate);
-        };
-        let unix_now = UnixTime::since_unix_epoch(
-            now.duration_since(SystemTime::UNIX_EPOCH)
-                .unwrap_or(Duration::ZERO),
-        );
-        self.verifier
-            .verify_client_cert(end_entity, intermediates, unix_now)
-            .map_err(|error| match error {
-                rustls::Error::InvalidCertificate(
-                    CertificateError::UnknownIssuer | CertificateError::BadSignature,
-                ) => AttestationError::UnknownIssuer,
-                rustls::Error::InvalidCertificate(
-                    CertificateError::Expired | CertificateError::ExpiredContext { .. },
-                ) => AttestationError::Expired,
-                rustls::Error::InvalidCertificate(
-                    CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. },
-                ) => AttestationError::NotYetValid,
-                other => AttestationError::Invalid(other.to_string()),
-            })?;
-
-        let (_, cert) = x509_parser::parse_x509_certificate(end_entity.as_ref())
-            .map_err(|_| AttestationError::Invalid("malformed certificate".to_owned()))?;
-        // A task credential must not mint more credentials: revoking it
-        // would not stop its holder, and it would widen a narrow identity
-        // to everything its SPIFFE ID may request.
-        match GrantExtension::from_certificate(end_entity.as_ref()) {
-            Err(ExtensionError::Missing) => {}
-            Ok(extension) => return Err(AttestationError::IssuedCredential(extension.grant_id)),
-            Err(_) => {
-                return Err(AttestationError::IssuedCredential("unreadable".to_owned()));
-            }
-        }
-        let uris = uri_sans(&cert).ok_or_else(|| {
-            AttestationError::Invalid("malformed or duplicate subjectAltName extension".to_owned())
-        })?;
-        let [uri] = uris.as_slice() else {
-            return Err(AttestationError::NotOneSpiffeId(format!(
-                "{} URI SANs",
-                uris.len()
-            )));
-        };
-        let spiffe_id = SpiffeId::new(uri).map_err(|error| {
-            let shown: String = uri.chars().take(80).collect();
-            AttestationError::NotOneSpiffeId(format!("{shown:?}, which is invalid: {error}"))
-        })?;
-        if !spiffe_id.is_member_of(&self.trust_domain) {
-            return Err(AttestationError::ForeignTrustDomain {
-                id: spiffe_id,
-                trust_domain: self.trust_domain.clone(),
-            });
-        }
-        Ok(AttestedCaller {
-            caller: Caller {
-                spiffe_id,
-                source: None,
-                certificate_thumbprint: Some(crate::ca::certificate_thumbprint(
-                    end_entity.as_ref(),
-                )),
-            },
-            not_after: asn1_time(&cert.validity().not_after),
-        })
-    }
 }
 
 /// Asks every client for a certificate and checks that it holds the key;
@@ -302,7 +141,7 @@ pub(crate) fn server_tls(
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_client_cert_verifier(Arc::new(DeferredClientAuth {
-            inner: attestor.verifier.clone(),
+            inner: attestor.handshake_verifier(),
         }))
         .with_cert_resolver(Arc::new(RotatingCert { current }));
     config.alpn_protocols = vec![b"h2".to_vec()];

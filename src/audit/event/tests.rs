@@ -65,6 +65,7 @@ fn requests_write_what_received_and_delegate_wrote() {
             break_glass: false,
             labels: labels.clone(),
             source: Some("127.0.0.1".to_owned()),
+            attestation: None,
         })),
         json!({
             "rpc": "IssueX509Svid",
@@ -90,6 +91,7 @@ fn requests_write_what_received_and_delegate_wrote() {
             break_glass: true,
             labels: BTreeMap::new(),
             source: None,
+            attestation: None,
         })),
         json!({
             "rpc": "RequestGrant",

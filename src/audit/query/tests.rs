@@ -81,6 +81,7 @@ fn story() -> Vec<AuditEvent> {
                 break_glass: false,
                 labels: Default::default(),
                 source: None,
+                attestation: None,
             })),
         ),
         (Some("g1"), granted("deploy")),
