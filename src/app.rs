@@ -238,6 +238,7 @@ impl AppBuilder {
             attestation_anchors: anchors,
             max_request_bytes: config.max_request_bytes,
             admission: config.admission,
+            connections: config.connections,
         };
         Ok(App {
             config,

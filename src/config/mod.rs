@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::incoming::ConnectionLimits;
 use crate::policy::{Catalogue, CatalogueError, IdPattern, TtlLimits};
 use crate::spiffe_id::{SpiffeId, SpiffeIdError, TrustDomain};
 use crate::store::RedisStoreConfig;
@@ -86,6 +87,8 @@ pub struct Config {
     pub max_request_bytes: usize,
     /// How much work the server takes on: in flight, and per caller.
     pub admission: AdmissionConfig,
+    /// `[limits]` on connections: how many, and how long they may be quiet.
+    pub connections: ConnectionLimits,
     /// The entitlement catalogue.
     pub catalogue: Catalogue,
     /// The deployment's environment (e.g. `prod`), which conditions see as
@@ -312,6 +315,10 @@ struct RawLimits {
     max_in_flight: Option<usize>,
     caller_rate: Option<f64>,
     caller_burst: Option<u32>,
+    max_connections: Option<usize>,
+    max_connections_per_source: Option<usize>,
+    preface_timeout: Option<String>,
+    idle_timeout: Option<String>,
     max_ttl: Option<String>,
     max_ttl_by_risk: Option<RawRiskTtls>,
 }
@@ -419,6 +426,7 @@ impl Config {
             ));
         }
         let admission = admission_config(&raw.limits, &invalid)?;
+        let connections = connection_limits(&raw.limits, &invalid)?;
         let mut limits = TtlLimits::default();
         if let Some(text) = raw.limits.max_ttl {
             limits.ceiling = parse_duration(&text).map_err(|m| invalid("limits.max_ttl", m))?;
@@ -573,6 +581,7 @@ impl Config {
             attestation_trust_anchors,
             max_request_bytes,
             admission,
+            connections,
             catalogue,
             environment,
             admins,
@@ -624,6 +633,66 @@ fn admission_config(
     Ok(AdmissionConfig {
         max_in_flight,
         caller_rate,
+    })
+}
+
+fn connection_limits(
+    raw: &RawLimits,
+    invalid: &dyn Fn(&str, String) -> ConfigError,
+) -> Result<ConnectionLimits, ConfigError> {
+    let defaults = ConnectionLimits::default();
+    let max_connections = raw.max_connections.unwrap_or(defaults.max_connections);
+    if !(1..=1_000_000).contains(&max_connections) {
+        return Err(invalid(
+            "limits.max_connections",
+            "must be between 1 and 1000000".to_owned(),
+        ));
+    }
+    let max_per_source = raw
+        .max_connections_per_source
+        .unwrap_or(defaults.max_per_source.min(max_connections));
+    if !(1..=max_connections).contains(&max_per_source) {
+        return Err(invalid(
+            "limits.max_connections_per_source",
+            format!("must be between 1 and limits.max_connections ({max_connections})"),
+        ));
+    }
+    let timeout = |key: &str, text: &Option<String>, default: Duration, range: (u64, u64)| {
+        let Some(text) = text else {
+            return Ok(default);
+        };
+        let value = parse_duration(text).map_err(|message| invalid(key, message))?;
+        let (least, most) = (
+            Duration::from_millis(range.0),
+            Duration::from_millis(range.1),
+        );
+        if value < least || value > most {
+            return Err(invalid(
+                key,
+                format!(
+                    "must be between {} and {}",
+                    humantime::format_duration(least),
+                    humantime::format_duration(most)
+                ),
+            ));
+        }
+        Ok(value)
+    };
+    Ok(ConnectionLimits {
+        max_connections,
+        max_per_source,
+        preface_timeout: timeout(
+            "limits.preface_timeout",
+            &raw.preface_timeout,
+            defaults.preface_timeout,
+            (100, 300_000),
+        )?,
+        idle_timeout: timeout(
+            "limits.idle_timeout",
+            &raw.idle_timeout,
+            defaults.idle_timeout,
+            (1_000, 86_400_000),
+        )?,
     })
 }
 

@@ -143,6 +143,52 @@ fn admission_limits() {
 }
 
 #[test]
+fn connection_limits() {
+    let config = parse(MINIMAL).unwrap();
+    assert_eq!(config.connections, ConnectionLimits::default());
+    let limits = |lines: &str| parse(&MINIMAL.replace("[ca]", &format!("[limits]\n{lines}\n[ca]")));
+    let config = limits(
+        "max_connections = 100\nmax_connections_per_source = 10\npreface_timeout = \"2s\"\nidle_timeout = \"1m\"",
+    )
+    .unwrap();
+    assert_eq!(
+        config.connections,
+        ConnectionLimits {
+            max_connections: 100,
+            max_per_source: 10,
+            preface_timeout: Duration::from_secs(2),
+            idle_timeout: Duration::from_secs(60),
+        }
+    );
+    // A small total caps the per-source default too.
+    assert_eq!(
+        limits("max_connections = 8")
+            .unwrap()
+            .connections
+            .max_per_source,
+        8
+    );
+    for (bad, key) in [
+        ("max_connections = 0", "limits.max_connections"),
+        (
+            "max_connections = 10\nmax_connections_per_source = 11",
+            "limits.max_connections_per_source",
+        ),
+        (
+            "max_connections_per_source = 0",
+            "limits.max_connections_per_source",
+        ),
+        ("preface_timeout = \"10ms\"", "limits.preface_timeout"),
+        ("preface_timeout = \"1h\"", "limits.preface_timeout"),
+        ("idle_timeout = \"soon\"", "limits.idle_timeout"),
+        ("idle_timeout = \"100ms\"", "limits.idle_timeout"),
+    ] {
+        let error = limits(bad).unwrap_err().to_string();
+        assert!(error.contains(key), "{bad}: {error}");
+    }
+}
+
+#[test]
 fn the_deployment_example_loads() {
     let text = include_str!("../../deploy/jitid.example.toml");
     let config = parse(text).unwrap();

@@ -22,6 +22,7 @@ use tokio_rustls::TlsAcceptor;
 pub use tls::{PeerInfo, TlsSetupError};
 
 use crate::config::{AdmissionConfig, ServerIdentityConfig};
+use crate::incoming::ConnectionLimits;
 use crate::issuer::Issuer;
 use crate::proto::v1::issuer_server::IssuerServer;
 
@@ -36,6 +37,8 @@ pub struct ServerSettings {
     pub max_request_bytes: usize,
     /// How many RPCs that do work are taken on at once, and per caller.
     pub admission: AdmissionConfig,
+    /// How many connections are taken on, and how long they may be quiet.
+    pub connections: ConnectionLimits,
 }
 
 /// Most HTTP/2 streams one connection may have open at once. A client
@@ -43,6 +46,12 @@ pub struct ServerSettings {
 /// connection holds at most this many decoded requests. 100 is the
 /// smallest value RFC 9113 recommends.
 const MAX_STREAMS_PER_CONNECTION: u32 = 100;
+
+/// Longest wait between HTTP/2 keepalive pings to a connection.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(60);
+/// How long a peer has to acknowledge a keepalive ping before its
+/// connection is closed.
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Why the server stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -83,8 +92,11 @@ pub async fn serve(
         server_tls.cert_sender,
     ));
 
-    let (incoming, accept_loop) =
-        crate::incoming::accept(listener, acceptor, move |tls, remote_addr| {
+    let (incoming, accept_loop) = crate::incoming::accept(
+        listener,
+        acceptor,
+        settings.connections,
+        move |tls, remote_addr| {
             let attestation = attestor.attest(tls.get_ref().1.peer_certificates(), clock.now());
             if let Err(error) = &attestation {
                 tracing::info!(%remote_addr, %error, "client attestation failed");
@@ -93,7 +105,8 @@ pub async fn serve(
                 remote_addr,
                 attestation,
             })
-        });
+        },
+    );
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter
@@ -113,8 +126,13 @@ pub async fn serve(
         let _ = stop.send(true);
     };
 
+    // Pings keep a live peer's connection from going quiet (its
+    // acknowledgements are reads), and find dead peers.
+    let keepalive = (settings.connections.idle_timeout / 3).min(KEEPALIVE_INTERVAL);
     let result = tonic::transport::Server::builder()
         .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
+        .http2_keepalive_interval(Some(keepalive))
+        .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
         .add_service(health_service)
         .add_service(reflection)
         .add_service(issuer_service)

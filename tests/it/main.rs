@@ -15,6 +15,7 @@ mod audit_trail;
 mod bench;
 mod cli;
 mod cli_edges;
+mod connections;
 mod delegation;
 mod docs;
 mod exec;

@@ -171,7 +171,15 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("incoming", &[]),
     (
         "config",
-        &["audit", "ca", "clock", "policy", "spiffe_id", "store"],
+        &[
+            "audit",
+            "ca",
+            "clock",
+            "incoming",
+            "policy",
+            "spiffe_id",
+            "store",
+        ],
     ),
     (
         "server",

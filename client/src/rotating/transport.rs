@@ -121,8 +121,11 @@ impl RotatingIdentity {
         peers: SpiffePeerVerifier,
     ) -> Result<SpiffeIncoming, RotationError> {
         let acceptor = TlsAcceptor::from(Arc::new(self.server_config(peers)?));
-        let (connections, accept_loop) =
-            incoming::accept(listener, acceptor, |tls, remote_addr| {
+        let (connections, accept_loop) = incoming::accept(
+            listener,
+            acceptor,
+            incoming::ConnectionLimits::default(),
+            |tls, remote_addr| {
                 // The verifier accepted this leaf; read what it says.
                 let leaf = tls.get_ref().1.peer_certificates()?.first()?;
                 let leaf = parse_svid_leaf(leaf.as_ref()).ok()?;
@@ -132,7 +135,8 @@ impl RotatingIdentity {
                     serial: leaf.serial,
                     not_after: leaf.not_after,
                 })
-            });
+            },
+        );
         Ok(SpiffeIncoming {
             connections,
             accept_loop,
