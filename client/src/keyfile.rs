@@ -37,6 +37,16 @@ pub enum KeyFileError {
     /// The file would be overwritten.
     #[error("{0} already exists; refusing to overwrite it")]
     Exists(PathBuf),
+    /// A directory that would hold keys is not private to this user.
+    #[error(
+        "{path}: {why}; keys are only written to a directory that is yours and that no one else can write to (a new one is created 0700)"
+    )]
+    UnsafeDir {
+        /// The directory.
+        path: PathBuf,
+        /// What is wrong with it.
+        why: String,
+    },
 }
 
 /// Reads a private key file, refusing one that others could read.
@@ -111,21 +121,83 @@ pub fn write_replace(path: &Path, contents: &[u8], mode: u32) -> Result<(), KeyF
 }
 
 /// Creates `dir` (and parents) if missing, with mode 0700 for the last one.
+/// An existing `dir` must be a directory owned by this user that group and
+/// others cannot write to: otherwise someone else could swap the files
+/// written there.
 pub fn create_private_dir(dir: &Path) -> Result<(), KeyFileError> {
     let io = |source| KeyFileError::Io {
         path: dir.to_owned(),
         source,
     };
-    if dir.is_dir() {
-        return Ok(());
+    match fs::metadata(dir) {
+        Ok(metadata) => check_private_dir(dir, &metadata),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            fs::create_dir_all(dir).map_err(io)?;
+            fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(io)
+        }
+        Err(error) => Err(io(error)),
     }
-    fs::create_dir_all(dir).map_err(io)?;
-    fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(io)
+}
+
+fn check_private_dir(dir: &Path, metadata: &fs::Metadata) -> Result<(), KeyFileError> {
+    use std::os::unix::fs::MetadataExt;
+    let unsafe_dir = |why: String| KeyFileError::UnsafeDir {
+        path: dir.to_owned(),
+        why,
+    };
+    if !metadata.is_dir() {
+        return Err(unsafe_dir("not a directory".to_owned()));
+    }
+    let me = rustix::process::geteuid().as_raw();
+    if metadata.uid() != me {
+        return Err(unsafe_dir(format!(
+            "owned by user {}, not by this user ({me})",
+            metadata.uid()
+        )));
+    }
+    let mode = metadata.mode() & 0o7777;
+    if mode & 0o022 != 0 {
+        return Err(unsafe_dir(format!(
+            "group or others can write to it (mode {mode:04o}); run `chmod go-w {}`",
+            dir.display()
+        )));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keys_go_only_into_a_private_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let new = dir.path().join("a/b");
+        create_private_dir(&new).unwrap();
+        let mode = fs::metadata(&new).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700, "a new directory is private");
+        create_private_dir(&new).unwrap();
+
+        for open in [0o777, 0o770, 0o722] {
+            fs::set_permissions(&new, fs::Permissions::from_mode(open)).unwrap();
+            let error = create_private_dir(&new).unwrap_err();
+            assert!(
+                matches!(error, KeyFileError::UnsafeDir { .. }),
+                "{open:o}: {error}"
+            );
+            assert!(error.to_string().contains("chmod go-w"), "{error}");
+        }
+        // Readable by others is fine: the keys themselves are 0600.
+        fs::set_permissions(&new, fs::Permissions::from_mode(0o755)).unwrap();
+        create_private_dir(&new).unwrap();
+
+        let file = dir.path().join("file");
+        fs::write(&file, b"").unwrap();
+        assert!(matches!(
+            create_private_dir(&file),
+            Err(KeyFileError::UnsafeDir { .. })
+        ));
+    }
 
     #[test]
     fn keys_are_private_and_never_overwritten() {

@@ -146,6 +146,9 @@ pub(crate) async fn approved_request(
 }
 
 async fn fetch_x509(args: FetchX509Args) -> anyhow::Result<()> {
+    // A directory someone else could write to is refused before anything
+    // is issued, so no credential is minted that cannot be kept safe.
+    keyfile::create_private_dir(&args.out)?;
     let client = connect(&args.conn, true).await?;
     let request =
         approved_request(&client, svid_request(&args.grant), &args.grant.approval).await?;

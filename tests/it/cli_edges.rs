@@ -3,6 +3,7 @@
 //! `verify` during a Redis outage, a failed task shown as failed, errors
 //! that name what to fix, help text, and one `--output` switch.
 
+use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -486,6 +487,27 @@ async fn errors_are_one_line_that_names_what_to_fix() {
     let err = error_line(&mismatch, 1);
     assert!(err.contains(cert.to_str().unwrap()), "{err}");
     assert!(err.contains(key.to_str().unwrap()), "{err}");
+
+    // An output directory others can write to: refused before anything
+    // is issued, with the fix.
+    let shared = dir.path().join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let open = env.cli(
+        CI_RUNNER,
+        &[
+            "fetch",
+            "x509",
+            "--entitlement",
+            "ci-publish",
+            "--out",
+            shared.to_str().unwrap(),
+        ],
+    );
+    let err = error_line(&open, 1);
+    assert!(err.contains("chmod go-w"), "{err}");
+    assert_eq!(std::fs::read_dir(&shared).unwrap().count(), 0, "{err}");
+    assert_eq!(env.grants(), 0, "nothing issued: {err}");
 
     // An unknown entitlement: did you mean, or what you may request.
     let out = dir.path().join("x");
