@@ -62,6 +62,10 @@ pub enum AppError {
         /// What is wrong with the line.
         message: String,
     },
+    /// The JSON-lines audit file does not reach the head it is known to
+    /// have reached.
+    #[error("refusing to append to the audit file: {0}")]
+    AuditFileTail(#[source] audit::file::TailError),
     /// The checkpoint the continued chain starts from could not be signed.
     #[error("signing the audit checkpoint: {0}")]
     Checkpoint(String),
@@ -164,6 +168,13 @@ impl AppBuilder {
         for path in &config.attestation_trust_anchors {
             anchors.extend(ca::read_certs(path).map_err(AppError::Anchors)?);
         }
+        // A file that lost its tail is refused before anything is appended.
+        let file_tail = match &config.audit.jsonl {
+            Some(AuditSinkConfig::File(path)) if config.audit.enabled && self.sink.is_none() => {
+                audit_file_tail(path, &authority)?
+            }
+            _ => None,
+        };
         let store_kind = match (&self.store, &config.store) {
             (Some(_), _) => "given",
             (None, StoreConfig::Memory) => "memory",
@@ -177,7 +188,7 @@ impl AppBuilder {
                 };
                 let log = match self.audit_log {
                     Some(log) => log,
-                    None => Arc::new(continue_memory_trail(&config, &authority, &*clock).await?),
+                    None => Arc::new(continue_memory_trail(file_tail, &authority, &*clock).await?),
                 };
                 (store, log)
             }
@@ -327,10 +338,13 @@ impl App {
                 None
             }
         };
+        let issuer = self.issuer.clone();
         let served = server::serve(listener, self.issuer, self.settings, shutdown).await;
         if let Some(reloader) = reloader {
             reloader.abort();
         }
+        // The audit file ends with a signed head, so a cut is seen later.
+        issuer.seal_audit().await;
         Ok(served?)
     }
 }
@@ -395,14 +409,10 @@ async fn reload_catalogue(issuer: &Issuer, config_path: &Path) -> Result<usize, 
 /// the lasting copy, so the trail continues the file's chain, from a
 /// checkpoint of where the file ends.
 async fn continue_memory_trail(
-    config: &Config,
+    start: Option<(Head, String)>,
     authority: &Authority,
     clock: &dyn Clock,
 ) -> Result<MemoryAuditLog, AppError> {
-    let start = match &config.audit.jsonl {
-        Some(AuditSinkConfig::File(path)) => last_audit_head(path)?,
-        _ => None,
-    };
     let log = MemoryAuditLog::starting_at(
         start
             .as_ref()
@@ -423,11 +433,25 @@ async fn continue_memory_trail(
 }
 
 /// The head and time of the last event of a JSON-lines audit file (none
-/// for a missing or empty file).
-fn last_audit_head(path: &Path) -> Result<Option<(Head, String)>, AppError> {
+/// for a missing or empty file), once the file is known to reach the head
+/// its head file names (see [`audit::file`]): a file that lost its tail is
+/// refused, so nothing is appended, or signed, over the cut.
+fn audit_file_tail(path: &Path, authority: &Authority) -> Result<Option<(Head, String)>, AppError> {
+    let head = match audit::file::read_head(path).map_err(AppError::AuditFileTail)? {
+        Some(token) => Some(
+            audit::checkpoint::verify_checkpoint(&token, &authority.bundle().jwt_authorities)
+                .map_err(|message| {
+                    AppError::AuditFileTail(audit::file::TailError::BadHead {
+                        path: audit::file::head_path(path),
+                        message,
+                    })
+                })?,
+        ),
+        None => None,
+    };
     let text = match std::fs::read_to_string(path) {
         Ok(text) => text,
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => String::new(),
         Err(source) => {
             return Err(AppError::ReadAuditFile {
                 path: path.to_owned(),
@@ -435,15 +459,27 @@ fn last_audit_head(path: &Path) -> Result<Option<(Head, String)>, AppError> {
             });
         }
     };
-    match text.lines().rev().find(|line| !line.trim().is_empty()) {
-        None => Ok(None),
-        Some(line) => AuditEvent::from_line(line)
-            .map(|event| Some((event.head(), event.time)))
-            .map_err(|message| AppError::CorruptAuditFile {
-                path: path.to_owned(),
-                message,
-            }),
+    // The events from the end back to the head's, newest first.
+    let mut tail = Vec::new();
+    for line in text.lines().rev() {
+        if line.trim().is_empty() || audit::file::Seal::parse(line).is_some() {
+            continue;
+        }
+        let event = AuditEvent::from_line(line).map_err(|message| AppError::CorruptAuditFile {
+            path: path.to_owned(),
+            message,
+        })?;
+        let reached = head.as_ref().is_none_or(|head| event.seq <= head.seq);
+        tail.push(event);
+        if reached {
+            break;
+        }
     }
+    tail.reverse();
+    if let Some(head) = &head {
+        audit::file::check_tail(path, &tail, head).map_err(AppError::AuditFileTail)?;
+    }
+    Ok(tail.pop().map(|event| (event.head(), event.time)))
 }
 
 #[cfg(test)]
@@ -525,6 +561,91 @@ mod tests {
         assert_eq!(events.len(), 2);
         let head = verify_chain(&Head::genesis(), &events).unwrap();
         assert_eq!(head.seq, 2);
+    }
+
+    #[tokio::test]
+    async fn an_audit_file_that_lost_its_tail_is_refused_at_startup() {
+        let (_dir, config, path) = dev_config();
+        let file = audit_file(&config);
+        let app = App::builder(config.clone(), &path).build().await.unwrap();
+        for _ in 0..5 {
+            app.reload().await.unwrap();
+        }
+        app.issuer().seal_audit().await;
+        for _ in 0..3 {
+            app.reload().await.unwrap();
+        }
+        app.issuer().seal_audit().await;
+        drop(app);
+
+        // Eight events, sealed by signed head lines (the last one at the
+        // end, at the seal), and the head file naming the last event.
+        let text = std::fs::read_to_string(&file).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        let events = || {
+            lines
+                .iter()
+                .filter(|line| audit::file::Seal::parse(line).is_none())
+        };
+        assert_eq!(events().count(), 8, "{text}");
+        let head = audit::file::read_head(&file).unwrap().unwrap();
+        assert_eq!(
+            audit::file::Seal::parse(lines[lines.len() - 1]),
+            Some(audit::file::Seal::Head(head))
+        );
+        let position = |seq: u64| {
+            lines
+                .iter()
+                .position(|line| line.starts_with(&format!("{{\"seq\":{seq},")))
+                .unwrap()
+        };
+        // A file that reaches its head is continued.
+        App::builder(config.clone(), &path).build().await.unwrap();
+
+        // Cut the last three events and the head line after them: the
+        // file now ends where an earlier head line left it, but its head
+        // file knows better.
+        let cut = position(6);
+        std::fs::write(&file, lines[..cut].join("\n") + "\n").unwrap();
+        let error = App::builder(config.clone(), &path)
+            .build()
+            .await
+            .err()
+            .unwrap();
+        assert!(
+            matches!(
+                &error,
+                AppError::AuditFileTail(audit::file::TailError::Behind {
+                    ends: 5,
+                    head: 8,
+                    ..
+                })
+            ),
+            "{error:?}"
+        );
+        assert!(
+            error.to_string().contains("removed from its end"),
+            "{error}"
+        );
+        assert_eq!(
+            std::fs::read_to_string(&file).unwrap().lines().count(),
+            cut,
+            "nothing appended over the cut"
+        );
+
+        // An event rewritten at the head's place is refused too.
+        let mut rewritten: Vec<String> = lines.iter().map(|line| (*line).to_owned()).collect();
+        let eighth = position(8);
+        rewritten[eighth] = rewritten[eighth].replacen("\"hash\":\"", "\"hash\":\"0", 1);
+        std::fs::write(&file, rewritten.join("\n") + "\n").unwrap();
+        let error = App::builder(config, &path).build().await.err().unwrap();
+        assert!(
+            matches!(
+                &error,
+                AppError::AuditFileTail(audit::file::TailError::Diverged { seq: 8, .. })
+            ),
+            "{error:?}"
+        );
     }
 
     #[tokio::test]

@@ -75,6 +75,7 @@ macro_rules! named {
 
 pub mod checkpoint;
 pub mod event;
+pub mod file;
 pub mod log;
 pub mod query;
 pub mod upkeep;

@@ -7,7 +7,7 @@
 //! operator chose [`AuditMode::Degraded`].
 
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -50,16 +50,32 @@ impl From<AuditLogError> for AuditError {
     }
 }
 
-/// One event a line, to a file (appended to) or stdout.
+/// One event a line, to a file (appended to) or stdout. A file is sealed
+/// now and then with a signed head line and a head file beside it (see
+/// [`file`](super::file)).
 pub struct JsonLinesSink {
     out: Mutex<Box<dyn Write + Send>>,
     name: String,
+    /// The file, when the sink is one: it gets head lines and a head file.
+    path: Option<PathBuf>,
+    /// The last event written and the sequence number last sealed.
+    written: Mutex<Written>,
+}
+
+/// What a sink has written since it was last sealed.
+#[derive(Debug, Default)]
+struct Written {
+    /// The head and time of the last event written.
+    last: Option<(Head, String)>,
+    /// The sequence number of the last head line.
+    sealed: u64,
 }
 
 /// Appends events to the trail; cheap to clone.
 #[derive(Clone)]
 pub struct Auditor {
     queue: mpsc::Sender<Batch>,
+    seals: mpsc::Sender<oneshot::Sender<()>>,
     mode: AuditMode,
     log: Arc<dyn AuditLog>,
 }
@@ -83,15 +99,14 @@ impl JsonLinesSink {
         Ok(Self {
             out: Mutex::new(Box::new(file)),
             name: path.display().to_string(),
+            path: Some(path.to_owned()),
+            written: Mutex::default(),
         })
     }
 
     /// Writes to standard output.
     pub fn stdout() -> Self {
-        Self {
-            out: Mutex::new(Box::new(std::io::stdout())),
-            name: "stdout".to_owned(),
-        }
+        Self::writer(Box::new(std::io::stdout()), "stdout")
     }
 
     /// A sink writing into `out` (tests, other destinations).
@@ -99,7 +114,41 @@ impl JsonLinesSink {
         Self {
             out: Mutex::new(out),
             name: name.to_owned(),
+            path: None,
+            written: Mutex::default(),
         }
+    }
+
+    /// Writes the events of `chained`.
+    fn write_events(&self, chained: &Chained) -> Result<(), AuditError> {
+        self.write(&chained.lines)?;
+        if let Some(last) = chained.events.last() {
+            lock(&self.written).last = Some((last.head(), last.time.clone()));
+        }
+        Ok(())
+    }
+
+    /// Seals a file that has new events since its last seal: a signed head
+    /// line into it, and the same head into its head file.
+    fn seal(&self, signer: &dyn CheckpointSigner, now: SystemTime) -> Result<(), AuditError> {
+        let Some(path) = &self.path else {
+            return Ok(());
+        };
+        let (head, time) = {
+            let written = lock(&self.written);
+            match &written.last {
+                Some((head, time)) if head.seq > written.sealed => (head.clone(), time.clone()),
+                _ => return Ok(()),
+            }
+        };
+        let token = signer
+            .sign_checkpoint(&head, &time, now)
+            .map_err(|message| AuditError::Unavailable(format!("signing the head: {message}")))?;
+        self.write(&[super::file::Seal::Head(token.clone()).to_line()])?;
+        super::file::write_head(path, &token)
+            .map_err(|error| AuditError::Unavailable(error.to_string()))?;
+        lock(&self.written).sealed = head.seq;
+        Ok(())
     }
 
     fn write(&self, lines: &[String]) -> Result<(), AuditError> {
@@ -108,10 +157,7 @@ impl JsonLinesSink {
             text.push_str(line);
             text.push('\n');
         }
-        let mut out = self
-            .out
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut out = lock(&self.out);
         out.write_all(text.as_bytes())
             .and_then(|()| out.flush())
             .map_err(|error| AuditError::Unavailable(format!("{}: {error}", self.name)))
@@ -126,6 +172,12 @@ impl std::fmt::Debug for JsonLinesSink {
     }
 }
 
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 // === impl Auditor ===
 
 impl Auditor {
@@ -138,14 +190,30 @@ impl Auditor {
         upkeep: Option<Upkeep>,
     ) -> Self {
         let (queue, batches) = mpsc::channel(4096);
+        let (seals, seal_requests) = mpsc::channel(4);
         let writer = Writer {
             log: log.clone(),
             sink,
             head: None,
             holder: uuid::Uuid::new_v4().to_string(),
         };
-        tokio::spawn(writer.run(batches, upkeep));
-        Self { queue, mode, log }
+        tokio::spawn(writer.run(batches, seal_requests, upkeep));
+        Self {
+            queue,
+            seals,
+            mode,
+            log,
+        }
+    }
+
+    /// Seals the JSON-lines file now (at shutdown): a signed head line and
+    /// head file for whatever was written since the last seal. Returns
+    /// once done; failures are logged.
+    pub async fn seal(&self) {
+        let (done, sealed) = oneshot::channel();
+        if self.seals.send(done).await.is_ok() {
+            let _ = sealed.await;
+        }
     }
 
     /// The central trail, to read.
@@ -221,7 +289,12 @@ struct Writer {
 }
 
 impl Writer {
-    async fn run(mut self, mut batches: mpsc::Receiver<Batch>, upkeep: Option<Upkeep>) {
+    async fn run(
+        mut self,
+        mut batches: mpsc::Receiver<Batch>,
+        mut seal_requests: mpsc::Receiver<oneshot::Sender<()>>,
+        upkeep: Option<Upkeep>,
+    ) {
         let mut ticks = upkeep.as_ref().map(|upkeep| {
             let mut ticks = tokio::time::interval(upkeep.interval);
             ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -240,11 +313,22 @@ impl Writer {
                     None => return,
                 },
                 _ = tick => {
-                    if let Some(upkeep) = &upkeep
-                        && let Err(error) = self.upkeep(upkeep).await
-                    {
-                        tracing::warn!(%error, "audit upkeep failed; will try again");
+                    if let Some(upkeep) = &upkeep {
+                        if let Err(error) = self.upkeep(upkeep).await {
+                            tracing::warn!(%error, "audit upkeep failed; will try again");
+                        }
+                        self.seal(upkeep);
                     }
+                }
+                Some(done) = seal_requests.recv() => {
+                    // Whatever is queued goes in first.
+                    while let Ok(batch) = batches.try_recv() {
+                        self.write(batch, &mut batches).await;
+                    }
+                    if let Some(upkeep) = &upkeep {
+                        self.seal(upkeep);
+                    }
+                    let _ = done.send(());
                 }
             }
         }
@@ -273,8 +357,17 @@ impl Writer {
     async fn append(&mut self, records: Vec<Record>) -> Result<(), AuditError> {
         let chained = append(&*self.log, &mut self.head, records).await?;
         match &self.sink {
-            Some(sink) => sink.write(&chained.lines),
+            Some(sink) => sink.write_events(&chained),
             None => Ok(()),
+        }
+    }
+
+    /// Seals the sink's file, if it has new events.
+    fn seal(&self, upkeep: &Upkeep) {
+        if let Some(sink) = &self.sink
+            && let Err(error) = sink.seal(&*upkeep.signer, upkeep.clock.now())
+        {
+            tracing::warn!(%error, "the audit file's head was not sealed; will try again");
         }
     }
 

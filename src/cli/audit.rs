@@ -9,6 +9,7 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand, ValueEnum};
+use jitid::audit::file::{Seal, check_tail, read_head, seals};
 use jitid::audit::query::{Ending, GrantLife, Report};
 use jitid::audit::upkeep::Checkpoint;
 use jitid::audit::{AuditEvent, AuditLog, ChainBreak, Head, RedisAuditLog, verify_chain};
@@ -430,28 +431,71 @@ async fn verify(
         (Some(path), _) => {
             let text = std::fs::read_to_string(&path)
                 .with_context(|| format!("cannot read {}", path.display()))?;
-            let mut lines = text.lines().enumerate().peekable();
+            // Head lines are checked with the keys when given; otherwise
+            // only against the chain, and the summary says so.
+            let keyed = bundle.is_some();
+            let head_claims = |token: &str| -> anyhow::Result<Checkpoint> {
+                if keyed {
+                    checkpoint(token)
+                } else {
+                    jitid::audit::checkpoint::read_checkpoint_unverified(token)
+                        .map_err(|error| ChainBroken(format!("a head line: {error}")).into())
+                }
+            };
             let mut start = None;
-            if let Some((_, line)) = lines.peek()
-                && let Ok(serde_json::Value::Object(map)) = serde_json::from_str(line)
-                && let Some(token) = map.get("checkpoint").and_then(|token| token.as_str())
-            {
-                start = Some(checkpoint(token)?);
-                lines.next();
-            }
             let mut events = Vec::new();
-            for (index, line) in lines {
-                let event = AuditEvent::from_line(line).map_err(|message| {
-                    broken(ChainBreak::Malformed {
-                        position: index as u64 + 1,
-                        message,
-                    })
-                })?;
-                events.push(event);
+            // Each head line with the number of events before it.
+            let mut heads = Vec::new();
+            for (index, line) in text.lines().enumerate() {
+                match Seal::parse(line) {
+                    Some(Seal::Checkpoint(token)) if index == 0 => {
+                        start = Some(checkpoint(&token)?)
+                    }
+                    Some(Seal::Checkpoint(_)) => {
+                        return Err(broken(ChainBreak::Malformed {
+                            position: index as u64 + 1,
+                            message: "a checkpoint line may only come first".to_owned(),
+                        })
+                        .into());
+                    }
+                    Some(Seal::Head(token)) => {
+                        heads.push((index + 1, events.len(), head_claims(&token)?));
+                    }
+                    None => events.push(AuditEvent::from_line(line).map_err(|message| {
+                        broken(ChainBreak::Malformed {
+                            position: index as u64 + 1,
+                            message,
+                        })
+                    })?),
+                }
             }
             let from = start.as_ref().map_or_else(Head::genesis, Checkpoint::head);
             let head = verify_chain(&from, &events).map_err(broken)?;
-            (start, head, path.display().to_string())
+            for (line, before, sealed) in &heads {
+                if !seals(&events[..*before], &sealed.head()) {
+                    return Err(ChainBroken(format!(
+                        "line {line}: a head line names event {} but does not follow it",
+                        sealed.seq
+                    ))
+                    .into());
+                }
+            }
+            // The head file beside it says how far the file got.
+            let known = match read_head(&path)? {
+                Some(token) => {
+                    let known = head_claims(&token)?;
+                    check_tail(&path, &events, &known)
+                        .map_err(|error| ChainBroken(error.to_string()))?;
+                    format!("reaches its head file (event {})", known.seq)
+                }
+                None => "no head file beside it, so a cut at its end would not show".to_owned(),
+            };
+            let checked = if keyed || heads.is_empty() {
+                ""
+            } else {
+                "; head lines not signature-checked (pass --bundle)"
+            };
+            (start, head, format!("{}; {known}{checked}", path.display()))
         }
         (None, Some((path, config))) => {
             let StoreConfig::Redis(redis) = &config.store else {

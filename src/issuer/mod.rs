@@ -222,6 +222,13 @@ impl Issuer {
         self
     }
 
+    /// Seals the audit trail's JSON-lines file now (at shutdown).
+    pub async fn seal_audit(&self) {
+        if let Some(auditor) = &self.auditor {
+            auditor.seal().await;
+        }
+    }
+
     /// Appends events to the audit trail, if one is configured.
     pub async fn audit(&self, records: Vec<Record>) -> Result<(), IssueError> {
         match &self.auditor {

@@ -4,7 +4,9 @@
 
 use std::process::Command;
 use std::sync::Arc;
+use std::time::Duration;
 
+use jitid::audit::file::Seal;
 use jitid::audit::{
     AuditEvent, AuditLog, EventKind, Head, JsonLinesSink, MemoryAuditLog, RedisAuditLog,
     verify_chain,
@@ -17,7 +19,7 @@ use jitid::store::{MemoryStore, RedisStore, RedisStoreConfig};
 
 use crate::support::redis::RedisServer;
 use crate::support::{
-    CI_RUNNER, SECURITY_A, SECURITY_B, SRE_A, SRE_B, SRE_C, TestEnv, exited, jitid_bin,
+    CI_RUNNER, SECURITY_A, SECURITY_B, SRE_A, SRE_B, SRE_C, TestEnv, UPKEEP, exited, jitid_bin,
 };
 
 /// The events appended since the trail had `from` of them.
@@ -213,6 +215,74 @@ fn says(output: &std::process::Output, code: i32, text: &str) {
 }
 
 #[tokio::test]
+async fn a_json_lines_file_cut_at_its_end_fails_verify() {
+    let mut env = TestEnv::start().await;
+    let jsonl = env.dir.path().join("audit.jsonl");
+    let addr = env
+        .spawn_audited(
+            Arc::new(MemoryStore::new(Arc::new(jitid::clock::SystemClock))),
+            Arc::new(MemoryAuditLog::new()),
+            Some(JsonLinesSink::file(&jsonl).unwrap()),
+        )
+        .await;
+    let runner = env.client_at(addr, CI_RUNNER).await;
+    for task in ["t1", "t2"] {
+        runner
+            .fetch_x509_svid(&SvidRequest::entitlement("ci-publish").task(task))
+            .await
+            .unwrap();
+    }
+    // The writer seals the file at its next upkeep.
+    let sealed = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            if let Some(token) = jitid::audit::file::read_head(&jsonl).unwrap()
+                && jitid::audit::checkpoint::read_checkpoint_unverified(&token)
+                    .unwrap()
+                    .seq
+                    == 6
+            {
+                return;
+            }
+            tokio::time::sleep(UPKEEP).await;
+        }
+    })
+    .await;
+    assert!(sealed.is_ok(), "the file was never sealed");
+    let bundle = env.dir.path().join("bundle.json");
+    let bundle_json = runner.fetch_bundle().await.unwrap().spiffe_json;
+    std::fs::write(&bundle, bundle_json).unwrap();
+    let with_bundle = ["--bundle", bundle.to_str().unwrap(), "--file"];
+    says(
+        &verify(&["--file"], &jsonl),
+        0,
+        "reaches its head file (event 6)",
+    );
+    says(
+        &verify(&with_bundle, &jsonl),
+        0,
+        "reaches its head file (event 6)",
+    );
+
+    // Cut the last two events (and whatever head line came after them).
+    let text = std::fs::read_to_string(&jsonl).unwrap();
+    let fifth = text.find("{\"seq\":5,").unwrap();
+    std::fs::write(&jsonl, &text[..fifth]).unwrap();
+    let cut = "ends at event 4 but its head file says it reached event 6";
+    says(&verify(&["--file"], &jsonl), 6, cut);
+    says(&verify(&with_bundle, &jsonl), 6, cut);
+
+    // A head file that is not signed by the trust domain is refused when
+    // the keys are given.
+    std::fs::write(&jsonl, &text).unwrap();
+    let forged = jitid::audit::file::head_path(&jsonl);
+    let token = std::fs::read_to_string(&forged).unwrap();
+    let mut parts: Vec<&str> = token.split('.').collect();
+    parts[2] = "AAAA";
+    std::fs::write(&forged, parts.join(".")).unwrap();
+    says(&verify(&with_bundle, &jsonl), 6, "does not verify");
+}
+
+#[tokio::test]
 async fn tampering_is_detected_in_redis_and_in_the_json_lines_file() {
     let redis = RedisServer::start();
     let mut env = TestEnv::start().await;
@@ -246,7 +316,11 @@ async fn tampering_is_detected_in_redis_and_in_the_json_lines_file() {
 
     // The JSON-lines file: an edit, a deletion, a swap.
     let original = std::fs::read_to_string(&jsonl).unwrap();
-    let lines: Vec<&str> = original.lines().collect();
+    // The events, without the head lines the writer seals the file with.
+    let lines: Vec<&str> = original
+        .lines()
+        .filter(|line| Seal::parse(line).is_none())
+        .collect();
     assert_eq!(lines.len(), 6);
     let rewrite = |lines: &[String]| std::fs::write(&jsonl, lines.join("\n") + "\n").unwrap();
     let mut edited: Vec<String> = lines.iter().map(|l| (*l).to_owned()).collect();

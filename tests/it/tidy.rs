@@ -138,7 +138,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     // only the Redis connection.
     ("redis_conn", &["keyfile"]),
     ("store", &["clock", "grant", "redis_conn", "spiffe_id"]),
-    ("audit", &["ca", "clock", "grant", "redis_conn"]),
+    ("audit", &["ca", "clock", "grant", "keyfile", "redis_conn"]),
     // The use cases.
     (
         "issuer",
