@@ -233,6 +233,7 @@ impl AppBuilder {
             .with_relying_parties(
                 config.revocation.ack_bound,
                 config.revocation.relying_party_ttl,
+                config.revocation.relying_parties.clone(),
             );
         if config.audit.enabled {
             issuer = issuer.with_auditor(Auditor::start(
@@ -250,6 +251,7 @@ impl AppBuilder {
             max_request_bytes: config.max_request_bytes,
             admission: config.admission,
             connections: config.connections,
+            streams: config.streams,
         };
         Ok(App {
             config,

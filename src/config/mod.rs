@@ -4,7 +4,7 @@
 //! Relative paths in the file are resolved against the file's directory, so
 //! a config and its certificates can move together.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -89,6 +89,8 @@ pub struct Config {
     pub admission: AdmissionConfig,
     /// `[limits]` on connections: how many, and how long they may be quiet.
     pub connections: ConnectionLimits,
+    /// `[limits]` on long-lived streams.
+    pub streams: StreamLimits,
     /// The entitlement catalogue.
     pub catalogue: Catalogue,
     /// The deployment's environment (e.g. `prod`), which conditions see as
@@ -137,7 +139,7 @@ impl Default for AdmissionConfig {
 }
 
 /// `[revocation]`: proof of removal.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RevocationConfig {
     /// How long a registered relying party may take to apply a revocation
     /// before `RevocationStatus` flags it (default 5s).
@@ -145,6 +147,37 @@ pub struct RevocationConfig {
     /// How long a relying party stays registered without being heard from
     /// (default 1m; a following cache is heard from every heartbeat).
     pub relying_party_ttl: Duration,
+    /// `[revocation.relying_parties]`: each relying-party name, and the
+    /// SPIFFE IDs that may follow and acknowledge under it. A name not
+    /// here is refused.
+    pub relying_parties: BTreeMap<String, IdPattern>,
+}
+
+/// `[limits]` on long-lived streams: how many are served at once, in all
+/// and per caller. Relying parties following under a name of
+/// `[revocation.relying_parties]` do not count against the shared cap of
+/// revocation streams, so anonymous followers cannot crowd them out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamLimits {
+    /// Most `WatchRevocations` streams without a relying-party name
+    /// (`max_revocation_streams`, default 256).
+    pub max_revocation_streams: usize,
+    /// Most `WatchGrant` streams (`max_grant_streams`, default 256).
+    pub max_grant_streams: usize,
+    /// Most streams of each kind one caller may hold
+    /// (`max_streams_per_caller`, default 8); a relying-party name holds
+    /// at most this many too.
+    pub max_streams_per_caller: usize,
+}
+
+impl Default for StreamLimits {
+    fn default() -> Self {
+        Self {
+            max_revocation_streams: 256,
+            max_grant_streams: 256,
+            max_streams_per_caller: 8,
+        }
+    }
 }
 
 /// `[audit]`: the central trail lives in the grant store (memory or
@@ -255,6 +288,8 @@ struct RawConfig {
 struct RawRevocation {
     ack_bound: Option<String>,
     relying_party_ttl: Option<String>,
+    #[serde(default)]
+    relying_parties: BTreeMap<String, String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -315,6 +350,9 @@ struct RawLimits {
     max_in_flight: Option<usize>,
     caller_rate: Option<f64>,
     caller_burst: Option<u32>,
+    max_revocation_streams: Option<usize>,
+    max_grant_streams: Option<usize>,
+    max_streams_per_caller: Option<usize>,
     max_connections: Option<usize>,
     max_connections_per_source: Option<usize>,
     preface_timeout: Option<String>,
@@ -427,6 +465,7 @@ impl Config {
         }
         let admission = admission_config(&raw.limits, &invalid)?;
         let connections = connection_limits(&raw.limits, &invalid)?;
+        let streams = stream_limits(&raw.limits, &invalid)?;
         let mut limits = TtlLimits::default();
         if let Some(text) = raw.limits.max_ttl {
             limits.ceiling = parse_duration(&text).map_err(|m| invalid("limits.max_ttl", m))?;
@@ -509,6 +548,30 @@ impl Config {
                 &raw.revocation.relying_party_ttl,
                 crate::store::DEFAULT_PARTY_TTL,
             )?,
+            relying_parties: raw
+                .revocation
+                .relying_parties
+                .iter()
+                .map(|(name, pattern)| {
+                    let field = format!("revocation.relying_parties.{name}");
+                    let name_ok = !name.is_empty()
+                        && name.len() <= 128
+                        && name != "."
+                        && name != ".."
+                        && name
+                            .chars()
+                            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'));
+                    if !name_ok {
+                        return Err(invalid(
+                            &field,
+                            "a name is 1 to 128 letters, digits, '.', '-' or '_'".to_owned(),
+                        ));
+                    }
+                    let pattern =
+                        IdPattern::parse(pattern).map_err(|error| invalid(&field, error))?;
+                    Ok((name.clone(), pattern))
+                })
+                .collect::<Result<_, _>>()?,
         };
 
         let audit = AuditConfig {
@@ -582,6 +645,7 @@ impl Config {
             max_request_bytes,
             admission,
             connections,
+            streams,
             catalogue,
             environment,
             admins,
@@ -633,6 +697,35 @@ fn admission_config(
     Ok(AdmissionConfig {
         max_in_flight,
         caller_rate,
+    })
+}
+
+fn stream_limits(
+    raw: &RawLimits,
+    invalid: &dyn Fn(&str, String) -> ConfigError,
+) -> Result<StreamLimits, ConfigError> {
+    let defaults = StreamLimits::default();
+    let limit = |key: &str, value: Option<usize>, default: usize| match value {
+        None => Ok(default),
+        Some(value) if (1..=65_536).contains(&value) => Ok(value),
+        Some(_) => Err(invalid(key, "must be between 1 and 65536".to_owned())),
+    };
+    Ok(StreamLimits {
+        max_revocation_streams: limit(
+            "limits.max_revocation_streams",
+            raw.max_revocation_streams,
+            defaults.max_revocation_streams,
+        )?,
+        max_grant_streams: limit(
+            "limits.max_grant_streams",
+            raw.max_grant_streams,
+            defaults.max_grant_streams,
+        )?,
+        max_streams_per_caller: limit(
+            "limits.max_streams_per_caller",
+            raw.max_streams_per_caller,
+            defaults.max_streams_per_caller,
+        )?,
     })
 }
 

@@ -189,6 +189,62 @@ fn connection_limits() {
 }
 
 #[test]
+fn stream_limits_and_relying_party_names() {
+    let config = parse(MINIMAL).unwrap();
+    assert_eq!(config.streams, StreamLimits::default());
+    assert!(config.revocation.relying_parties.is_empty());
+    let with = |table: &str, lines: &str| {
+        parse(&MINIMAL.replace("[ca]", &format!("[{table}]\n{lines}\n[ca]")))
+    };
+    let config = with(
+        "limits",
+        "max_revocation_streams = 10\nmax_grant_streams = 20\nmax_streams_per_caller = 2",
+    )
+    .unwrap();
+    assert_eq!(
+        config.streams,
+        StreamLimits {
+            max_revocation_streams: 10,
+            max_grant_streams: 20,
+            max_streams_per_caller: 2,
+        }
+    );
+    let config = with(
+        "revocation.relying_parties",
+        "ledger-eu-1 = \"spiffe://example.org/svc/ledger\"\ngateway = \"spiffe://example.org/edge/*\"",
+    )
+    .unwrap();
+    let ledger = &config.revocation.relying_parties["ledger-eu-1"];
+    assert!(ledger.matches(&SpiffeId::new("spiffe://example.org/svc/ledger").unwrap()));
+    assert!(!ledger.matches(&SpiffeId::new("spiffe://example.org/svc/other").unwrap()));
+    for (table, bad, key) in [
+        (
+            "limits",
+            "max_streams_per_caller = 0",
+            "limits.max_streams_per_caller",
+        ),
+        (
+            "limits",
+            "max_revocation_streams = 70000",
+            "limits.max_revocation_streams",
+        ),
+        (
+            "revocation.relying_parties",
+            "\"bad name\" = \"spiffe://example.org/x\"",
+            "revocation.relying_parties.bad name",
+        ),
+        (
+            "revocation.relying_parties",
+            "ledger = \"not an id\"",
+            "revocation.relying_parties.ledger",
+        ),
+    ] {
+        let error = with(table, bad).unwrap_err().to_string();
+        assert!(error.contains(key), "{bad}: {error}");
+    }
+}
+
+#[test]
 fn the_deployment_example_loads() {
     let text = include_str!("../../deploy/jitid.example.toml");
     let config = parse(text).unwrap();

@@ -32,6 +32,7 @@ mod verify;
 #[cfg(test)]
 mod tests;
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -117,6 +118,8 @@ pub struct Issuer {
     ack_bound: Duration,
     /// How long a silent relying party stays registered.
     party_ttl: Duration,
+    /// Each relying-party name and the SPIFFE IDs that may use it.
+    party_names: BTreeMap<String, IdPattern>,
 }
 
 // === impl IssueError ===
@@ -190,15 +193,29 @@ impl Issuer {
             changes: Arc::new(tokio::sync::Notify::new()),
             ack_bound: DEFAULT_ACK_BOUND,
             party_ttl: DEFAULT_PARTY_TTL,
+            party_names: BTreeMap::new(),
         }
     }
 
     /// Sets how long a relying party may take to apply a revocation before
-    /// it is flagged, and how long a silent one stays registered.
-    pub fn with_relying_parties(mut self, ack_bound: Duration, party_ttl: Duration) -> Self {
+    /// it is flagged, how long a silent one stays registered, and the
+    /// relying-party names with the SPIFFE IDs that may use each (any
+    /// other name is refused).
+    pub fn with_relying_parties(
+        mut self,
+        ack_bound: Duration,
+        party_ttl: Duration,
+        names: BTreeMap<String, IdPattern>,
+    ) -> Self {
         self.ack_bound = ack_bound;
         self.party_ttl = party_ttl;
+        self.party_names = names;
         self
+    }
+
+    /// Whether `name` is a relying-party name of the config.
+    pub fn is_relying_party_name(&self, name: &str) -> bool {
+        self.party_names.contains_key(name)
     }
 
     /// Sets the environment conditions see as `context.environment`.

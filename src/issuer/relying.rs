@@ -56,6 +56,22 @@ impl Issuer {
         cursor: &str,
     ) -> Result<(RelyingParty, Option<RelyingParty>), IssueError> {
         check_name("relying_party", name)?;
+        // Names are bound to identities by the operator, so no workload can
+        // take another's name and keep it from proving removal.
+        match self.party_names.get(name) {
+            None => {
+                return Err(IssueError::Forbidden(format!(
+                    "relying party {name:?} is not in [revocation.relying_parties]; an operator binds each name to the SPIFFE IDs that may use it"
+                )));
+            }
+            Some(pattern) if !pattern.matches(&caller.spiffe_id) => {
+                return Err(IssueError::Forbidden(format!(
+                    "relying party {name:?} is bound to {pattern}, not to {}",
+                    caller.spiffe_id
+                )));
+            }
+            Some(_) => {}
+        }
         let now = self.clock.now();
         let previous = self
             .store

@@ -12,6 +12,7 @@ use tracing::Instrument;
 
 use super::admission::{self, Admission};
 use super::audit_query::Query;
+use super::stream_slots::StreamSlots;
 use super::streams;
 use super::tls::PeerInfo;
 use super::wire::{
@@ -21,6 +22,7 @@ use super::wire::{
 use crate::audit::Record;
 use crate::audit::event::{AuthenticationFailure, Envelope, Event};
 use crate::ca::REFRESH_HINT;
+use crate::config::StreamLimits;
 use crate::convert;
 use crate::grant::GrantId;
 use crate::issuer::{
@@ -33,12 +35,6 @@ use crate::proto::v1::{
 };
 use rustls::pki_types::CertificateDer;
 
-/// Most revocation streams served at once; each holds a store connection.
-const MAX_WATCHERS: usize = 256;
-/// Most grant streams served at once (separate, so waiting requesters
-/// cannot starve relying parties of revocation streams).
-const MAX_GRANT_WATCHERS: usize = 256;
-
 /// Most audit queries served at once (each scans the trail).
 const MAX_AUDIT_READERS: usize = 16;
 
@@ -48,8 +44,10 @@ pub(crate) struct IssuerService {
     issuer: Arc<Issuer>,
     /// Turns true when the server shuts down, so long streams end.
     shutdown: watch::Receiver<bool>,
-    watchers: Arc<Semaphore>,
-    grant_watchers: Arc<Semaphore>,
+    /// Revocation streams; grant streams apart, so waiting requesters
+    /// cannot starve relying parties of revocation streams.
+    watchers: StreamSlots,
+    grant_watchers: StreamSlots,
     audit_readers: Arc<Semaphore>,
     /// Bounds the unary RPCs that do work: issuing, requesting a grant,
     /// delegating and verifying.
@@ -61,13 +59,22 @@ impl IssuerService {
         issuer: Arc<Issuer>,
         shutdown: watch::Receiver<bool>,
         admission: Admission,
+        streams: StreamLimits,
     ) -> Self {
         Self {
             issuer,
             shutdown,
             admission,
-            watchers: Arc::new(Semaphore::new(MAX_WATCHERS)),
-            grant_watchers: Arc::new(Semaphore::new(MAX_GRANT_WATCHERS)),
+            watchers: StreamSlots::new(
+                "revocation streams",
+                streams.max_revocation_streams,
+                streams.max_streams_per_caller,
+            ),
+            grant_watchers: StreamSlots::new(
+                "grant streams",
+                streams.max_grant_streams,
+                streams.max_streams_per_caller,
+            ),
             audit_readers: Arc::new(Semaphore::new(MAX_AUDIT_READERS)),
         }
     }
@@ -141,15 +148,17 @@ impl IssuerApi for IssuerService {
                     "cursor: not a cursor from this stream (digits, or digits-digits)",
                 ));
             }
-            let permit = self.watchers.clone().try_acquire_owned().map_err(|_| {
-                Status::resource_exhausted("too many revocation streams open; retry later")
-            })?;
-            if !relying_party.is_empty() {
+            // A relying party under its configured name has places of its
+            // own; anyone else shares the rest.
+            let permit = if relying_party.is_empty() {
+                self.watchers.for_caller(caller.spiffe_id.as_str())?
+            } else {
                 self.issuer
                     .register_relying_party(&caller, &relying_party, &cursor)
                     .await
                     .map_err(status)?;
-            }
+                self.watchers.for_relying_party(&relying_party)?
+            };
             let feed = self.issuer.revocation_feed().await.map_err(status)?;
             Ok((feed, permit))
         })
@@ -543,13 +552,7 @@ impl IssuerApi for IssuerService {
                 .await
                 .map_err(status)?
                 .ok_or_else(|| Status::not_found(format!("no live grant {id}")))?;
-            let permit = self
-                .grant_watchers
-                .clone()
-                .try_acquire_owned()
-                .map_err(|_| {
-                    Status::resource_exhausted("too many grant streams open; retry later")
-                })?;
+            let permit = self.grant_watchers.for_caller(caller.spiffe_id.as_str())?;
             Ok((caller, id, first, permit))
         })
         .await?;

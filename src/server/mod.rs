@@ -7,6 +7,7 @@
 mod admission;
 mod audit_query;
 mod grpc;
+mod stream_slots;
 mod streams;
 mod tls;
 mod wire;
@@ -21,7 +22,7 @@ use tokio_rustls::TlsAcceptor;
 
 pub use tls::{PeerInfo, TlsSetupError};
 
-use crate::config::{AdmissionConfig, ServerIdentityConfig};
+use crate::config::{AdmissionConfig, ServerIdentityConfig, StreamLimits};
 use crate::incoming::ConnectionLimits;
 use crate::issuer::Issuer;
 use crate::proto::v1::issuer_server::IssuerServer;
@@ -39,6 +40,8 @@ pub struct ServerSettings {
     pub admission: AdmissionConfig,
     /// How many connections are taken on, and how long they may be quiet.
     pub connections: ConnectionLimits,
+    /// How many long-lived streams are served, in all and per caller.
+    pub streams: StreamLimits,
 }
 
 /// Most HTTP/2 streams one connection may have open at once. A client
@@ -118,8 +121,13 @@ pub async fn serve(
         .build_v1()?;
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let admission = admission::Admission::new(&settings.admission);
-    let issuer_service = IssuerServer::new(grpc::IssuerService::new(issuer, stopped, admission))
-        .max_decoding_message_size(settings.max_request_bytes);
+    let issuer_service = IssuerServer::new(grpc::IssuerService::new(
+        issuer,
+        stopped,
+        admission,
+        settings.streams,
+    ))
+    .max_decoding_message_size(settings.max_request_bytes);
     // Streams end when shutdown starts, so draining does not wait on them.
     let shutdown = async move {
         shutdown.await;

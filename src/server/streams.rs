@@ -5,7 +5,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{OwnedSemaphorePermit, mpsc, watch};
+use tokio::sync::{mpsc, watch};
+
+use super::stream_slots::StreamSlot;
 use tonic::Status;
 
 use super::wire::{grant_record, status};
@@ -29,7 +31,7 @@ pub(super) async fn follow_revocations(
     cursor: String,
     events: mpsc::Sender<Result<pb::RevocationEvent, Status>>,
     mut shutdown: watch::Receiver<bool>,
-    permit: OwnedSemaphorePermit,
+    permit: StreamSlot,
 ) {
     let _permit = permit;
     let mut cursor = if cursor.is_empty() {
@@ -124,7 +126,7 @@ pub(super) async fn follow_grant(
     first: Grant,
     records: mpsc::Sender<Result<pb::GrantRecord, Status>>,
     mut shutdown: watch::Receiver<bool>,
-    permit: OwnedSemaphorePermit,
+    permit: StreamSlot,
 ) {
     let _permit = permit;
     let changes = issuer.changes();

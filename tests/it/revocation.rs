@@ -671,3 +671,74 @@ async fn a_forged_expired_certificate_is_invalid_not_expired() {
         "claims of a forgery are not echoed"
     );
 }
+
+#[tokio::test]
+async fn one_caller_cannot_take_every_revocation_stream_from_relying_parties() {
+    let env = TestEnv::start_with_limits(
+        "max_revocation_streams = 3\nmax_grant_streams = 3\nmax_streams_per_caller = 2",
+    )
+    .await;
+    let greedy = env.client_for(AGENT).await;
+    let _first = greedy.watch_revocations("").await.unwrap();
+    let _second = greedy.watch_revocations("").await.unwrap();
+    let error = greedy.watch_revocations("").await.unwrap_err();
+    assert_eq!(code(&error), tonic::Code::ResourceExhausted, "{error}");
+    assert!(
+        error.to_string().contains("max_streams_per_caller"),
+        "{error}"
+    );
+
+    // Another caller takes the last shared place; then the shared places
+    // are gone for anonymous followers...
+    let other = env.client_for(CI_RUNNER).await;
+    let _third = other.watch_revocations("").await.unwrap();
+    let error = other.watch_revocations("").await.unwrap_err();
+    assert_eq!(code(&error), tonic::Code::ResourceExhausted, "{error}");
+    // ...but not for a relying party under its configured name.
+    let ledger = env.client_for("spiffe://example.org/svc/ledger").await;
+    let _named = ledger.watch_revocations_as("", "ledger-a").await.unwrap();
+
+    // Grant streams have a per-caller share too.
+    let grant = greedy
+        .fetch_x509_svid(&SvidRequest::entitlement("agent-research").task("streams"))
+        .await
+        .unwrap()
+        .grant
+        .grant_id;
+    let _w1 = greedy.watch_grant(&grant).await.unwrap();
+    let _w2 = greedy.watch_grant(&grant).await.unwrap();
+    let error = greedy.watch_grant(&grant).await.unwrap_err();
+    assert_eq!(code(&error), tonic::Code::ResourceExhausted, "{error}");
+}
+
+#[tokio::test]
+async fn relying_party_names_are_bound_to_identities_in_the_config() {
+    let env = TestEnv::start().await;
+    // A name the config does not list: refused, whoever asks.
+    let ledger = env.client_for("spiffe://example.org/svc/ledger").await;
+    let error = ledger
+        .watch_revocations_as("", "ledger-z")
+        .await
+        .unwrap_err();
+    assert_eq!(code(&error), tonic::Code::PermissionDenied, "{error}");
+    assert!(
+        error.to_string().contains("[revocation.relying_parties]"),
+        "{error}"
+    );
+    // A listed name from an identity it is not bound to: refused, before
+    // the real party has even registered.
+    let squatter = env.client_for(AGENT).await;
+    for attempt in [
+        squatter
+            .watch_revocations_as("", "ledger-a")
+            .await
+            .map(drop),
+        squatter.ack_revocations("ledger-a", "").await.map(drop),
+    ] {
+        let error = attempt.unwrap_err();
+        assert_eq!(code(&error), tonic::Code::PermissionDenied, "{error}");
+        assert!(error.to_string().contains("is bound to"), "{error}");
+    }
+    // The party it is bound to registers.
+    ledger.watch_revocations_as("", "ledger-a").await.unwrap();
+}

@@ -80,6 +80,10 @@ pub const ADMIN: &str = "spiffe://example.org/ops/admin";
 /// May read the audit trail (`[audit] auditors`), nothing else.
 pub const AUDITOR: &str = "spiffe://example.org/audit/ann";
 /// How often test servers record expiries and apply retention.
+/// The relying-party names of the test config, each bound to the ledger
+/// service.
+const RELYING_PARTIES: &str = "[revocation.relying_parties]\nledger-a = \"spiffe://example.org/svc/ledger\"\nledger-b = \"spiffe://example.org/svc/ledger\"\nledger-stalled = \"spiffe://example.org/svc/ledger\"\n";
+
 pub const UPKEEP: Duration = Duration::from_millis(100);
 pub const SRE_A: &str = "spiffe://example.org/sre/alice";
 pub const SRE_B: &str = "spiffe://example.org/sre/bob";
@@ -139,7 +143,7 @@ impl TestEnv {
         .unwrap();
         let config_path = dir.path().join("jitid.toml");
         let config_text = format!(
-            "trust_domain = \"{TRUST_DOMAIN}\"\nlisten = \"127.0.0.1:0\"\nadmins = [\"spiffe://example.org/ops/*\"]\nenvironment = \"test\"\n[groups]\nrelease = [\"spiffe://example.org/ci/*\"]\nsre = [\"spiffe://example.org/sre/*\"]\nsecurity = [\"spiffe://example.org/security/*\"]\n[audit]\nauditors = [\"spiffe://example.org/audit/*\"]\nupkeep_interval = \"{upkeep}ms\"\n[ca]\ndir = \"ca\"\n[limits]\nmax_request_bytes = 65536\n{limits}\n{ENTITLEMENTS}\n{extra}",
+            "trust_domain = \"{TRUST_DOMAIN}\"\nlisten = \"127.0.0.1:0\"\nadmins = [\"spiffe://example.org/ops/*\"]\nenvironment = \"test\"\n[groups]\nrelease = [\"spiffe://example.org/ci/*\"]\nsre = [\"spiffe://example.org/sre/*\"]\nsecurity = [\"spiffe://example.org/security/*\"]\n[audit]\nauditors = [\"spiffe://example.org/audit/*\"]\nupkeep_interval = \"{upkeep}ms\"\n[ca]\ndir = \"ca\"\n[limits]\nmax_request_bytes = 65536\n{limits}\n{RELYING_PARTIES}\n{ENTITLEMENTS}\n{extra}",
             upkeep = UPKEEP.as_millis()
         );
         std::fs::write(&config_path, &config_text).unwrap();
