@@ -252,6 +252,7 @@ impl AppBuilder {
             admission: config.admission,
             connections: config.connections,
             streams: config.streams,
+            failure_window: config.audit.failure_window,
         };
         Ok(App {
             config,

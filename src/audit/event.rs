@@ -441,8 +441,15 @@ pub struct ReloadRefused {
 pub struct AuthenticationFailure {
     /// The peer's address.
     pub remote: String,
-    /// Why.
+    /// Why (the first reason, for a tally).
     pub reason: String,
+    /// For a tally of the failures from one address in one window after
+    /// the first (which is recorded alone, at once): how many there were.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repeated: Option<u64>,
+    /// The window a tally covers, in seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window_seconds: Option<u64>,
 }
 
 named! {

@@ -225,7 +225,13 @@ fn describe(event: &Event) -> String {
         Event::CatalogueReloaded(CatalogueReloaded::Refused(refused)) => {
             format!("{}: not reloaded: {}", refused.file, refused.error)
         }
-        Event::AuthenticationFailure(failure) => format!("{}: {}", failure.remote, failure.reason),
+        Event::AuthenticationFailure(failure) => match (failure.repeated, failure.window_seconds) {
+            (Some(repeated), Some(window)) => format!(
+                "{}: {repeated} more in {window}s, first: {}",
+                failure.remote, failure.reason
+            ),
+            _ => format!("{}: {}", failure.remote, failure.reason),
+        },
         Event::LivenessChecked(checked) => format!(
             "Verify {} → {}",
             checked.credential.as_deref().unwrap_or("-"),

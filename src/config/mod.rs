@@ -199,6 +199,10 @@ pub struct AuditConfig {
     pub max_events: Option<u64>,
     /// How often expiries are recorded and retention applied.
     pub upkeep_interval: Duration,
+    /// The window authentication failures are tallied over: the first
+    /// from an address in a window is recorded at once, the rest as one
+    /// event when it closes (default 60s).
+    pub failure_window: Duration,
     /// Whether to keep a trail at all. Always true from a config file;
     /// only `jitid dev --no-audit` turns it off, to measure what auditing
     /// costs.
@@ -303,6 +307,7 @@ struct RawAudit {
     max_age: Option<String>,
     max_events: Option<u64>,
     upkeep_interval: Option<String>,
+    failure_window: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -632,6 +637,24 @@ impl Config {
                         ));
                     }
                     Err(message) => return Err(invalid("audit.upkeep_interval", message)),
+                },
+            },
+            failure_window: match raw.audit.failure_window.as_deref() {
+                None => Duration::from_secs(60),
+                Some(text) => match parse_duration(text) {
+                    Ok(window)
+                        if (Duration::from_millis(100)..=Duration::from_secs(3600))
+                            .contains(&window) =>
+                    {
+                        window
+                    }
+                    Ok(_) => {
+                        return Err(invalid(
+                            "audit.failure_window",
+                            "must be between 100ms and 1h".to_owned(),
+                        ));
+                    }
+                    Err(message) => return Err(invalid("audit.failure_window", message)),
                 },
             },
         };

@@ -12,6 +12,7 @@ use tracing::Instrument;
 
 use super::admission::{self, Admission};
 use super::audit_query::Query;
+use super::auth_failures::AuthFailures;
 use super::stream_slots::StreamSlots;
 use super::streams;
 use super::tls::PeerInfo;
@@ -19,8 +20,6 @@ use super::wire::{
     duration_of, grant_record, grant_spec, removal_status, review_record, state_filter, status,
     summary,
 };
-use crate::audit::Record;
-use crate::audit::event::{AuthenticationFailure, Envelope, Event};
 use crate::ca::REFRESH_HINT;
 use crate::config::StreamLimits;
 use crate::convert;
@@ -52,6 +51,9 @@ pub(crate) struct IssuerService {
     /// Bounds the unary RPCs that do work: issuing, requesting a grant,
     /// delegating and verifying.
     admission: Admission,
+    /// Authentication failures, tallied per address so they cannot flood
+    /// the trail.
+    failures: Arc<AuthFailures>,
 }
 
 impl IssuerService {
@@ -60,8 +62,10 @@ impl IssuerService {
         shutdown: watch::Receiver<bool>,
         admission: Admission,
         streams: StreamLimits,
+        failure_window: std::time::Duration,
     ) -> Self {
         Self {
+            failures: AuthFailures::start(issuer.clone(), failure_window, shutdown.clone()),
             issuer,
             shutdown,
             admission,
@@ -99,26 +103,8 @@ impl IssuerService {
             ),
             Err(error) => ("unauthenticated".to_owned(), error.to_string()),
         };
-        // Recorded without holding up the refusal; a failure to record is
-        // logged (the request is refused either way).
-        let issuer = self.issuer.clone();
-        let envelope = Envelope {
-            at: issuer.clock().now(),
-            actor,
-            subject: None,
-            grant: None,
-            task: None,
-        };
-        let failure = Event::AuthenticationFailure(AuthenticationFailure {
-            remote: peer.remote_addr.ip().to_canonical().to_string(),
-            reason: reason.clone(),
-        });
-        let record = Record::new(envelope, &failure);
-        tokio::spawn(async move {
-            if let Err(error) = issuer.audit(vec![record]).await {
-                tracing::warn!(%error, "authentication failure not recorded in the audit trail");
-            }
-        });
+        self.failures
+            .note(peer.remote_addr.ip().to_canonical(), actor, reason.clone());
         Err(Status::unauthenticated(reason))
     }
 }

@@ -6,6 +6,7 @@
 
 mod admission;
 mod audit_query;
+mod auth_failures;
 mod grpc;
 mod stream_slots;
 mod streams;
@@ -42,6 +43,8 @@ pub struct ServerSettings {
     pub connections: ConnectionLimits,
     /// How many long-lived streams are served, in all and per caller.
     pub streams: StreamLimits,
+    /// The window authentication failures are tallied over.
+    pub failure_window: Duration,
 }
 
 /// Most HTTP/2 streams one connection may have open at once. A client
@@ -126,6 +129,7 @@ pub async fn serve(
         stopped,
         admission,
         settings.streams,
+        settings.failure_window,
     ))
     .max_decoding_message_size(settings.max_request_bytes);
     // Streams end when shutdown starts, so draining does not wait on them.

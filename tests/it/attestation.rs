@@ -178,3 +178,64 @@ async fn an_issued_svid_is_not_an_attestation_identity() {
     );
     assert_eq!(env.grants(), 1, "only the first grant");
 }
+
+#[tokio::test]
+async fn a_flood_of_failed_authentications_is_tallied_not_recorded_one_by_one() {
+    use jitid::audit::{AuditLog, EventKind};
+    let env = TestEnv::start().await;
+    let stranger = env.client_with(None).await;
+    for _ in 0..300 {
+        let error = stranger
+            .fetch_x509_svid(&SvidRequest::entitlement("ci-publish"))
+            .await
+            .unwrap_err();
+        assert_eq!(error.code(), Some(tonic::Code::Unauthenticated));
+    }
+    // Issuance goes on.
+    env.client_for(CI_RUNNER)
+        .await
+        .fetch_x509_svid(&SvidRequest::entitlement("ci-publish"))
+        .await
+        .unwrap();
+
+    // Each window (500 ms here) records an address's first failure at
+    // once and the rest as one tally when it closes: all 300 are
+    // accounted for, in a handful of events.
+    let counted = |events: &[jitid::audit::AuditEvent]| -> (usize, u64) {
+        let failures: Vec<_> = events
+            .iter()
+            .filter(|event| event.kind == EventKind::AuthenticationFailure)
+            .collect();
+        let total = failures
+            .iter()
+            .map(|event| event.details["repeated"].as_u64().unwrap_or(1))
+            .sum();
+        (failures.len(), total)
+    };
+    let accounted = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            let events = env.audit.read(0, 100_000).await.unwrap();
+            let (recorded, total) = counted(&events);
+            if total >= 300 {
+                return (recorded, total, events);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    let (recorded, total, events) = accounted.expect("the tally was never recorded");
+    assert_eq!(total, 300);
+    assert!(recorded <= 10, "{recorded} events for 300 failures");
+    let tally = events
+        .iter()
+        .find(|event| event.details.get("repeated").is_some())
+        .expect("a tally");
+    assert_eq!(tally.details["remote"], "127.0.0.1");
+    assert_eq!(tally.details["window_seconds"], 1);
+    assert!(
+        events
+            .iter()
+            .any(|event| event.kind == EventKind::CredentialIssued),
+        "the issuance is in the trail"
+    );
+}

@@ -412,10 +412,26 @@ fn reloads_and_authentication_failures_write_what_they_wrote() {
         Event::AuthenticationFailure(AuthenticationFailure {
             remote: "127.0.0.1".to_owned(),
             reason: "no client certificate".to_owned(),
+            repeated: None,
+            window_seconds: None,
         }),
         json!({
             "remote": "127.0.0.1",
             "reason": "no client certificate",
+        }),
+    );
+    check(
+        Event::AuthenticationFailure(AuthenticationFailure {
+            remote: "127.0.0.1".to_owned(),
+            reason: "no client certificate".to_owned(),
+            repeated: Some(299),
+            window_seconds: Some(60),
+        }),
+        json!({
+            "remote": "127.0.0.1",
+            "reason": "no client certificate",
+            "repeated": 299,
+            "window_seconds": 60,
         }),
     );
     let record = Record::new(

@@ -143,7 +143,7 @@ impl TestEnv {
         .unwrap();
         let config_path = dir.path().join("jitid.toml");
         let config_text = format!(
-            "trust_domain = \"{TRUST_DOMAIN}\"\nlisten = \"127.0.0.1:0\"\nadmins = [\"spiffe://example.org/ops/*\"]\nenvironment = \"test\"\n[groups]\nrelease = [\"spiffe://example.org/ci/*\"]\nsre = [\"spiffe://example.org/sre/*\"]\nsecurity = [\"spiffe://example.org/security/*\"]\n[audit]\nauditors = [\"spiffe://example.org/audit/*\"]\nupkeep_interval = \"{upkeep}ms\"\n[ca]\ndir = \"ca\"\n[limits]\nmax_request_bytes = 65536\n{limits}\n{RELYING_PARTIES}\n{ENTITLEMENTS}\n{extra}",
+            "trust_domain = \"{TRUST_DOMAIN}\"\nlisten = \"127.0.0.1:0\"\nadmins = [\"spiffe://example.org/ops/*\"]\nenvironment = \"test\"\n[groups]\nrelease = [\"spiffe://example.org/ci/*\"]\nsre = [\"spiffe://example.org/sre/*\"]\nsecurity = [\"spiffe://example.org/security/*\"]\n[audit]\nauditors = [\"spiffe://example.org/audit/*\"]\nupkeep_interval = \"{upkeep}ms\"\nfailure_window = \"500ms\"\n[ca]\ndir = \"ca\"\n[limits]\nmax_request_bytes = 65536\n{limits}\n{RELYING_PARTIES}\n{ENTITLEMENTS}\n{extra}",
             upkeep = UPKEEP.as_millis()
         );
         std::fs::write(&config_path, &config_text).unwrap();
