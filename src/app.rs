@@ -184,7 +184,10 @@ impl AppBuilder {
             StoreConfig::Memory => {
                 let store = match self.store {
                     Some(store) => store,
-                    None => Arc::new(MemoryStore::new(clock.clone())),
+                    None => Arc::new(
+                        MemoryStore::new(clock.clone())
+                            .with_grant_cap(config.max_grants_per_subject),
+                    ),
                 };
                 let log = match self.audit_log {
                     Some(log) => log,
@@ -198,7 +201,8 @@ impl AppBuilder {
                     let redis_store = Arc::new(
                         RedisStore::connect(redis.clone())
                             .await
-                            .map_err(AppError::Redis)?,
+                            .map_err(AppError::Redis)?
+                            .with_grant_cap(config.max_grants_per_subject),
                     );
                     (
                         store.unwrap_or_else(|| redis_store.clone()),

@@ -72,6 +72,14 @@ pub fn unix_seconds(time: SystemTime) -> u64 {
         .unwrap_or(0)
 }
 
+/// Milliseconds since the Unix epoch, saturating at zero for earlier
+/// times.
+pub fn unix_millis(time: SystemTime) -> u64 {
+    time.duration_since(SystemTime::UNIX_EPOCH)
+        .map(|elapsed| u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
 /// Parses a human duration such as `5m`, `90s` or `720h`: the one syntax
 /// of durations in the configuration and on the command line.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {

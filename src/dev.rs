@@ -201,6 +201,12 @@ cert_ttl = "1h"
 [limits]
 max_request_bytes = 65536
 max_ttl = "1h"
+# Generous for a laptop and `jitid bench`, which mints many credentials from
+# one identity; production keeps the defaults (100 requests a second per
+# caller, 1000 unexpired grants per subject).
+caller_rate = 20000
+caller_burst = 20000
+max_grants_per_subject = 1000000
 
 [groups]
 release = ["spiffe://example.org/ci/*"]

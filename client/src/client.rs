@@ -308,17 +308,30 @@ impl Client {
         .await
     }
 
-    /// Lists unexpired grants (the caller's, or a subject's for admins).
+    /// Lists unexpired grants (the caller's, or a subject's for admins),
+    /// following the pages of the reply to the end.
     pub async fn list_grants(
         &self,
-        request: pb::ListGrantsRequest,
+        mut request: pb::ListGrantsRequest,
     ) -> Result<Vec<pb::GrantRecord>, ClientError> {
-        let response = self
-            .unary(request, |mut grpc, request| async move {
-                grpc.list_grants(request).await
-            })
-            .await?;
-        Ok(response.grants)
+        let mut grants = Vec::new();
+        loop {
+            let response = self
+                .unary(request.clone(), |mut grpc, request| async move {
+                    grpc.list_grants(request).await
+                })
+                .await?;
+            grants.extend(response.grants);
+            if response.next_page_token.is_empty() {
+                return Ok(grants);
+            }
+            if response.next_page_token == request.page_token {
+                return Err(ClientError::InvalidResponse(
+                    "ListGrants returned the same page token twice".to_owned(),
+                ));
+            }
+            request.page_token = response.next_page_token;
+        }
     }
 
     /// One grant with its credentials.

@@ -75,6 +75,7 @@ pub(crate) async fn run(command: GrantsCommand) -> anyhow::Result<()> {
                     task_id: task.unwrap_or_default(),
                     state: state.into(),
                     awaiting_my_approval: awaiting_approval,
+                    ..Default::default()
                 })
                 .await?;
             match output {

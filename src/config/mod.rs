@@ -27,6 +27,12 @@ pub const DEFAULT_SERVER_CERT_TTL: Duration = Duration::from_secs(3600);
 pub const DEFAULT_MAX_REQUEST_BYTES: usize = 64 * 1024;
 /// Default cap on the RPCs worked on at once (`limits.max_in_flight`).
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 256;
+/// Default rate limit per caller SPIFFE ID (`limits.caller_rate`,
+/// `limits.caller_burst`): 100 requests a second, 200 at once.
+pub const DEFAULT_CALLER_RATE: CallerRate = CallerRate {
+    per_second: 100.0,
+    burst: 200,
+};
 
 /// A configuration that could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -91,6 +97,9 @@ pub struct Config {
     pub connections: ConnectionLimits,
     /// `[limits]` on long-lived streams.
     pub streams: StreamLimits,
+    /// Most unexpired grants one subject may hold
+    /// (`limits.max_grants_per_subject`).
+    pub max_grants_per_subject: usize,
     /// The entitlement catalogue.
     pub catalogue: Catalogue,
     /// The deployment's environment (e.g. `prod`), which conditions see as
@@ -114,7 +123,8 @@ pub struct AdmissionConfig {
     /// Most such RPCs worked on at once, server-wide (`max_in_flight`,
     /// default [`DEFAULT_MAX_IN_FLIGHT`]).
     pub max_in_flight: usize,
-    /// Each caller's rate limit, if any (`caller_rate`, `caller_burst`).
+    /// Each caller's rate limit, if any (`caller_rate`, `caller_burst`;
+    /// default [`DEFAULT_CALLER_RATE`], `caller_rate = 0` for none).
     pub caller_rate: Option<CallerRate>,
 }
 
@@ -129,11 +139,11 @@ pub struct CallerRate {
 }
 
 impl Default for AdmissionConfig {
-    /// [`DEFAULT_MAX_IN_FLIGHT`], no rate limit.
+    /// [`DEFAULT_MAX_IN_FLIGHT`], [`DEFAULT_CALLER_RATE`].
     fn default() -> Self {
         Self {
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
-            caller_rate: None,
+            caller_rate: Some(DEFAULT_CALLER_RATE),
         }
     }
 }
@@ -355,6 +365,7 @@ struct RawLimits {
     max_in_flight: Option<usize>,
     caller_rate: Option<f64>,
     caller_burst: Option<u32>,
+    max_grants_per_subject: Option<usize>,
     max_revocation_streams: Option<usize>,
     max_grant_streams: Option<usize>,
     max_streams_per_caller: Option<usize>,
@@ -471,6 +482,16 @@ impl Config {
         let admission = admission_config(&raw.limits, &invalid)?;
         let connections = connection_limits(&raw.limits, &invalid)?;
         let streams = stream_limits(&raw.limits, &invalid)?;
+        let max_grants_per_subject = match raw.limits.max_grants_per_subject {
+            None => crate::store::DEFAULT_MAX_GRANTS_PER_SUBJECT,
+            Some(cap) if (1..=10_000_000).contains(&cap) => cap,
+            Some(_) => {
+                return Err(invalid(
+                    "limits.max_grants_per_subject",
+                    "must be between 1 and 10000000".to_owned(),
+                ));
+            }
+        };
         let mut limits = TtlLimits::default();
         if let Some(text) = raw.limits.max_ttl {
             limits.ceiling = parse_duration(&text).map_err(|m| invalid("limits.max_ttl", m))?;
@@ -669,6 +690,7 @@ impl Config {
             admission,
             connections,
             streams,
+            max_grants_per_subject,
             catalogue,
             environment,
             admins,
@@ -690,7 +712,7 @@ fn admission_config(
             "must be between 1 and 65536".to_owned(),
         ));
     }
-    let per_second = raw.caller_rate.unwrap_or(0.0);
+    let per_second = raw.caller_rate.unwrap_or(DEFAULT_CALLER_RATE.per_second);
     if !(per_second == 0.0 || (0.001..=1_000_000.0).contains(&per_second)) {
         return Err(invalid(
             "limits.caller_rate",
@@ -711,6 +733,7 @@ fn admission_config(
                 "must be between 1 and 1000000".to_owned(),
             ));
         }
+        (true, None) if raw.caller_rate.is_none() => Some(DEFAULT_CALLER_RATE),
         (true, burst) => Some(CallerRate {
             per_second,
             // One second's worth by default, and at least one request.

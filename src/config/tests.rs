@@ -103,7 +103,7 @@ fn admission_limits() {
     let config = parse(MINIMAL).unwrap();
     assert_eq!(config.admission, AdmissionConfig::default());
     assert_eq!(config.admission.max_in_flight, DEFAULT_MAX_IN_FLIGHT);
-    assert_eq!(config.admission.caller_rate, None);
+    assert_eq!(config.admission.caller_rate, Some(DEFAULT_CALLER_RATE));
     let limits = |lines: &str| parse(&MINIMAL.replace("[ca]", &format!("[limits]\n{lines}\n[ca]")));
     let config = limits("max_in_flight = 8\ncaller_rate = 10\ncaller_burst = 20").unwrap();
     assert_eq!(
@@ -123,7 +123,32 @@ fn admission_limits() {
     }
     assert_eq!(
         limits("caller_rate = 0").unwrap().admission.caller_rate,
-        None
+        None,
+        "0 turns the limit off"
+    );
+    // A burst alone goes with the default rate.
+    assert_eq!(
+        limits("caller_burst = 5").unwrap().admission.caller_rate,
+        Some(CallerRate {
+            per_second: DEFAULT_CALLER_RATE.per_second,
+            burst: 5
+        })
+    );
+    assert_eq!(
+        parse(MINIMAL).unwrap().max_grants_per_subject,
+        crate::store::DEFAULT_MAX_GRANTS_PER_SUBJECT
+    );
+    assert_eq!(
+        limits("max_grants_per_subject = 7")
+            .unwrap()
+            .max_grants_per_subject,
+        7
+    );
+    assert!(
+        limits("max_grants_per_subject = 0")
+            .unwrap_err()
+            .to_string()
+            .contains("limits.max_grants_per_subject")
     );
     for (bad, key) in [
         ("max_in_flight = 0", "limits.max_in_flight"),
@@ -134,7 +159,7 @@ fn admission_limits() {
         ("caller_rate = nan", "limits.caller_rate"),
         ("caller_rate = inf", "limits.caller_rate"),
         ("caller_rate = \"10/s\"", "caller_rate"),
-        ("caller_burst = 5", "limits.caller_burst"),
+        ("caller_rate = 0\ncaller_burst = 5", "limits.caller_burst"),
         ("caller_rate = 5\ncaller_burst = 0", "limits.caller_burst"),
     ] {
         let error = limits(bad).unwrap_err().to_string();

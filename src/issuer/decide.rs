@@ -153,7 +153,7 @@ impl Issuer {
             per_task,
             ttl: decision.ttl,
             approvals: Vec::new(),
-            decision: explained.clone().unwrap_or_default().to_string(),
+            decision: grant_decision(explained.as_ref()),
             delegation: None,
         };
         Ok((grant, spiffe_id, decision.approval))
@@ -233,4 +233,48 @@ pub(super) fn credential_id(
             format!("makes an invalid per-task SPIFFE ID: {error}"),
         )
     })
+}
+
+/// Most bytes of the decision a grant record keeps.
+pub(super) const MAX_GRANT_DECISION_BYTES: usize = 2048;
+
+/// The decision a grant keeps: the whole explanation when it is small, or
+/// else its verdict without the request's context (its labels can add
+/// kilobytes per grant); the audit trail keeps the whole of it.
+fn grant_decision(explanation: Option<&serde_json::Value>) -> String {
+    let Some(explanation) = explanation else {
+        return String::new();
+    };
+    let whole = explanation.to_string();
+    if whole.len() <= MAX_GRANT_DECISION_BYTES {
+        return whole;
+    }
+    let mut kept = serde_json::Map::new();
+    for key in [
+        "caller",
+        "entitlement",
+        "risk",
+        "time",
+        "active_grants",
+        "outcome",
+        "matched",
+    ] {
+        if let Some(value) = explanation.get(key) {
+            kept.insert(key.to_owned(), value.clone());
+        }
+    }
+    kept.insert(
+        "inputs".to_owned(),
+        "left out of the grant record for size; the audit trail's decision event has them".into(),
+    );
+    let summary = serde_json::Value::Object(kept).to_string();
+    if summary.len() <= MAX_GRANT_DECISION_BYTES {
+        summary
+    } else {
+        serde_json::json!({
+            "outcome": explanation.get("outcome"),
+            "inputs": "left out of the grant record for size; the audit trail's decision event has them",
+        })
+        .to_string()
+    }
 }

@@ -17,8 +17,8 @@ use super::stream_slots::StreamSlots;
 use super::streams;
 use super::tls::PeerInfo;
 use super::wire::{
-    duration_of, grant_record, grant_spec, removal_status, review_record, state_filter, status,
-    summary,
+    duration_of, grant_page, grant_record, grant_spec, removal_status, review_record, state_filter,
+    status, summary,
 };
 use crate::ca::REFRESH_HINT;
 use crate::config::StreamLimits;
@@ -409,11 +409,14 @@ impl IssuerApi for IssuerService {
                     .awaiting_approval(&caller)
                     .await
                     .map_err(status)?;
+                let (grants, next_page_token) =
+                    grant_page(grants, request.page_size, &request.page_token)?;
                 return Ok(Response::new(pb::ListGrantsResponse {
                     grants: grants
                         .iter()
                         .map(|grant| grant_record(grant, &[]))
                         .collect(),
+                    next_page_token,
                 }));
             }
             let state = state_filter(request.state)?;
@@ -427,11 +430,14 @@ impl IssuerApi for IssuerService {
                 .list_grants(&caller, &filter)
                 .await
                 .map_err(status)?;
+            let (grants, next_page_token) =
+                grant_page(grants, request.page_size, &request.page_token)?;
             Ok(Response::new(pb::ListGrantsResponse {
                 grants: grants
                     .iter()
                     .map(|grant| grant_record(grant, &[]))
                     .collect(),
+                next_page_token,
             }))
         })
         .await

@@ -197,6 +197,9 @@ pub(super) fn status(error: IssueError) -> Status {
         // idempotent).
         tracing::warn!(error = %error, "revocation not replicated in time");
         Status::unavailable(format!("{error}; not acknowledged, retry"))
+    } else if let IssueError::Store(StoreError::SubjectFull { .. }) = &error {
+        // Not retried by clients: no pushback, and waiting alone may not help.
+        Status::resource_exhausted(error.to_string())
     } else if let IssueError::Audit(audit) = &error {
         tracing::error!(error = %audit, "audit trail unavailable; failing closed");
         Status::unavailable("audit trail unavailable; the operation was not completed")
@@ -225,4 +228,62 @@ pub(super) fn error_chain(error: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     text
+}
+
+/// Grants in one `ListGrants` reply when the request does not say.
+pub(super) const DEFAULT_PAGE_SIZE: usize = 100;
+/// Most grants in one `ListGrants` reply.
+pub(super) const MAX_PAGE_SIZE: usize = 1000;
+
+/// One page of `grants` (ordered here oldest first, then by id): those
+/// after `token`'s place, at most `page_size` of them, and the token of
+/// the next page if more remain. A token is `<created, ms>.<grant id>` of
+/// the last grant of the page before.
+pub(super) fn grant_page(
+    mut grants: Vec<Grant>,
+    page_size: u32,
+    token: &str,
+) -> Result<(Vec<Grant>, String), Status> {
+    let size = match page_size as usize {
+        0 => DEFAULT_PAGE_SIZE,
+        size if size <= MAX_PAGE_SIZE => size,
+        _ => {
+            return Err(Status::invalid_argument(format!(
+                "page_size: at most {MAX_PAGE_SIZE}"
+            )));
+        }
+    };
+    let key = |grant: &Grant| {
+        (
+            crate::clock::unix_millis(grant.created_at),
+            grant.id.simple(),
+        )
+    };
+    grants.sort_by_key(key);
+    if !token.is_empty() {
+        let after = token
+            .split_once('.')
+            .and_then(|(millis, id)| Some((millis.parse::<u64>().ok()?, id)))
+            .filter(|(_, id)| id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()))
+            .ok_or_else(|| {
+                Status::invalid_argument("page_token: not a token from a ListGrants reply")
+            })?;
+        grants.retain(|grant| {
+            let (millis, id) = key(grant);
+            (millis, id.as_str()) > (after.0, after.1)
+        });
+    }
+    let next = if grants.len() > size {
+        grants.truncate(size);
+        grants
+            .last()
+            .map(|last| {
+                let (millis, id) = key(last);
+                format!("{millis}.{id}")
+            })
+            .unwrap_or_default()
+    } else {
+        String::new()
+    };
+    Ok((grants, next))
 }

@@ -12,9 +12,9 @@ use async_trait::async_trait;
 use tokio::sync::Notify;
 
 use super::{
-    AckOutcome, AddOutcome, CredentialRevocation, EndTarget, Ending, GrantStore, Liveness,
-    LivenessQuery, REVIEW_RETENTION, RelyingParty, Review, ReviewAck, RevocationEvent,
-    RevocationFeed, StoreError, judge,
+    AckOutcome, AddOutcome, CredentialRevocation, DEFAULT_MAX_GRANTS_PER_SUBJECT, EndTarget,
+    Ending, GrantStore, Liveness, LivenessQuery, REVIEW_RETENTION, RelyingParty, Review, ReviewAck,
+    RevocationEvent, RevocationFeed, StoreError, judge,
 };
 use crate::clock::{Clock, SystemClock};
 use crate::grant::{Credential, CredentialId, Epoch, Grant, GrantId, GrantState, TaskId};
@@ -25,6 +25,8 @@ use crate::spiffe_id::SpiffeId;
 pub struct MemoryStore {
     clock: Arc<dyn Clock>,
     epoch: Epoch,
+    /// Most unexpired grants one subject may hold.
+    grant_cap: usize,
     state: Mutex<State>,
     stream: Arc<Stream>,
 }
@@ -45,6 +47,8 @@ struct Feed {
 #[derive(Debug, Default)]
 struct State {
     grants: HashMap<GrantId, Entry>,
+    /// Unexpired grants by subject, for the cap.
+    by_subject: HashMap<SpiffeId, usize>,
     /// Grants by expiry, soonest first, for pruning.
     expiries: BinaryHeap<Reverse<(SystemTime, GrantId)>>,
     /// Revoked tasks: reason, when, and until when the entry is kept.
@@ -79,9 +83,17 @@ impl MemoryStore {
         Self {
             clock,
             epoch: Epoch::generate(),
+            grant_cap: DEFAULT_MAX_GRANTS_PER_SUBJECT,
             state: Mutex::default(),
             stream: Arc::default(),
         }
+    }
+
+    /// Caps the unexpired grants one subject may hold (default
+    /// [`DEFAULT_MAX_GRANTS_PER_SUBJECT`]).
+    pub fn with_grant_cap(mut self, cap: usize) -> Self {
+        self.grant_cap = cap;
+        self
     }
 
     /// How many grants are held, live or not yet pruned.
@@ -100,6 +112,14 @@ impl MemoryStore {
         if state.grants.contains_key(&grant.id) {
             return Err(StoreError::Conflict(grant.id));
         }
+        let held = state.by_subject.entry(grant.subject.clone()).or_insert(0);
+        if *held >= self.grant_cap {
+            return Err(StoreError::SubjectFull {
+                subject: grant.subject.clone(),
+                cap: self.grant_cap,
+            });
+        }
+        *held += 1;
         state.expiries.push(Reverse((grant.expires_at, grant.id)));
         state.grants.insert(
             grant.id,
@@ -182,7 +202,7 @@ impl GrantStore for MemoryStore {
     }
 
     async fn discard_grant(&self, id: GrantId) -> Result<(), StoreError> {
-        self.lock().grants.remove(&id);
+        self.lock().remove(id);
         Ok(())
     }
 
@@ -552,9 +572,22 @@ impl State {
                     .get(&id)
                     .is_some_and(|entry| entry.grant.expires_at <= now)
             {
-                self.grants.remove(&id);
+                self.remove(id);
             }
         }
         self.revoked_tasks.retain(|_, (_, _, until)| *until > now);
+    }
+
+    /// Forgets grant `id`, and counts it off its subject's grants.
+    fn remove(&mut self, id: GrantId) {
+        let Some(entry) = self.grants.remove(&id) else {
+            return;
+        };
+        if let Some(held) = self.by_subject.get_mut(&entry.grant.subject) {
+            *held = held.saturating_sub(1);
+            if *held == 0 {
+                self.by_subject.remove(&entry.grant.subject);
+            }
+        }
     }
 }

@@ -32,6 +32,10 @@ use crate::spiffe_id::SpiffeId;
 /// Most credentials one grant may carry.
 pub const MAX_CREDENTIALS_PER_GRANT: usize = 64;
 
+/// Most unexpired grants (live or ended) one subject may hold, unless
+/// `[limits] max_grants_per_subject` says otherwise.
+pub const DEFAULT_MAX_GRANTS_PER_SUBJECT: usize = 1000;
+
 /// How long an acknowledged review is kept.
 pub const REVIEW_RETENTION: Duration = Duration::from_secs(30 * 24 * 60 * 60);
 
@@ -60,6 +64,17 @@ pub enum StoreError {
         /// What is wrong.
         message: String,
     },
+    /// The subject already holds as many unexpired grants as it may;
+    /// nothing was written.
+    #[error(
+        "{subject} holds {cap} unexpired grants, the most one subject may (limits.max_grants_per_subject); complete tasks or let grants expire"
+    )]
+    SubjectFull {
+        /// The subject.
+        subject: SpiffeId,
+        /// The cap.
+        cap: usize,
+    },
     /// A revocation was not acknowledged by enough replicas in time.
     #[error("revocation acknowledged by {acked} of {wanted} replicas")]
     NotReplicated {
@@ -74,7 +89,10 @@ impl StoreError {
     /// Whether the store certainly wrote nothing (as opposed to, say, a
     /// timeout after which the write may have happened).
     pub fn nothing_written(&self) -> bool {
-        matches!(self, Self::Conflict(_) | Self::EpochChanged(_))
+        matches!(
+            self,
+            Self::Conflict(_) | Self::EpochChanged(_) | Self::SubjectFull { .. }
+        )
     }
 }
 

@@ -281,3 +281,73 @@ async fn a_caller_over_its_rate_is_shed_and_others_are_not() {
         .await
         .unwrap();
 }
+
+#[tokio::test]
+async fn a_subject_holds_a_bounded_number_of_grants_listed_in_pages() {
+    use jitid::proto::v1 as pb;
+    // `limits.max_grants_per_subject` sets this cap on the store the
+    // server builds; the test gives it a store with the cap set.
+    let store =
+        jitid::store::MemoryStore::new(Arc::new(jitid::clock::SystemClock)).with_grant_cap(3);
+    let env = TestEnv::start_with(Arc::new(store)).await;
+    let runner = env.client_for(CI_RUNNER).await;
+    // Requests as large as a request may be: 16 labels of 256 bytes.
+    let mut request = SvidRequest::entitlement("ci-publish");
+    for n in 0..16 {
+        request = request.label(&format!("label_{n}"), &"x".repeat(256));
+    }
+    let mut ids = Vec::new();
+    for n in 0..3 {
+        let grant = runner
+            .request_grant(&request.clone().task(&format!("t{n}")))
+            .await
+            .unwrap();
+        let summary = grant.summary.unwrap();
+        // The grant keeps a bounded decision; the trail keeps the inputs.
+        assert!(grant.decision.len() <= 2048, "{}", grant.decision.len());
+        assert!(grant.decision.contains("audit trail"), "{}", grant.decision);
+        ids.push(summary.grant_id);
+    }
+    let error = runner
+        .request_grant(&request.clone().task("t3"))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        error.code(),
+        Some(tonic::Code::ResourceExhausted),
+        "{error}"
+    );
+    assert!(
+        error.to_string().contains("max_grants_per_subject"),
+        "{error}"
+    );
+    assert_eq!(error.retry_after(), None, "no pushback: not retried at once");
+
+    // Pages of two: the client follows them to the end, in order.
+    let page = |token: &str| pb::ListGrantsRequest {
+        page_size: 2,
+        page_token: token.to_owned(),
+        ..Default::default()
+    };
+    let listed = runner.list_grants(page("")).await.unwrap();
+    let listed: Vec<String> = listed
+        .iter()
+        .map(|grant| grant.summary.as_ref().unwrap().grant_id.clone())
+        .collect();
+    let mut sorted = ids.clone();
+    sorted.sort();
+    let mut got = listed.clone();
+    got.sort();
+    assert_eq!(got, sorted, "nothing written for the refused one");
+    // A made-up token, or a page too large, is refused.
+    for bad in [
+        page("not-a-token"),
+        pb::ListGrantsRequest {
+            page_size: 5000,
+            ..Default::default()
+        },
+    ] {
+        let error = runner.list_grants(bad).await.unwrap_err();
+        assert_eq!(error.code(), Some(tonic::Code::InvalidArgument), "{error}");
+    }
+}

@@ -51,6 +51,8 @@ pub use crate::redis_conn::RedisStoreConfig;
 /// A [`GrantStore`](super::GrantStore) on Redis.
 pub struct RedisStore {
     redis: RedisHandle,
+    /// Most unexpired grants one subject may hold.
+    grant_cap: usize,
     epoch: Mutex<Option<Epoch>>,
     scripts: Scripts,
 }
@@ -81,6 +83,7 @@ impl RedisStore {
     pub async fn with_handle(redis: RedisHandle) -> Result<Self, StoreError> {
         let store = Self {
             redis,
+            grant_cap: super::DEFAULT_MAX_GRANTS_PER_SUBJECT,
             epoch: Mutex::new(None),
             scripts: Scripts {
                 issue: Script::new(include_str!("lua/issue.lua")),
@@ -95,6 +98,13 @@ impl RedisStore {
         };
         store.refresh_epoch().await?;
         Ok(store)
+    }
+
+    /// Caps the unexpired grants one subject may hold (default
+    /// [`DEFAULT_MAX_GRANTS_PER_SUBJECT`](super::DEFAULT_MAX_GRANTS_PER_SUBJECT)).
+    pub fn with_grant_cap(mut self, cap: usize) -> Self {
+        self.grant_cap = cap;
+        self
     }
 
     /// The connection the store uses, to share with the audit trail.
@@ -197,7 +207,8 @@ impl RedisStore {
             .arg(encode_grant(
                 grant,
                 credential.map(std::slice::from_ref).unwrap_or(&[]),
-            ));
+            ))
+            .arg(self.grant_cap);
         let mut connection = self.redis.connection();
         invocation
             .invoke_async(&mut connection)
@@ -256,6 +267,10 @@ impl RedisStore {
         match outcome.as_str() {
             "ok" => Ok(()),
             "conflict" => Err(StoreError::Conflict(grant.id)),
+            "full" => Err(StoreError::SubjectFull {
+                subject: grant.subject.clone(),
+                cap: self.grant_cap,
+            }),
             other => match other.strip_prefix("epoch:") {
                 Some(current) => {
                     let epoch = Epoch::from_string(current.to_owned());

@@ -154,6 +154,60 @@ async fn redis_cluster_store_conforms() {
     assert_eq!(with_keys, 3, "every master holds grants");
 }
 
+/// A subject holds at most the cap's unexpired grants: the next is refused
+/// with nothing written, other subjects are not affected, and a grant
+/// gone makes room again.
+async fn cap_conformance(store: &dyn GrantStore) {
+    let mut held = Vec::new();
+    for n in 0..3 {
+        held.push(
+            issue(
+                store,
+                ALICE,
+                &format!("t{n}"),
+                Duration::from_secs(60),
+                None,
+            )
+            .await,
+        );
+    }
+    let (mut extra, credential) = held[0].clone();
+    extra.id = GrantId::generate(Shard::of(&extra.subject));
+    let error = store
+        .record_issuance(&extra, &credential)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&error, StoreError::SubjectFull { cap: 3, .. }),
+        "{error:?}"
+    );
+    assert!(error.nothing_written());
+    assert!(
+        error.to_string().contains("max_grants_per_subject"),
+        "{error}"
+    );
+    let error = store.record_grant(&extra).await.unwrap_err();
+    assert!(matches!(error, StoreError::SubjectFull { .. }), "{error:?}");
+    assert!(store.grant(extra.id).await.unwrap().is_none());
+    let alice = SpiffeId::new(ALICE).unwrap();
+    assert_eq!(store.grants_of(&alice).await.unwrap().len(), 3);
+    issue(store, BOB, "t", Duration::from_secs(60), None).await;
+    store.discard_grant(held[0].0.id).await.unwrap();
+    issue(store, ALICE, "t3", Duration::from_secs(60), None).await;
+}
+
+#[tokio::test]
+async fn stores_cap_the_grants_of_a_subject() {
+    let memory = MemoryStore::new(Arc::new(jitid::clock::SystemClock)).with_grant_cap(3);
+    cap_conformance(&memory).await;
+    let redis = RedisServer::start();
+    let store = RedisStore::connect(redis_config(vec![redis.url()], false))
+        .await
+        .unwrap()
+        .with_grant_cap(3);
+    cap_conformance(&store).await;
+}
+
 #[tokio::test]
 async fn memory_store_undoes_writes() {
     let store = MemoryStore::new(Arc::new(jitid::clock::SystemClock));
