@@ -296,6 +296,10 @@ pub struct BreakGlass {
     pub justification: String,
     /// The incident ticket.
     pub ticket: String,
+    /// The requester's earlier uses still awaiting review, when there are
+    /// any: a repeat, flagged for the reviewer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unreviewed_before: Option<u64>,
 }
 
 named! {

@@ -19,6 +19,9 @@ pub(super) struct Decided {
     pub(super) grant: Grant,
     pub(super) spiffe_id: SpiffeId,
     pub(super) approval: Approval,
+    /// For break-glass, the caller's uses still awaiting review before
+    /// this one.
+    unreviewed: usize,
     /// The request as received, for the audit trail.
     received: Record,
     /// The decision's explanation (the grant keeps it as text).
@@ -47,10 +50,11 @@ impl Issuer {
             .decide_inner(caller, new, audiences, now, &mut explanation)
             .await
         {
-            Ok((grant, spiffe_id, approval)) => Ok(Decided {
+            Ok((grant, spiffe_id, approval, unreviewed)) => Ok(Decided {
                 grant,
                 spiffe_id,
                 approval,
+                unreviewed,
                 received,
                 explanation: explanation.unwrap_or_default(),
             }),
@@ -83,7 +87,7 @@ impl Issuer {
         audiences: Option<&[String]>,
         now: SystemTime,
         explained: &mut Option<serde_json::Value>,
-    ) -> Result<(Grant, SpiffeId, Approval), IssueError> {
+    ) -> Result<(Grant, SpiffeId, Approval, usize), IssueError> {
         let catalogue = self.catalogue();
         let context = RequestContext {
             environment: self.environment.clone(),
@@ -122,6 +126,31 @@ impl Issuer {
                 return Err(denial.into());
             }
         };
+        // Break-glass again before a reviewer has looked at the last uses
+        // is refused past the entitlement's bound; the store is read only
+        // on this path.
+        let mut unreviewed = 0;
+        if decision.approval == Approval::BreakGlass {
+            let bound = catalogue
+                .entitlement(&decision.entitlement)
+                .and_then(|entitlement| entitlement.break_glass.as_ref())
+                .map_or(policy::DEFAULT_MAX_UNREVIEWED, |rule| rule.max_unreviewed);
+            unreviewed = self
+                .store
+                .reviews()
+                .await?
+                .iter()
+                .filter(|review| review.subject == caller.spiffe_id && review.ack.is_none())
+                .count();
+            if unreviewed >= bound {
+                return Err(policy::Denial::BreakGlassUnreviewed {
+                    entitlement: decision.entitlement.clone(),
+                    subject: caller.spiffe_id.to_string(),
+                    count: unreviewed,
+                }
+                .into());
+            }
+        }
         let task_id = new.task_id.clone().unwrap_or_else(TaskId::generate);
         let per_task = decision.identity == IdentityMode::PerTask;
         let spiffe_id = credential_id(&caller.spiffe_id, &task_id, per_task)?;
@@ -156,7 +185,7 @@ impl Issuer {
             decision: grant_decision(explained.as_ref()),
             delegation: None,
         };
-        Ok((grant, spiffe_id, decision.approval))
+        Ok((grant, spiffe_id, decision.approval, unreviewed))
     }
 }
 
@@ -205,6 +234,9 @@ impl Decided {
                     entitlement: grant.entitlement.clone(),
                     justification: grant.justification.clone(),
                     ticket: grant.ticket.clone(),
+                    unreviewed_before: u64::try_from(self.unreviewed)
+                        .ok()
+                        .filter(|count| *count > 0),
                 }),
             ));
         }

@@ -13,8 +13,9 @@ use crate::ca::BACKDATE;
 use crate::grant::{Grant, GrantState};
 use crate::store::{RelyingParty, RevocationEvent};
 
-/// Most revocation events one acknowledgement records.
-const MAX_ACKED_EVENTS: usize = 10_000;
+/// Most revocation events one acknowledgement records (each costs a few
+/// store round trips); the rest wait for the next.
+const MAX_ACKED_EVENTS: usize = 256;
 
 /// One registered relying party's application of a revocation.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -148,22 +149,22 @@ impl Issuer {
             from
         };
         let mut reached = false;
-        while !reached {
-            if events.len() >= MAX_ACKED_EVENTS {
-                // The rest is recorded with the next acknowledgement.
-                party.cursor.clone_from(&after);
-                break;
-            }
+        'read: while !reached {
             let batch = feed.read(&after, Duration::ZERO).await?;
-            let Some((last, _)) = batch.last() else {
+            if batch.is_empty() {
                 return Err(invalid(
                     "cursor",
                     format!("{cursor:?} is not an event of the revocation stream"),
                 ));
-            };
-            after = last.clone();
+            }
             for (at, event) in batch {
+                if events.len() >= MAX_ACKED_EVENTS {
+                    // The rest is recorded with the next acknowledgement.
+                    party.cursor.clone_from(&after);
+                    break 'read;
+                }
                 reached = at == cursor;
+                after.clone_from(&at);
                 events.push((at, event));
                 if reached {
                     break;

@@ -255,7 +255,7 @@ async fn a_refused_trail_leaves_no_new_grant_behind() {
             .request_grant(&runner, &entitlement("db-migrate"))
             .await,
     );
-    let break_glass = break_glass("INC-1 outage");
+    let break_glass = break_glass("INC-1: the primary database is down");
     assert_audit_refused(env.issuer.issue_x509(&runner, &break_glass, &env.csr).await);
     assert!(env.grants(RUNNER).await.is_empty());
     let admin = caller("spiffe://example.org/ops/admin");
@@ -326,7 +326,7 @@ async fn a_refused_trail_undoes_approvals_denials_reviews_and_delegations() {
     assert_eq!(now, pending, "the pending grant is as it was");
 
     // A review's acknowledgement.
-    let break_glass = break_glass("INC-2");
+    let break_glass = break_glass("INC-2: the primary database is down");
     let issued = env
         .issuer
         .issue_x509(&runner, &break_glass, &env.csr)
@@ -670,7 +670,7 @@ async fn only_owners_and_admins_revoke_and_no_one_reviews_their_own_break_glass(
     let outcome = env.issuer.revoke(&admin, &target, "done").await.unwrap();
     assert_eq!(outcome.grants, vec![grant.id]);
 
-    let break_glass = break_glass("INC-3");
+    let break_glass = break_glass("INC-3: the primary database is down");
     // A release runner uses break-glass; only a security reviewer closes it.
     let user = caller("spiffe://example.org/ci/runner-3");
     let issued = env

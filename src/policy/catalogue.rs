@@ -52,6 +52,7 @@ enum ApprovalMode {
 struct RawBreakGlass {
     allowed: Option<bool>,
     max_ttl: Option<String>,
+    max_unreviewed: Option<usize>,
     #[serde(default)]
     reviewers: Vec<String>,
 }
@@ -412,8 +413,19 @@ impl Entitlement {
             Some(RawBreakGlass {
                 allowed: None | Some(true),
                 max_ttl: break_glass_ttl,
+                max_unreviewed,
                 reviewers,
             }) => {
+                let max_unreviewed = match max_unreviewed {
+                    None => super::DEFAULT_MAX_UNREVIEWED,
+                    Some(count) if (1..=100).contains(&count) => count,
+                    Some(_) => {
+                        return Err(invalid(
+                            "break_glass.max_unreviewed",
+                            "must be between 1 and 100".to_owned(),
+                        ));
+                    }
+                };
                 let ttl = parse_ttl("break_glass.max_ttl", break_glass_ttl, default_ttl)?;
                 if ttl < MIN_TTL || ttl > max_ttl {
                     return Err(invalid(
@@ -432,6 +444,7 @@ impl Entitlement {
                 }
                 Some(BreakGlassRule {
                     max_ttl: ttl,
+                    max_unreviewed,
                     reviewers: patterns("break_glass.reviewers", &reviewers)?,
                     names: reviewers,
                 })

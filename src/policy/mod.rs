@@ -38,6 +38,10 @@ pub const DEFAULT_PENDING_TTL: Duration = Duration::from_secs(15 * 60);
 pub const MAX_PENDING_TTL: Duration = Duration::from_secs(24 * 60 * 60);
 /// Most labels one request may carry.
 pub const MAX_LABELS: usize = 16;
+/// Fewest characters a break-glass justification may have.
+pub const MIN_BREAK_GLASS_JUSTIFICATION: usize = 20;
+/// Default of `break_glass.max_unreviewed`.
+pub const DEFAULT_MAX_UNREVIEWED: usize = 3;
 /// Longest label key, in bytes.
 pub const MAX_LABEL_KEY_BYTES: usize = 64;
 /// Longest label value, in bytes.
@@ -201,9 +205,25 @@ pub enum Denial {
     /// The entitlement has no break-glass path.
     #[error("entitlement {0:?} does not allow break-glass")]
     BreakGlassNotAllowed(String),
-    /// A break-glass request must say why.
-    #[error("break-glass on entitlement {0:?} requires a justification")]
+    /// A break-glass request must say why, in at least
+    /// [`MIN_BREAK_GLASS_JUSTIFICATION`] characters.
+    #[error(
+        "break-glass on entitlement {0:?} requires a justification of at least {MIN_BREAK_GLASS_JUSTIFICATION} characters saying what is broken"
+    )]
     BreakGlassNeedsJustification(String),
+    /// The caller has as many unreviewed break-glass uses as the
+    /// entitlement allows; a reviewer must acknowledge one first.
+    #[error(
+        "{count} break-glass uses of {subject} await review, the most entitlement {entitlement:?} allows (break_glass.max_unreviewed); a reviewer must acknowledge one first"
+    )]
+    BreakGlassUnreviewed {
+        /// The entitlement.
+        entitlement: String,
+        /// The caller.
+        subject: String,
+        /// Its unreviewed uses.
+        count: usize,
+    },
     /// A `forbid` condition matched.
     #[error("conditions of entitlement {entitlement:?} forbid it: {}", .reasons.join("; "))]
     Forbidden {
@@ -309,6 +329,10 @@ pub enum ApprovalRule {
 pub struct BreakGlassRule {
     /// Longest (and default) TTL of a break-glass grant.
     pub max_ttl: Duration,
+    /// Most unreviewed break-glass uses one subject may have before a
+    /// reviewer acknowledges one (`break_glass.max_unreviewed`, default
+    /// [`DEFAULT_MAX_UNREVIEWED`]).
+    pub max_unreviewed: usize,
     /// Who reviews each use (never the requester).
     pub reviewers: Vec<IdPattern>,
     /// As written in the catalogue, for display.
@@ -605,7 +629,9 @@ fn decide(
         }
         Some(ttl) => ttl,
     };
-    if break_glass.is_some() && request.justification.trim().is_empty() {
+    if break_glass.is_some()
+        && request.justification.trim().chars().count() < MIN_BREAK_GLASS_JUSTIFICATION
+    {
         return Err(Denial::BreakGlassNeedsJustification(
             entitlement.name.clone(),
         ));

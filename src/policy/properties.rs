@@ -158,7 +158,11 @@ fn run(catalogue: &Catalogue, generated: &GenRequest) -> (Evaluation, Vec<Action
         entitlement: name.as_deref(),
         actions: &actions,
         ttl: generated.ttl.map(Duration::from_secs),
-        justification: if generated.justification { "why" } else { "" },
+        justification: if generated.justification {
+            "the primary database is down"
+        } else {
+            ""
+        },
         ticket: if generated.ticket { "CHG-1" } else { "" },
         audiences: None,
         break_glass: generated.break_glass,

@@ -563,3 +563,65 @@ async fn conditions_see_windows_tickets_labels_and_environment() {
     );
     assert_eq!(env.grants(), 2);
 }
+
+#[tokio::test]
+async fn break_glass_needs_a_real_reason_and_cannot_outrun_its_reviews() {
+    use jitid::audit::{AuditLog, EventKind};
+    let env = TestEnv::start().await;
+    let carol = env.client_for(SECURITY_A).await;
+    let emergency = SvidRequest::entitlement("db-migrate").break_glass();
+
+    // Trivial text is not a reason.
+    let error = carol
+        .fetch_x509_svid(&emergency.clone().justification("fix"))
+        .await
+        .unwrap_err();
+    refused(
+        &error,
+        tonic::Code::PermissionDenied,
+        "at least 20 characters",
+    );
+
+    // Three uses may await review at once (the default); the fourth waits
+    // for a reviewer.
+    let mut grants = Vec::new();
+    for n in 1..=3 {
+        let svid = carol
+            .fetch_x509_svid(
+                &emergency
+                    .clone()
+                    .justification(&format!("INC-{n}: the primary is down"))
+                    .task(&format!("incident-{n}")),
+            )
+            .await
+            .unwrap();
+        grants.push(svid.grant.grant_id);
+    }
+    let fourth = emergency
+        .clone()
+        .justification("INC-4: the primary is down again")
+        .task("incident-4");
+    let error = carol.fetch_x509_svid(&fourth).await.unwrap_err();
+    refused(
+        &error,
+        tonic::Code::PermissionDenied,
+        "3 break-glass uses of spiffe://example.org/security/carol await review",
+    );
+
+    // Repeats are flagged for the reviewer in the trail.
+    let events = env.audit.read(0, 10_000).await.unwrap();
+    let flagged: Vec<Option<u64>> = events
+        .iter()
+        .filter(|event| event.kind == EventKind::BreakGlass)
+        .map(|event| event.details["unreviewed_before"].as_u64())
+        .collect();
+    assert_eq!(flagged, [None, Some(1), Some(2)]);
+
+    // Once a reviewer acknowledges one, the next use goes through.
+    env.client_for(SECURITY_B)
+        .await
+        .ack_review(&grants[0], "failover needed; runbook followed")
+        .await
+        .unwrap();
+    carol.fetch_x509_svid(&fourth).await.unwrap();
+}

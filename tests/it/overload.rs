@@ -321,7 +321,11 @@ async fn a_subject_holds_a_bounded_number_of_grants_listed_in_pages() {
         error.to_string().contains("max_grants_per_subject"),
         "{error}"
     );
-    assert_eq!(error.retry_after(), None, "no pushback: not retried at once");
+    assert_eq!(
+        error.retry_after(),
+        None,
+        "no pushback: not retried at once"
+    );
 
     // Pages of two: the client follows them to the end, in order.
     let page = |token: &str| pb::ListGrantsRequest {

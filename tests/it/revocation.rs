@@ -742,3 +742,41 @@ async fn relying_party_names_are_bound_to_identities_in_the_config() {
     // The party it is bound to registers.
     ledger.watch_revocations_as("", "ledger-a").await.unwrap();
 }
+
+#[tokio::test]
+async fn one_acknowledgement_records_a_bounded_number_of_revocations() {
+    use tokio_stream::StreamExt as _;
+    let env = TestEnv::start_with_limits("caller_rate = 0").await;
+    let ledger = env.client_for("spiffe://example.org/svc/ledger").await;
+    let mut stream = ledger.watch_revocations_as("", "ledger-a").await.unwrap();
+    let runner = env.client_for(CI_RUNNER).await;
+    for n in 0..300 {
+        let svid = runner
+            .fetch_x509_svid(&SvidRequest::entitlement("ci-publish").task(&format!("t{n}")))
+            .await
+            .unwrap();
+        runner
+            .revoke(
+                pb::revoke_request::Target::GrantId(svid.grant.grant_id),
+                "done",
+            )
+            .await
+            .unwrap();
+    }
+    let mut seen = 0;
+    let mut last = String::new();
+    while seen < 300 {
+        let event = stream.next().await.unwrap().unwrap();
+        if !event.heartbeat {
+            seen += 1;
+            last = event.cursor;
+        }
+    }
+    // 256 now, the rest with the next acknowledgement of the same cursor.
+    assert_eq!(
+        ledger.ack_revocations("ledger-a", &last).await.unwrap(),
+        256
+    );
+    assert_eq!(ledger.ack_revocations("ledger-a", &last).await.unwrap(), 44);
+    assert_eq!(ledger.ack_revocations("ledger-a", &last).await.unwrap(), 0);
+}

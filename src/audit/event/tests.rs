@@ -245,6 +245,7 @@ fn approvals_reviews_and_break_glass_write_what_they_wrote() {
             entitlement: "db-migrate".to_owned(),
             justification: "INC-1".to_owned(),
             ticket: String::new(),
+            unreviewed_before: None,
         }),
         json!({
             "entitlement": "db-migrate",

@@ -94,6 +94,7 @@ fn story() -> Vec<AuditEvent> {
                 entitlement: "deploy".to_owned(),
                 justification: "INC-1".to_owned(),
                 ticket: String::new(),
+                unreviewed_before: None,
             }),
         ),
         (Some("g2"), issued(CredentialKind::Jwt, "g2.aa", "deploy")),
