@@ -287,6 +287,8 @@ struct RawConfig {
     #[serde(default)]
     groups: HashMap<String, Vec<String>>,
     #[serde(default)]
+    principals: BTreeMap<String, Vec<String>>,
+    #[serde(default)]
     windows: std::collections::BTreeMap<String, crate::policy::RawWindow>,
     environment: Option<String>,
     store: Option<String>,
@@ -518,6 +520,7 @@ impl Config {
             &trust_domain,
             &limits,
         )
+        .and_then(|catalogue| catalogue.with_principals(&raw.principals))
         .map_err(|error| ConfigError::Catalogue {
             path: path.to_owned(),
             error,

@@ -28,15 +28,25 @@ impl Issuer {
         check_comment("comment", comment)?;
         for _ in 0..4 {
             let (current, entitlement) = self.pending_for_approver(caller, id).await?;
-            if current
+            // Approvals count principals: two identities of one person are
+            // one approval.
+            let catalogue = self.catalogue();
+            let principal = catalogue.principal_of(&caller.spiffe_id);
+            if let Some(earlier) = current
                 .approvals
                 .iter()
-                .any(|approval| approval.approver == caller.spiffe_id)
+                .find(|approval| catalogue.principal_of(&approval.approver) == principal)
             {
-                return Err(IssueError::FailedPrecondition(format!(
-                    "{} has already approved grant {id}",
-                    caller.spiffe_id
-                )));
+                return Err(IssueError::FailedPrecondition(
+                    if earlier.approver == caller.spiffe_id {
+                        format!("{} has already approved grant {id}", caller.spiffe_id)
+                    } else {
+                        format!(
+                            "{principal} has already approved grant {id} as {}; approvals count principals, not identities",
+                            earlier.approver
+                        )
+                    },
+                ));
             }
             let now = self.clock.now();
             let mut next = current.clone();
@@ -144,11 +154,22 @@ impl Issuer {
                 caller.spiffe_id, grant.entitlement
             )));
         }
-        if grant.subject == caller.spiffe_id {
-            return Err(IssueError::Forbidden(format!(
-                "{} requested grant {id} and may not approve or deny it (separation of duties)",
-                caller.spiffe_id
-            )));
+        if catalogue.principal_of(&grant.subject) == catalogue.principal_of(&caller.spiffe_id) {
+            return Err(IssueError::Forbidden(
+                if grant.subject == caller.spiffe_id {
+                    format!(
+                        "{} requested grant {id} and may not approve or deny it (separation of duties)",
+                        caller.spiffe_id
+                    )
+                } else {
+                    format!(
+                        "{} acts for {}, who requested grant {id} as {}, and may not approve or deny it (separation of duties)",
+                        caller.spiffe_id,
+                        catalogue.principal_of(&caller.spiffe_id),
+                        grant.subject
+                    )
+                },
+            ));
         }
         if grant.state != GrantState::Pending {
             return Err(IssueError::FailedPrecondition(format!(
@@ -183,12 +204,13 @@ impl Issuer {
     pub async fn awaiting_approval(&self, caller: &Caller) -> Result<Vec<Grant>, IssueError> {
         let catalogue = self.catalogue();
         let mut pending = self.store.pending_grants().await?;
+        let principal = catalogue.principal_of(&caller.spiffe_id);
         pending.retain(|grant| {
-            grant.subject != caller.spiffe_id
+            catalogue.principal_of(&grant.subject) != principal
                 && !grant
                     .approvals
                     .iter()
-                    .any(|approval| approval.approver == caller.spiffe_id)
+                    .any(|approval| catalogue.principal_of(&approval.approver) == principal)
                 && catalogue
                     .entitlement(&grant.entitlement)
                     .is_some_and(|entitlement| entitlement.approver(&caller.spiffe_id))

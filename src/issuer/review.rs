@@ -62,11 +62,23 @@ impl Issuer {
                 caller.spiffe_id, review.entitlement
             )));
         }
-        if review.subject == caller.spiffe_id {
-            return Err(IssueError::Forbidden(format!(
-                "{} used break-glass on grant {id} and may not review it",
-                caller.spiffe_id
-            )));
+        let catalogue = self.catalogue();
+        if catalogue.principal_of(&review.subject) == catalogue.principal_of(&caller.spiffe_id) {
+            return Err(IssueError::Forbidden(
+                if review.subject == caller.spiffe_id {
+                    format!(
+                        "{} used break-glass on grant {id} and may not review it",
+                        caller.spiffe_id
+                    )
+                } else {
+                    format!(
+                        "{} acts for {}, who used break-glass on grant {id} as {}, and may not review it",
+                        caller.spiffe_id,
+                        catalogue.principal_of(&caller.spiffe_id),
+                        review.subject
+                    )
+                },
+            ));
         }
         let ack = ReviewAck {
             by: caller.spiffe_id.clone(),

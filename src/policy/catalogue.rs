@@ -113,7 +113,45 @@ impl Catalogue {
             entitlements,
             groups: parsed_groups,
             windows,
+            principals: Vec::new(),
         })
+    }
+
+    /// Adds `[principals]`: each a person or a team's on-call, named with
+    /// the SPIFFE ID patterns of its identities. An identity belongs to at
+    /// most one principal.
+    pub fn with_principals(
+        mut self,
+        principals: &BTreeMap<String, Vec<String>>,
+    ) -> Result<Self, CatalogueError> {
+        for (name, members) in principals {
+            let invalid = |message: String| CatalogueError::Invalid {
+                entry: format!("principal {name:?}"),
+                field: "principals",
+                message,
+            };
+            if members.is_empty() {
+                return Err(invalid(
+                    "needs at least one SPIFFE ID or pattern".to_owned(),
+                ));
+            }
+            let patterns = members
+                .iter()
+                .map(|member| IdPattern::parse(member).map_err(&invalid))
+                .collect::<Result<Vec<_>, _>>()?;
+            self.principals.push((name.clone(), patterns));
+        }
+        Ok(self)
+    }
+
+    /// Who `id` acts for: the first principal with a pattern matching it,
+    /// or else the identity itself. Separation of duties and N-of-M
+    /// approvals count these, not identities.
+    pub fn principal_of(&self, id: &SpiffeId) -> String {
+        self.principals
+            .iter()
+            .find(|(_, patterns)| patterns.iter().any(|pattern| pattern.matches(id)))
+            .map_or_else(|| id.to_string(), |(name, _)| format!("principal:{name}"))
     }
 
     /// Names of the groups `id` belongs to, sorted.

@@ -346,6 +346,8 @@ pub struct Catalogue {
     entitlements: Vec<Entitlement>,
     groups: Vec<(String, Vec<IdPattern>)>,
     windows: Vec<ChangeWindow>,
+    /// `[principals]`: the people or teams behind several identities.
+    principals: Vec<(String, Vec<IdPattern>)>,
 }
 
 /// Where and under what circumstances a request is made: what conditions

@@ -625,3 +625,72 @@ async fn break_glass_needs_a_real_reason_and_cannot_outrun_its_reviews() {
         .unwrap();
     carol.fetch_x509_svid(&fourth).await.unwrap();
 }
+
+#[tokio::test]
+async fn approvals_and_separation_of_duties_count_principals_not_identities() {
+    // Alice has two identities; so does the on-call team "dba".
+    let env = TestEnv::start_with_catalogue(
+        "[principals]\nalice = [\"spiffe://example.org/sre/alice\", \"spiffe://example.org/sre/alice-laptop\"]\ndba = [\"spiffe://example.org/ci/dba/*\", \"spiffe://example.org/sre/dba/*\"]\n",
+    )
+    .await;
+    let requester = env.client_for(SRE_C).await;
+    let pending = requester
+        .request_grant(&SvidRequest::entitlement("db-migrate").task("m-1"))
+        .await
+        .unwrap();
+    let grant_id = pending.summary.unwrap().grant_id;
+    env.client_for(SRE_A)
+        .await
+        .approve(&grant_id, "looks right")
+        .await
+        .unwrap();
+    // Alice's other identity is still Alice: not a second approval.
+    let laptop = env
+        .client_for("spiffe://example.org/sre/alice-laptop")
+        .await;
+    let error = laptop.approve(&grant_id, "again").await.unwrap_err();
+    refused(
+        &error,
+        tonic::Code::FailedPrecondition,
+        "principal:alice has already approved grant",
+    );
+    assert!(
+        laptop
+            .list_grants(pb::ListGrantsRequest {
+                awaiting_my_approval: true,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .is_empty(),
+        "not offered to Alice again"
+    );
+    // Someone else completes the two approvals.
+    let approved = env
+        .client_for(SRE_B)
+        .await
+        .approve(&grant_id, "ok")
+        .await
+        .unwrap();
+    assert_eq!(approved.state(), pb::GrantState::Active);
+
+    // A request made by one identity of the dba team cannot be approved by
+    // another of its identities.
+    let pending = env
+        .client_for("spiffe://example.org/ci/dba/runner")
+        .await
+        .request_grant(&SvidRequest::entitlement("db-migrate").task("m-2"))
+        .await
+        .unwrap();
+    let error = env
+        .client_for("spiffe://example.org/sre/dba/oncall")
+        .await
+        .approve(&pending.summary.unwrap().grant_id, "mine")
+        .await
+        .unwrap_err();
+    refused(
+        &error,
+        tonic::Code::PermissionDenied,
+        "acts for principal:dba",
+    );
+}
