@@ -56,8 +56,10 @@ impl Issuer {
                 comment: comment.to_owned(),
             });
             // A catalogue reload since the request may have lowered the
-            // maximum: the grant never gets more than the entitlement allows now.
+            // maximum or taken actions away: the grant never gets more than
+            // the entitlement allows now.
             next.ttl = next.ttl.min(entitlement.max_ttl);
+            let mut next = super::issue::within_entitlement(next, &entitlement)?;
             let needed = match &entitlement.approval {
                 policy::ApprovalRule::Approvers { min_approvals, .. } => *min_approvals,
                 policy::ApprovalRule::Auto => 1,

@@ -58,6 +58,8 @@ impl Issuer {
                 entitlement.name, entitlement.delegation_depth
             )));
         }
+        // Only what the entitlement still allows is passed on.
+        let parent = super::issue::within_entitlement(parent, entitlement)?;
         let actions = delegated_actions(&parent, &spec.actions)?;
         let expires_at = within_grant(
             spec.ttl,

@@ -404,7 +404,11 @@ impl Issuer {
                 )));
             }
         }
-        self.still_requester(&self.catalogue(), caller, &grant.entitlement)?;
+        let catalogue = self.catalogue();
+        let entitlement = self.still_requester(&catalogue, caller, &grant.entitlement)?;
+        // Credentials carry what the entitlement allows now: a reload that
+        // took actions away takes them from credentials minted after it.
+        let grant = within_entitlement(grant, entitlement)?;
         let expires_at = within_grant(existing.ttl, &grant, now, "")?;
         let spiffe_id = grant_spiffe_id(&grant)?;
         Ok((grant, spiffe_id, expires_at))
@@ -484,4 +488,22 @@ pub(super) fn within_grant(
         )),
         Some(ttl) => Ok(whole_seconds(now + ttl).min(grant.expires_at)),
     }
+}
+
+/// `grant` with only the actions `entitlement` still has; refused when
+/// none are left.
+pub(super) fn within_entitlement(
+    mut grant: Grant,
+    entitlement: &crate::policy::Entitlement,
+) -> Result<Grant, IssueError> {
+    grant
+        .actions
+        .retain(|action| entitlement.actions.contains(action));
+    if grant.actions.is_empty() {
+        return Err(IssueError::FailedPrecondition(format!(
+            "grant {} has no action left that entitlement {:?} still allows; request a new grant",
+            grant.id, grant.entitlement
+        )));
+    }
+    Ok(grant)
 }

@@ -588,6 +588,75 @@ async fn the_catalogue_in_force_decides_minting_under_a_grant() {
 }
 
 #[tokio::test]
+async fn minting_approving_and_delegating_keep_to_the_entitlement_as_it_is_now() {
+    let env = Env::new();
+    let runner = caller(RUNNER);
+    let grant = env
+        .issuer
+        .request_grant(&runner, &entitlement("ci-publish"))
+        .await
+        .unwrap();
+    let pending = env
+        .issuer
+        .request_grant(&runner, &entitlement("db-migrate"))
+        .await
+        .unwrap();
+    // A reload takes `publish:artifacts` and `db:migrate` away.
+    let narrower = CONFIG
+        .replace(
+            "actions = [\"read:source\", \"publish:artifacts\"]",
+            "actions = [\"read:source\"]",
+        )
+        .replace(
+            "actions = [\"db:migrate\", \"db:read\"]",
+            "actions = [\"db:read\"]",
+        );
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config::parse(&narrower, &dir.path().join("jitid.toml"), Path::new(".")).unwrap();
+    env.issuer.replace_catalogue(config.catalogue);
+
+    let issued = env
+        .issuer
+        .issue_x509(&runner, &under(&grant, None), &env.csr)
+        .await
+        .unwrap();
+    let extension =
+        crate::extension::GrantExtension::from_certificate(issued.chain[0].as_ref()).unwrap();
+    let actions: Vec<String> = extension.actions.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        actions,
+        ["read:source"],
+        "the credential carries what is allowed now"
+    );
+
+    env.issuer
+        .approve(&caller(SRE_A), &pending.id.to_string(), "ok")
+        .await
+        .unwrap();
+    let approved = env
+        .issuer
+        .approve(&caller(SRE_B), &pending.id.to_string(), "ok")
+        .await
+        .unwrap();
+    assert_eq!(approved.state, GrantState::Active);
+    assert_eq!(
+        approved.actions,
+        [crate::grant::Action::new("db:read").unwrap()]
+    );
+
+    // With every action of a grant gone, nothing more is minted under it.
+    let none = narrower.replace("actions = [\"read:source\"]", "actions = [\"write:docs\"]");
+    let config = Config::parse(&none, &dir.path().join("jitid.toml"), Path::new(".")).unwrap();
+    env.issuer.replace_catalogue(config.catalogue);
+    let error = env
+        .issuer
+        .issue_x509(&runner, &under(&grant, None), &env.csr)
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains("no action left"), "{error}");
+}
+
+#[tokio::test]
 async fn verify_follows_the_grant_and_the_clock() {
     let env = Env::new();
     let runner = caller(RUNNER);
