@@ -159,6 +159,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "clock",
             "crypto",
             "extension",
+            "grant",
             "issuer",
             "keyfile",
             "spiffe_id",
@@ -171,7 +172,15 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("incoming", &[]),
     (
         "config",
-        &["audit", "ca", "clock", "policy", "spiffe_id", "store"],
+        &[
+            "attest",
+            "audit",
+            "ca",
+            "clock",
+            "policy",
+            "spiffe_id",
+            "store",
+        ],
     ),
     (
         "server",
