@@ -89,6 +89,7 @@ impl Issuer {
             environment: self.environment.clone(),
             labels: new.labels.clone(),
             source: caller.source,
+            attestation: Some(caller.attestation_facts()),
         };
         let mut request = AccessRequest {
             entitlement: new.entitlement.as_deref(),
