@@ -126,6 +126,7 @@ impl Issuer {
         caller: &Caller,
         id: GrantId,
     ) -> Result<(Grant, Entitlement), IssueError> {
+        super::token::refuse_token(caller, "approve or deny grants")?;
         let grant = self
             .store
             .grant(id)
@@ -181,6 +182,7 @@ impl Issuer {
     /// Pending grants `caller` may approve: of entitlements it approves,
     /// requested by someone else.
     pub async fn awaiting_approval(&self, caller: &Caller) -> Result<Vec<Grant>, IssueError> {
+        super::token::refuse_token(caller, "approve grants")?;
         let catalogue = self.catalogue();
         let mut pending = self.store.pending_grants().await?;
         pending.retain(|grant| {
