@@ -6,6 +6,7 @@
 
 mod admission;
 mod audit_query;
+mod bearer;
 mod grpc;
 mod streams;
 mod tls;
@@ -21,6 +22,7 @@ use tokio_rustls::TlsAcceptor;
 
 pub use tls::{PeerInfo, TlsSetupError};
 
+use crate::attest::OidcAttestor;
 use crate::config::{AdmissionConfig, ServerIdentityConfig};
 use crate::issuer::Issuer;
 use crate::proto::v1::issuer_server::IssuerServer;
@@ -36,6 +38,8 @@ pub struct ServerSettings {
     pub max_request_bytes: usize,
     /// How many RPCs that do work are taken on at once, and per caller.
     pub admission: AdmissionConfig,
+    /// Checks the OIDC tokens callers send as `authorization: Bearer`.
+    pub oidc: Arc<OidcAttestor>,
 }
 
 /// Most HTTP/2 streams one connection may have open at once. A client
@@ -68,6 +72,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
     let clock = issuer.clock().clone();
+    let clock_for_tokens = clock.clone();
     let server_tls = tls::server_tls(
         issuer.authority(),
         &settings.identity,
@@ -114,6 +119,7 @@ pub async fn serve(
     };
 
     let result = tonic::transport::Server::builder()
+        .layer(bearer::BearerLayer::new(settings.oidc, clock_for_tokens))
         .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
         .add_service(health_service)
         .add_service(reflection)
