@@ -156,9 +156,14 @@ async fn an_unknown_kid_at_the_https_issuer_is_looked_up_once_then_refused() {
         GITLAB_APP,
     )
     .await;
-    // Read on first use; the unknown kid may not make it read again within
-    // ten seconds, however often it comes.
-    assert_eq!(oidc.jwks.fetches(), 1);
+    // Read on first use, and at most once more for the unknown kid (once
+    // per ten seconds: the rate itself is a unit test on a manual clock,
+    // `keys_are_read_on_first_use_and_again_on_an_unknown_kid_...`).
+    assert!(
+        (1..=2).contains(&oidc.jwks.fetches()),
+        "{}",
+        oidc.jwks.fetches()
+    );
     // The issuer's own keys still serve.
     oidc.client(&oidc.gitlab.sign(&gitlab_claims()))
         .await

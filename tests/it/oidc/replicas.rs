@@ -66,3 +66,28 @@ async fn a_token_replayed_through_a_second_replica_is_refused() {
         .unwrap();
     let _ = &mut oidc;
 }
+
+#[tokio::test]
+async fn with_the_store_out_of_reach_a_token_gets_nothing() {
+    let mut redis = RedisServer::start();
+    let store = Arc::new(
+        RedisStore::connect(RedisStoreConfig::new(&redis.url()))
+            .await
+            .unwrap(),
+    );
+    let oidc = OidcEnv::start_on(store).await;
+    let client = oidc.client(&oidc.github_ec.sign(&github_claims())).await;
+    redis.stop();
+    for error in [
+        client
+            .fetch_x509_svid(&SvidRequest::entitlement("ci-publish"))
+            .await
+            .unwrap_err(),
+        client
+            .fetch_jwt_svid(&SvidRequest::entitlement("ci-publish"), &["aud".to_owned()])
+            .await
+            .unwrap_err(),
+    ] {
+        assert_eq!(error.code(), Some(tonic::Code::Unavailable), "{error}");
+    }
+}
