@@ -8,7 +8,8 @@
 //! existing grant, and RequestGrant), `decide` (policy at request time),
 //! `approval`, `review`, `revoke` (revocation and completion), `verify`,
 //! `delegate`, `relying` (relying parties and proof of removal), `grants`
-//! (reading grants) and `events` (the audit records they write).
+//! (reading grants), `events` (the audit records they write) and `token`
+//! (what a caller attested by an OIDC token may do).
 //!
 //! Audit before effect: every use case that records a grant, a credential,
 //! an approval, a review or a delegation appends its audit events before
