@@ -30,6 +30,7 @@ fn main() {
         environment: "prod".to_owned(),
         labels: [("repo".to_owned(), "payments".to_owned())].into(),
         source: Some("10.1.2.3".parse().unwrap()),
+        attestation: None,
     };
     // A Monday, 10:00 UTC: inside the prod_changes window.
     let monday = SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_392_000 + 10 * 3600);

@@ -18,6 +18,7 @@ use std::sync::Arc;
 
 use tokio::net::TcpListener;
 
+use crate::attest::oidc::{OidcAttestor, OidcSetupError};
 use crate::audit::event::{CatalogueReloaded, Envelope, Event, ReloadRefused, Reloaded};
 use crate::audit::upkeep::{CheckpointSigner, SignedCheckpoint};
 use crate::audit::{
@@ -41,6 +42,10 @@ pub enum AppError {
     /// An attestation trust anchor file could not be read.
     #[error("loading attestation trust anchors")]
     Anchors(#[source] CaError),
+    /// An `[[attestation.oidc]]` provider could not be set up (its JWKS
+    /// file, its roots).
+    #[error(transparent)]
+    Oidc(#[from] OidcSetupError),
     /// The JSON-lines audit file, whose chain the memory trail continues,
     /// could not be read.
     #[error("cannot read {}", path.display())]
@@ -175,6 +180,12 @@ impl AppBuilder {
             }
             _ => None,
         };
+        let oidc = OidcAttestor::new(
+            config.attestation_oidc.clone(),
+            config.trust_domain.clone(),
+            clock.now(),
+        )
+        .await?;
         let store_kind = match (&self.store, &config.store) {
             (Some(_), _) => "given",
             (None, StoreConfig::Memory) => "memory",
@@ -257,6 +268,7 @@ impl AppBuilder {
             connections: config.connections,
             streams: config.streams,
             failure_window: config.audit.failure_window,
+            oidc: Arc::new(oidc),
         };
         Ok(App {
             config,

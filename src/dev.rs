@@ -198,6 +198,20 @@ dns_names = ["localhost"]
 ip_addresses = ["127.0.0.1"]
 cert_ttl = "1h"
 
+# CI jobs can attest with their platform's OIDC token instead of a stored
+# key (docs/ci.md): uncomment for GitHub Actions. The issuer's keys come
+# from jwks_url, or, with no network, from a copy of them in a file.
+# [[attestation.oidc]]
+# name = "github"
+# issuer = "https://token.actions.githubusercontent.com"
+# audiences = ["jitid"]
+# jwks_file = "github-jwks.json"
+# # jwks_url = "https://token.actions.githubusercontent.com/.well-known/jwks"
+# spiffe_id = "ci/github/{repository}"     # spiffe://example.org/ci/github/acme/app
+# task = "{run_id}-{run_attempt}"
+# [attestation.oidc.bound_claims]         # every one must match; * globs
+# repository_owner = "acme"
+
 [limits]
 max_request_bytes = 65536
 max_ttl = "1h"
@@ -228,6 +242,22 @@ actions = ["read:source", "publish:artifacts"]
 requesters = ["spiffe://example.org/ci/*"]
 default_ttl = "10m"
 max_ttl = "30m"
+
+# A release is published only by a CI job that proved itself with its
+# platform's OIDC token (never a stored key), from the main branch.
+[[entitlement]]
+name = "release-from-ci"
+owner = "release-engineering"
+purpose = "CI jobs on main publish releases, attested by their OIDC token"
+actions = ["publish:release"]
+requesters = ["spiffe://example.org/ci/*"]
+attestation = ["oidc"]
+conditions = """
+@id("main-only")
+@reason("only the main branch releases")
+permit (principal, action, resource)
+when { context.attestation.method == "oidc" && context.attestation.claims.ref == "refs/heads/main" };
+"""
 
 # An AI agent works on one research task, calling tools on the way. Each
 # task gets its own identity: spiffe://example.org/agents/planner/task/<id>.
@@ -304,5 +334,44 @@ mod tests {
         let later = now + IDENTITY_TTL - Duration::from_secs(3600);
         let third = ensure(dir.path(), later).unwrap();
         assert_ne!(std::fs::read(&third.identities[0].key).unwrap(), key);
+    }
+
+    #[tokio::test]
+    async fn the_commented_oidc_provider_loads_once_uncommented() {
+        let dir = tempfile::tempdir().unwrap();
+        let start = EXAMPLE_CONFIG.find("# [[attestation.oidc]]").unwrap();
+        let end = EXAMPLE_CONFIG[start..].find("\n\n").unwrap() + start;
+        let block = &EXAMPLE_CONFIG[start..end];
+        let uncommented: String = block
+            .lines()
+            .map(|line| line.strip_prefix("# ").unwrap_or(line))
+            .filter(|line| !line.starts_with("# "))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let text = EXAMPLE_CONFIG.replace(block, &uncommented);
+        assert!(text.contains("\n[[attestation.oidc]]\n"), "{text}");
+        std::fs::write(dir.path().join("github-jwks.json"), r#"{"keys": []}"#).unwrap();
+        let path = dir.path().join(CONFIG_FILE);
+        std::fs::write(&path, &text).unwrap();
+        let config = Config::load(&path).unwrap();
+        let [github] = config.attestation_oidc.as_slice() else {
+            panic!("{:?}", config.attestation_oidc);
+        };
+        assert_eq!(github.name, "github");
+        assert_eq!(github.spiffe_id.as_str(), "ci/github/{repository}");
+        crate::attest::OidcAttestor::new(
+            config.attestation_oidc.clone(),
+            config.trust_domain.clone(),
+            SystemTime::now(),
+        )
+        .await
+        .unwrap();
+        assert!(
+            config
+                .catalogue
+                .entitlement("release-from-ci")
+                .and_then(|e| e.attestation.clone())
+                .is_some()
+        );
     }
 }

@@ -12,7 +12,9 @@ use crate::proto::v1::{self as pb, issuer_client::IssuerClient};
 use crate::rotating::random_sample;
 use crate::svid::{grant_info, new_key_and_csr};
 use crate::tls::tls_channel;
-use crate::{Bundle, ClientConfig, ClientError, JwtSvid, RetryPolicy, SvidRequest, X509Svid};
+use crate::{
+    Bundle, ClientConfig, ClientError, JwtSvid, OidcToken, RetryPolicy, SvidRequest, X509Svid,
+};
 
 /// How long one RPC may take.
 const RPC_TIMEOUT: Duration = Duration::from_secs(30);
@@ -41,6 +43,8 @@ pub struct Client {
     channel: Channel,
     grpc: IssuerClient<Channel>,
     retry: RetryPolicy,
+    /// Sent with every call instead of attesting with a certificate.
+    token: Option<OidcToken>,
 }
 
 /// Opens connections that share one TLS configuration, so that each
@@ -72,6 +76,7 @@ impl Connector {
             grpc: IssuerClient::new(channel.clone()),
             channel,
             retry: self.retry,
+            token: None,
         })
     }
 }
@@ -94,13 +99,34 @@ impl Client {
         Connector::new(&config)?.connect().await
     }
 
+    /// Attests every call with an OIDC token (`authorization: Bearer`)
+    /// instead of a client certificate; connect with no
+    /// [`ClientConfig::identity`] then. The server checks the token, which
+    /// it accepts for one new grant: mint, complete and delegate under
+    /// that grant afterwards ([`SvidRequest::under_grant`]).
+    pub fn with_oidc_token(mut self, token: OidcToken) -> Self {
+        self.token = Some(token);
+        self
+    }
+
+    /// `message` as a request, with the token if there is one.
+    pub(crate) fn request<T>(&self, message: T) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        if let Some(token) = &self.token {
+            request
+                .metadata_mut()
+                .insert("authorization", token.header());
+        }
+        request
+    }
+
     /// Sends a unary request; while the server sheds it under load, waits
     /// and sends it again as the [`RetryPolicy`] says. Every unary call
     /// goes through here.
     pub(crate) async fn unary<Req, Res, Fut>(
         &self,
         request: Req,
-        rpc: impl Fn(IssuerClient<Channel>, Req) -> Fut,
+        rpc: impl Fn(IssuerClient<Channel>, tonic::Request<Req>) -> Fut,
     ) -> Result<Res, ClientError>
     where
         Req: Clone,
@@ -108,7 +134,7 @@ impl Client {
     {
         let mut attempt = 1;
         loop {
-            let error = match rpc(self.grpc.clone(), request.clone()).await {
+            let error = match rpc(self.grpc.clone(), self.request(request.clone())).await {
                 Ok(response) => return Ok(response.into_inner()),
                 Err(status) => ClientError::from(status),
             };
@@ -403,9 +429,9 @@ impl Client {
     ) -> Result<tonic::Streaming<pb::GrantRecord>, ClientError> {
         let mut grpc = self.grpc.clone();
         Ok(grpc
-            .watch_grant(pb::WatchGrantRequest {
+            .watch_grant(self.request(pb::WatchGrantRequest {
                 grant_id: grant_id.to_owned(),
-            })
+            }))
             .await?
             .into_inner())
     }
@@ -430,7 +456,7 @@ impl Client {
         request: pb::QueryAuditRequest,
     ) -> Result<tonic::Streaming<pb::QueryAuditResponse>, ClientError> {
         let mut grpc = self.grpc.clone();
-        Ok(grpc.query_audit(request).await?.into_inner())
+        Ok(grpc.query_audit(self.request(request)).await?.into_inner())
     }
 
     /// Every event line a query selects (it must not follow), as sent,
@@ -503,10 +529,10 @@ impl Client {
     ) -> Result<tonic::Streaming<pb::RevocationEvent>, ClientError> {
         let mut grpc = self.grpc.clone();
         Ok(grpc
-            .watch_revocations(pb::WatchRevocationsRequest {
+            .watch_revocations(self.request(pb::WatchRevocationsRequest {
                 cursor: cursor.to_owned(),
                 relying_party: relying_party.to_owned(),
-            })
+            }))
             .await?
             .into_inner())
     }
@@ -518,6 +544,7 @@ impl Client {
     }
 
     /// The generated gRPC client, for RPCs this wrapper does not cover.
+    /// Its calls carry no OIDC token: add it to each request yourself.
     pub fn grpc(&self) -> IssuerClient<Channel> {
         self.grpc.clone()
     }

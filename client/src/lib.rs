@@ -34,6 +34,7 @@ mod rotating;
 mod svid;
 mod task;
 mod tls;
+mod token;
 
 pub use client::{AuditLines, Client, Connector};
 pub use config::{ClientConfig, ClientIdentity};
@@ -47,6 +48,7 @@ pub use rotating::{
 };
 pub use svid::{Bundle, GrantInfo, JwtSvid, SvidRequest, X509Svid, new_key_and_csr};
 pub use task::{TaskIdentity, check_confirmation};
+pub use token::OidcToken;
 
 /// The Rust examples of the project's README and docs/, compiled as
 /// doctests of this crate (they use only `jitid_client`), so a renamed item

@@ -163,6 +163,27 @@ pub(crate) async fn connect(conn: &ConnArgs, need_identity: bool) -> anyhow::Res
     }
 }
 
+/// Connects as the caller `token` attests (an OIDC token, then no
+/// `--cert`/`--key` may be given: the server takes one attestation), or
+/// else as the `--cert`/`--key` identity.
+pub(crate) async fn connect_attested(
+    conn: &ConnArgs,
+    token: &super::oidc::TokenArgs,
+) -> anyhow::Result<Client> {
+    let Some(token) = token.token().await? else {
+        return connect(conn, true).await;
+    };
+    if conn.cert.is_some() || conn.key.is_some() {
+        return Err(Usage(
+            "give --cert/--key (JITID_CERT, JITID_KEY) or an OIDC token (--oidc-token-file, \
+             JITID_OIDC_TOKEN_FILE, --github-actions), not both: the server takes one attestation"
+                .to_owned(),
+        )
+        .into());
+    }
+    Ok(connect(conn, false).await?.with_oidc_token(token))
+}
+
 /// Connects without an identity, for what anyone may read (`bundle`).
 pub(crate) async fn connect_anonymous(server: &ServerArgs) -> anyhow::Result<Client> {
     let ca = server.ca()?;

@@ -29,11 +29,18 @@ use rustix::process::{Pid, Signal};
 use tokio::signal::unix::SignalKind;
 use tokio::sync::mpsc;
 
-use super::args::{ApprovalArgs, ConnArgs, RequestArgs, connect};
+use super::args::{ApprovalArgs, ConnArgs, RequestArgs, connect_attested};
 use super::fetch::{BUNDLE_FILE, KEY_FILE, SVID_FILE, approved_request, write_svid_files};
+use super::oidc::TokenArgs;
 
 /// The variables that attest `jitid exec` itself, kept from its command.
 const ATTESTATION_VARIABLES: &[&str] = &["JITID_CERT", "JITID_KEY", "JITID_OIDC_TOKEN_FILE"];
+/// With `--github-actions`, what lets a step request ID tokens: kept from
+/// the command too, or it could request one and mint beyond its task.
+const GITHUB_TOKEN_VARIABLES: &[&str] = &[
+    "ACTIONS_ID_TOKEN_REQUEST_URL",
+    "ACTIONS_ID_TOKEN_REQUEST_TOKEN",
+];
 
 #[derive(Args)]
 #[command(group(
@@ -50,6 +57,8 @@ pub(crate) struct ExecArgs {
     jwt_audiences: Vec<String>,
     #[command(flatten)]
     conn: ConnArgs,
+    #[command(flatten)]
+    token: TokenArgs,
     /// The command to run and its arguments, after `--`.
     #[arg(last = true, required = true, value_name = "COMMAND")]
     command: Vec<OsString>,
@@ -89,7 +98,8 @@ pub(crate) async fn run(args: ExecArgs) -> anyhow::Result<ExitCode> {
     // Listen first: from here on these signals are ours to forward, and a
     // Ctrl-C during the fetch stops the command from being started.
     let mut signals = listen_for_signals()?;
-    let client = connect(&args.conn, true).await?;
+    let client = connect_attested(&args.conn, &args.token).await?;
+    let by_token = args.token.oidc_token_file.is_some() || args.token.github_actions;
     let request = args.request.to_svid_request(&args.approval);
     // With --wait, the grant is requested and approved before anything
     // runs; the first credentials and every renewal are minted under it.
@@ -117,8 +127,9 @@ pub(crate) async fn run(args: ExecArgs) -> anyhow::Result<ExitCode> {
             return Err(failed.source.into());
         }
     };
-    if request.break_glass {
-        // One break-glass grant, reviewed once: renewals mint under it.
+    if request.break_glass || by_token {
+        // One break-glass grant, reviewed once, or the one grant a token
+        // makes: everything after mints under it.
         request = SvidRequest::under_grant(&first.svid.grant.grant_id);
     } else if request.grant_id.is_empty() {
         // Renewals and completion name the task, also one the server made up.
@@ -442,6 +453,11 @@ async fn supervise(
     for name in ATTESTATION_VARIABLES {
         command.env_remove(name);
     }
+    if args.token.github_actions {
+        for name in GITHUB_TOKEN_VARIABLES {
+            command.env_remove(name);
+        }
+    }
     if first.jwt.is_some() {
         command.env("JITID_JWT", dir.file(JWT_FILE));
     } else {
@@ -522,7 +538,10 @@ fn announce(grant: &GrantInfo, what: &str, dir: &CredentialDir) {
 /// Fetches fresh credentials at 70% of the current ones' lifetime and
 /// sends them to be written. A failure (a refusal, or the issuer out of
 /// reach) keeps the current files, warns, and tries again with backoff.
-/// Runs until aborted or the receiver is gone.
+/// Runs until aborted or the receiver is gone, or until a renewal lives
+/// no longer than what it replaces: under one grant (break-glass, or the
+/// grant an OIDC token made) credentials end with the grant, so renewing
+/// again would only mint more of them.
 async fn renew(renewal: Renewal, mut expires_at: SystemTime, renewed: mpsc::Sender<Issued>) {
     let mut wait = renew_in(remaining(expires_at));
     let mut failures = 0;
@@ -531,9 +550,16 @@ async fn renew(renewal: Renewal, mut expires_at: SystemTime, renewed: mpsc::Send
         match fetch(&renewal.client, &renewal.request, &renewal.audiences).await {
             Ok(issued) => {
                 failures = 0;
+                let last = issued.svid.grant.expires_at <= expires_at;
                 expires_at = issued.svid.grant.expires_at;
                 wait = renew_in(remaining(expires_at));
-                if renewed.send(issued).await.is_err() {
+                if renewed.send(issued).await.is_err() || last {
+                    if last {
+                        eprintln!(
+                            "jitid: the credentials end with their grant at {}; no further renewal",
+                            humantime::format_rfc3339_seconds(expires_at)
+                        );
+                    }
                     return;
                 }
             }

@@ -55,6 +55,12 @@ pub(crate) struct NothingFound(pub(crate) String);
 #[error("{0} relying part(ies) overdue")]
 pub(crate) struct Overdue(pub(crate) usize);
 
+/// Something the command needs besides the server is out of reach (a CI
+/// platform's token endpoint): exit 5, as an unavailable server.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub(crate) struct Unavailable(pub(crate) String);
+
 /// The command line is wrong (a missing flag clap cannot see): exit 2,
 /// as clap's own usage errors.
 #[derive(Debug, thiserror::Error)]
@@ -76,6 +82,9 @@ pub(crate) fn exit_code(error: &anyhow::Error) -> u8 {
     }
     if error.chain().any(|e| e.is::<Refused>()) {
         return 3;
+    }
+    if error.chain().any(|e| e.is::<Unavailable>()) {
+        return 5;
     }
     let client_error = error.chain().find_map(|e| e.downcast_ref::<ClientError>());
     match client_error {

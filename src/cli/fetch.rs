@@ -10,8 +10,11 @@ use jitid::keyfile::{self, KEY_MODE, PUBLIC_MODE};
 use jitid::proto::v1 as pb;
 use serde_json::json;
 
-use super::args::{ApprovalArgs, ConnArgs, RequestArgs, ServerArgs, connect, connect_anonymous};
+use super::args::{
+    ApprovalArgs, ConnArgs, RequestArgs, ServerArgs, connect_anonymous, connect_attested,
+};
 use super::exit::Refused;
+use super::oidc::TokenArgs;
 use super::output::{Output, grant_json, print_grant, state_name};
 
 #[derive(Subcommand)]
@@ -41,6 +44,8 @@ pub(crate) struct FetchX509Args {
     grant: GrantArgs,
     #[command(flatten)]
     conn: ConnArgs,
+    #[command(flatten)]
+    token: TokenArgs,
     /// Directory for svid.pem (chain), svid.key (0600) and bundle.pem.
     #[arg(long)]
     out: PathBuf,
@@ -55,6 +60,8 @@ pub(crate) struct FetchJwtArgs {
     grant: GrantArgs,
     #[command(flatten)]
     conn: ConnArgs,
+    #[command(flatten)]
+    token: TokenArgs,
     /// Audience (repeat for several).
     #[arg(long, required = true)]
     audience: Vec<String>,
@@ -149,7 +156,7 @@ async fn fetch_x509(args: FetchX509Args) -> anyhow::Result<()> {
     // A directory someone else could write to is refused before anything
     // is issued, so no credential is minted that cannot be kept safe.
     keyfile::create_private_dir(&args.out)?;
-    let client = connect(&args.conn, true).await?;
+    let client = connect_attested(&args.conn, &args.token).await?;
     let request =
         approved_request(&client, svid_request(&args.grant), &args.grant.approval).await?;
     let svid = client.fetch_x509_svid(&request).await?;
@@ -196,7 +203,7 @@ pub(crate) fn write_svid_files(out: &Path, svid: &jitid::client::X509Svid) -> an
 }
 
 async fn fetch_jwt(args: FetchJwtArgs) -> anyhow::Result<()> {
-    let client = connect(&args.conn, true).await?;
+    let client = connect_attested(&args.conn, &args.token).await?;
     let mut request =
         approved_request(&client, svid_request(&args.grant), &args.grant.approval).await?;
     request.bind_to_certificate = args.bind;

@@ -22,7 +22,8 @@ pub(crate) const FETCH_X509: &str = "\
 Examples:
   jitid fetch x509 --entitlement ci-publish --task build-1 --ttl 5m --out /tmp/svid
   jitid fetch x509 --entitlement prod-deploy --justification 'release 1.4' --ticket CHG-12 --wait --out /tmp/svid
-  jitid fetch x509 --entitlement db-migrate --break-glass --justification 'incident 311' --out /tmp/svid";
+  jitid fetch x509 --entitlement db-migrate --break-glass --justification 'incident 311' --out /tmp/svid
+  jitid fetch x509 --entitlement release-from-ci --oidc-token-file /run/ci/id-token --out /tmp/svid";
 
 /// `jitid fetch jwt --help`.
 pub(crate) const FETCH_JWT: &str = "\
@@ -52,7 +53,8 @@ exec says so on stderr and exits 5 even if the command succeeded.
 Examples:
   jitid exec --entitlement ci-publish -- ./publish.sh
   jitid exec --entitlement ci-publish --jwt-audience artifacts.example.org -- sh -c 'curl -H \"Authorization: Bearer $(cat $JITID_JWT)\" ...'
-  jitid exec --entitlement prod-deploy --justification 'release 1.4' --ticket CHG-12 --wait -- ./deploy.sh";
+  jitid exec --entitlement prod-deploy --justification 'release 1.4' --ticket CHG-12 --wait -- ./deploy.sh
+  jitid exec --github-actions --entitlement release-from-ci -- ./release.sh   (a GitHub Actions job, no stored key)";
 
 /// `jitid grants list --help`.
 pub(crate) const GRANTS_LIST: &str = "\

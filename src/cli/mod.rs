@@ -18,6 +18,7 @@ pub(crate) mod exit;
 mod fetch;
 mod grants;
 mod help;
+mod oidc;
 mod policy;
 mod revocation;
 mod revoke;

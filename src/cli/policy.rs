@@ -57,7 +57,9 @@ pub(crate) struct ExplainArgs {
     #[arg(long)]
     break_glass: bool,
     /// Context as key=value (repeat): `environment` and `source` (an IP)
-    /// set those; any other key is a label.
+    /// set those; `attestation` the method (`x509`, the default, or
+    /// `oidc`); `claim.NAME` a token claim (and the method `oidc`); any
+    /// other key is a label.
     #[arg(long = "context", value_parser = key_value)]
     context: Vec<(String, String)>,
     /// Decide as of this time (RFC 3339), instead of now.
@@ -78,7 +80,7 @@ pub(crate) fn run(command: PolicyCommand) -> anyhow::Result<()> {
 /// `jitid policy explain`: decides a request against a config's catalogue
 /// locally and prints the decision, its inputs and the rules that matched.
 fn policy_explain(args: ExplainArgs) -> anyhow::Result<()> {
-    use jitid::policy::{AccessRequest, RequestContext};
+    use jitid::policy::{AccessRequest, AttestationFacts, AttestationMethod, RequestContext};
     let config = Config::load(&args.config)?;
     let caller = SpiffeId::new(&args.caller).context("--as")?;
     let actions = args
@@ -92,8 +94,20 @@ fn policy_explain(args: ExplainArgs) -> anyhow::Result<()> {
         environment: config.environment.clone(),
         ..RequestContext::default()
     };
+    let mut method = None;
+    let mut claims = std::collections::BTreeMap::new();
     for (key, value) in args.context {
+        if let Some(claim) = key.strip_prefix("claim.") {
+            claims.insert(claim.to_owned(), serde_json::Value::String(value));
+            continue;
+        }
         match key.as_str() {
+            "attestation" => {
+                method =
+                    Some(AttestationMethod::parse(&value).with_context(|| {
+                        format!("--context attestation={value}: not x509 or oidc")
+                    })?);
+            }
             "environment" => context.environment = value,
             "source" => {
                 context.source = Some(
@@ -107,6 +121,12 @@ fn policy_explain(args: ExplainArgs) -> anyhow::Result<()> {
             }
         }
     }
+    let method = method.unwrap_or(if claims.is_empty() {
+        AttestationMethod::X509
+    } else {
+        AttestationMethod::Oidc
+    });
+    context.attestation = Some(AttestationFacts { method, claims });
     let now = match &args.at {
         Some(text) => humantime::parse_rfc3339_weak(text)
             .with_context(|| format!("--at {text:?}: not an RFC 3339 time"))?,
@@ -149,6 +169,12 @@ fn policy_explain(args: ExplainArgs) -> anyhow::Result<()> {
                 );
             }
             outln!("  environment {:?}", explanation.context.environment);
+            if let Some(facts) = &explanation.context.attestation {
+                outln!("  attestation {}", facts.method);
+                for (claim, value) in &facts.claims {
+                    outln!("  claim      {claim}={value}");
+                }
+            }
             for (key, value) in &explanation.context.labels {
                 outln!("  label      {key}={value}");
             }

@@ -11,6 +11,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::attest::oidc::{
+    Binding, BoundClaims, DEFAULT_CLOCK_SKEW, JwksSource, ProviderConfig, Template,
+};
 use crate::incoming::ConnectionLimits;
 use crate::policy::{Catalogue, CatalogueError, IdPattern, TtlLimits};
 use crate::spiffe_id::{SpiffeId, SpiffeIdError, TrustDomain};
@@ -89,6 +92,8 @@ pub struct Config {
     pub server: ServerIdentityConfig,
     /// PEM files of the CAs whose client certificates attest callers.
     pub attestation_trust_anchors: Vec<PathBuf>,
+    /// `[[attestation.oidc]]`: the issuers whose tokens attest callers.
+    pub attestation_oidc: Vec<ProviderConfig>,
     /// Largest accepted request message, in bytes.
     pub max_request_bytes: usize,
     /// How much work the server takes on: in flight, and per caller.
@@ -358,6 +363,32 @@ struct RawServer {
 #[serde(deny_unknown_fields)]
 struct RawAttestation {
     trust_anchors: Option<Vec<PathBuf>>,
+    #[serde(default)]
+    oidc: Vec<RawOidc>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawOidc {
+    name: String,
+    issuer: String,
+    audiences: Vec<String>,
+    jwks_file: Option<PathBuf>,
+    jwks_url: Option<String>,
+    jwks_ca_file: Option<PathBuf>,
+    spiffe_id: String,
+    task: Option<String>,
+    clock_skew: Option<String>,
+    #[serde(default)]
+    bound_claims: std::collections::BTreeMap<String, BoundValues>,
+}
+
+/// A `bound_claims` value: one value, or a list of them.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum BoundValues {
+    One(String),
+    Many(Vec<String>),
 }
 
 #[derive(Deserialize, Default)]
@@ -470,6 +501,31 @@ impl Config {
             Some(paths) => paths.iter().map(|p| base.join(p)).collect(),
             None => vec![ca.root_cert.clone()],
         };
+
+        let attestation_oidc = raw
+            .attestation
+            .oidc
+            .into_iter()
+            .map(|raw| oidc_provider(raw, base, &invalid))
+            .collect::<Result<Vec<_>, _>>()?;
+        for (index, provider) in attestation_oidc.iter().enumerate() {
+            let earlier = &attestation_oidc[..index];
+            if earlier.iter().any(|other| other.name == provider.name) {
+                return Err(invalid(
+                    "attestation.oidc.name",
+                    format!("{:?} is used by two providers", provider.name),
+                ));
+            }
+            if earlier.iter().any(|other| other.issuer == provider.issuer) {
+                return Err(invalid(
+                    "attestation.oidc.issuer",
+                    format!(
+                        "{:?}: issuer {:?} is used by two providers (a token's iss picks its provider)",
+                        provider.name, provider.issuer
+                    ),
+                ));
+            }
+        }
 
         let max_request_bytes = raw
             .limits
@@ -689,6 +745,7 @@ impl Config {
             ca,
             server,
             attestation_trust_anchors,
+            attestation_oidc,
             max_request_bytes,
             admission,
             connections,
@@ -835,6 +892,127 @@ fn connection_limits(
             defaults.idle_timeout,
             (1_000, 86_400_000),
         )?,
+    })
+}
+
+/// One `[[attestation.oidc]]` entry, validated; errors name the entry and
+/// the key.
+fn oidc_provider(
+    raw: RawOidc,
+    base: &Path,
+    invalid: &dyn Fn(&str, String) -> ConfigError,
+) -> Result<ProviderConfig, ConfigError> {
+    let name_ok = !raw.name.is_empty()
+        && raw.name.len() <= 64
+        && raw
+            .name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if !name_ok {
+        return Err(invalid(
+            "attestation.oidc.name",
+            format!(
+                "{:?} is not 1 to 64 letters, digits, '-', '_' or '.'",
+                raw.name
+            ),
+        ));
+    }
+    let name = raw.name;
+    let field = |key: &str, message: String| {
+        invalid(
+            &format!("attestation.oidc.{key}"),
+            format!("{name:?}: {message}"),
+        )
+    };
+    if raw.issuer.is_empty() || raw.issuer.len() > 1024 || raw.issuer.chars().any(char::is_control)
+    {
+        return Err(field(
+            "issuer",
+            "must be the iss its tokens carry (1 to 1024 printable bytes)".to_owned(),
+        ));
+    }
+    if raw.audiences.is_empty() || raw.audiences.iter().any(String::is_empty) {
+        return Err(field(
+            "audiences",
+            "needs at least one non-empty audience".to_owned(),
+        ));
+    }
+    let jwks = match (raw.jwks_file, raw.jwks_url) {
+        (Some(file), None) => {
+            if raw.jwks_ca_file.is_some() {
+                return Err(field(
+                    "jwks_ca_file",
+                    "goes with jwks_url, not jwks_file".to_owned(),
+                ));
+            }
+            JwksSource::File(base.join(file))
+        }
+        (None, Some(url)) => {
+            if !url.starts_with("https://") {
+                return Err(field(
+                    "jwks_url",
+                    format!("{url:?}: keys are fetched over https:// only"),
+                ));
+            }
+            JwksSource::Url {
+                url,
+                ca_file: raw.jwks_ca_file.map(|path| base.join(path)),
+            }
+        }
+        _ => {
+            return Err(field(
+                "jwks_file",
+                "set exactly one of jwks_file or jwks_url".to_owned(),
+            ));
+        }
+    };
+    let spiffe_id = Template::parse(raw.spiffe_id.strip_prefix('/').unwrap_or(&raw.spiffe_id))
+        .and_then(|template| template.check_path().map(|()| template))
+        .map_err(|message| field("spiffe_id", message))?;
+    let task = raw
+        .task
+        .map(|text| {
+            Template::parse(&text).and_then(|template| template.check_task().map(|()| template))
+        })
+        .transpose()
+        .map_err(|message| field("task", message))?;
+    let clock_skew = match raw.clock_skew {
+        None => DEFAULT_CLOCK_SKEW,
+        Some(text) => match parse_duration(&text) {
+            Ok(skew) if skew <= Duration::from_secs(600) => skew,
+            Ok(_) => return Err(field("clock_skew", "must be at most 10m".to_owned())),
+            Err(message) => return Err(field("clock_skew", message)),
+        },
+    };
+    if raw.bound_claims.is_empty() {
+        return Err(field(
+            "bound_claims",
+            "needs at least one binding: without one, every token the issuer signs for these \
+             audiences is accepted (on GitHub, any repository's)"
+                .to_owned(),
+        ));
+    }
+    let bound_claims = raw
+        .bound_claims
+        .into_iter()
+        .map(|(claim, values)| {
+            let values = match values {
+                BoundValues::One(value) => vec![value],
+                BoundValues::Many(values) => values,
+            };
+            Binding::parse(&claim, &values)
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|message| field("bound_claims", message))?;
+    Ok(ProviderConfig {
+        name,
+        issuer: raw.issuer,
+        audiences: raw.audiences,
+        jwks,
+        spiffe_id,
+        task,
+        clock_skew,
+        bound_claims: BoundClaims::new(bound_claims),
     })
 }
 

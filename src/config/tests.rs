@@ -334,3 +334,165 @@ fn errors_name_the_key() {
         .to_string();
     assert!(error.contains("bogus"), "{error}");
 }
+
+const GITHUB: &str = r#"
+[[attestation.oidc]]
+name = "github"
+issuer = "https://token.actions.githubusercontent.com"
+audiences = ["jitid"]
+jwks_file = "github-jwks.json"
+spiffe_id = "ci/github/{repository}"
+task = "{run_id}-{run_attempt}"
+[attestation.oidc.bound_claims]
+repository_owner = "acme"
+ref = ["refs/heads/main", "refs/tags/v*"]
+"#;
+
+#[test]
+fn oidc_providers_load_with_their_defaults() {
+    let config = parse(&format!("{}{GITHUB}", MINIMAL.trim_start())).unwrap();
+    let [github] = config.attestation_oidc.as_slice() else {
+        panic!("one provider: {:?}", config.attestation_oidc);
+    };
+    assert_eq!(github.name, "github");
+    assert_eq!(
+        github.jwks,
+        JwksSource::File(PathBuf::from("/etc/jitid/github-jwks.json"))
+    );
+    assert_eq!(github.spiffe_id.as_str(), "ci/github/{repository}");
+    assert_eq!(
+        github.task.as_ref().map(Template::as_str),
+        Some("{run_id}-{run_attempt}")
+    );
+    assert_eq!(github.clock_skew, Duration::from_secs(60));
+    assert_eq!(github.bound_claims.bindings().len(), 2);
+    let url = GITHUB.replace(
+        "jwks_file = \"github-jwks.json\"",
+        "jwks_url = \"https://token.actions.githubusercontent.com/.well-known/jwks\"\njwks_ca_file = \"ca.pem\"\nclock_skew = \"30s\"",
+    );
+    let config = parse(&format!("{}{url}", MINIMAL.trim_start())).unwrap();
+    assert_eq!(
+        config.attestation_oidc[0].jwks,
+        JwksSource::Url {
+            url: "https://token.actions.githubusercontent.com/.well-known/jwks".to_owned(),
+            ca_file: Some(PathBuf::from("/etc/jitid/ca.pem")),
+        }
+    );
+    assert_eq!(
+        config.attestation_oidc[0].clock_skew,
+        Duration::from_secs(30)
+    );
+}
+
+#[test]
+fn a_bad_oidc_provider_is_refused_at_load_naming_the_field() {
+    let check = |from: &str, to: &str, key: &str, says: &str| {
+        let text = format!("{}{}", MINIMAL.trim_start(), GITHUB.replace(from, to));
+        assert_ne!(
+            text,
+            format!("{}{GITHUB}", MINIMAL.trim_start()),
+            "{from:?} not found"
+        );
+        let error = parse(&text).unwrap_err().to_string();
+        assert!(error.contains(&format!("`{key}`")), "{key}: {error}");
+        assert!(error.contains(says), "{says:?} not in {error}");
+    };
+    check(
+        "name = \"github\"",
+        "name = \"git hub\"",
+        "attestation.oidc.name",
+        "letters",
+    );
+    check(
+        "issuer = \"https://token.actions.githubusercontent.com\"",
+        "issuer = \"\"",
+        "attestation.oidc.issuer",
+        "iss",
+    );
+    check(
+        "audiences = [\"jitid\"]",
+        "audiences = []",
+        "attestation.oidc.audiences",
+        "at least one",
+    );
+    check(
+        "jwks_file = \"github-jwks.json\"",
+        "jwks_url = \"http://example.org/jwks\"",
+        "attestation.oidc.jwks_url",
+        "https:// only",
+    );
+    check(
+        "jwks_file = \"github-jwks.json\"",
+        "jwks_file = \"a.json\"\njwks_url = \"https://example.org/jwks\"",
+        "attestation.oidc.jwks_file",
+        "exactly one",
+    );
+    check(
+        "jwks_file = \"github-jwks.json\"",
+        "",
+        "attestation.oidc.jwks_file",
+        "exactly one",
+    );
+    check(
+        "jwks_file = \"github-jwks.json\"",
+        "jwks_file = \"a.json\"\njwks_ca_file = \"ca.pem\"",
+        "attestation.oidc.jwks_ca_file",
+        "goes with jwks_url",
+    );
+    check(
+        "spiffe_id = \"ci/github/{repository}\"",
+        "spiffe_id = \"ci/../{repository}\"",
+        "attestation.oidc.spiffe_id",
+        "'.' or '..' segment",
+    );
+    check(
+        "spiffe_id = \"ci/github/{repository}\"",
+        "spiffe_id = \"ci/github/{repository\"",
+        "attestation.oidc.spiffe_id",
+        "not closed",
+    );
+    check(
+        "task = \"{run_id}-{run_attempt}\"",
+        "task = \"{run_id}/{run_attempt}\"",
+        "attestation.oidc.task",
+        "task id",
+    );
+    check(
+        "task = \"{run_id}-{run_attempt}\"",
+        "clock_skew = \"1h\"",
+        "attestation.oidc.clock_skew",
+        "at most 10m",
+    );
+    check(
+        "[attestation.oidc.bound_claims]\nrepository_owner = \"acme\"\nref = [\"refs/heads/main\", \"refs/tags/v*\"]\n",
+        "",
+        "attestation.oidc.bound_claims",
+        "at least one binding",
+    );
+    check(
+        "ref = [\"refs/heads/main\", \"refs/tags/v*\"]",
+        "ref = []",
+        "attestation.oidc.bound_claims",
+        "at least one value",
+    );
+    let twice = format!(
+        "{}{GITHUB}{}",
+        MINIMAL.trim_start(),
+        GITHUB.replace(
+            "issuer = \"https://token.actions.githubusercontent.com\"",
+            "issuer = \"https://gitlab.com\""
+        )
+    );
+    let error = parse(&twice).unwrap_err().to_string();
+    assert!(
+        error.contains("`attestation.oidc.name`") && error.contains("two providers"),
+        "{error}"
+    );
+    let same_issuer = format!(
+        "{}{GITHUB}{}",
+        MINIMAL.trim_start(),
+        GITHUB.replace("name = \"github\"", "name = \"github2\"")
+    );
+    let error = parse(&same_issuer).unwrap_err().to_string();
+    assert!(error.contains("`attestation.oidc.issuer`"), "{error}");
+}

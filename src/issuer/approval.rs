@@ -138,6 +138,7 @@ impl Issuer {
         caller: &Caller,
         id: GrantId,
     ) -> Result<(Grant, Entitlement), IssueError> {
+        super::token::refuse_token(caller, "approve or deny grants")?;
         let grant = self
             .store
             .grant(id)
@@ -204,6 +205,7 @@ impl Issuer {
     /// Pending grants `caller` may approve: of entitlements it approves,
     /// requested by someone else.
     pub async fn awaiting_approval(&self, caller: &Caller) -> Result<Vec<Grant>, IssueError> {
+        super::token::refuse_token(caller, "approve grants")?;
         let catalogue = self.catalogue();
         let mut pending = self.store.pending_grants().await?;
         let principal = catalogue.principal_of(&caller.spiffe_id);

@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::time::SystemTime;
 
-use serde::{Deserialize, Serialize};
-
+use crate::policy::AttestationFacts;
+pub use crate::policy::AttestationMethod;
 use crate::spiffe_id::SpiffeId;
 
 /// The attested workload making a request.
@@ -60,16 +60,6 @@ pub struct OidcEvidence {
     pub claims: BTreeMap<String, serde_json::Value>,
 }
 
-/// The attestation method, as policy and the audit trail name it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum AttestationMethod {
-    /// An attestation identity over mTLS (`x509`).
-    X509,
-    /// An OIDC token (`oidc`).
-    Oidc,
-}
-
 // === impl Caller ===
 
 impl Caller {
@@ -81,6 +71,27 @@ impl Caller {
             source: None,
             certificate_thumbprint: None,
             attestation: Attestation::Identity(evidence),
+        }
+    }
+
+    /// What policy sees of the attestation: the method, and a token's
+    /// claims.
+    pub fn attestation_facts(&self) -> AttestationFacts {
+        AttestationFacts {
+            method: self.attestation.method(),
+            claims: match &self.attestation {
+                Attestation::Identity(_) => BTreeMap::new(),
+                Attestation::Oidc(token) => token.claims.clone(),
+            },
+        }
+    }
+
+    /// Whether the caller presented a bearer token: such a caller may only
+    /// use the one grant its token made, and nothing an admin does.
+    pub fn by_token(&self) -> Option<&OidcEvidence> {
+        match &self.attestation {
+            Attestation::Identity(_) => None,
+            Attestation::Oidc(token) => Some(token),
         }
     }
 
@@ -104,32 +115,5 @@ impl Attestation {
             Self::Identity(_) => AttestationMethod::X509,
             Self::Oidc(_) => AttestationMethod::Oidc,
         }
-    }
-}
-
-// === impl AttestationMethod ===
-
-impl AttestationMethod {
-    /// The name policy and the trail use.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::X509 => "x509",
-            Self::Oidc => "oidc",
-        }
-    }
-
-    /// Parses a name written in the catalogue.
-    pub fn parse(name: &str) -> Option<Self> {
-        match name {
-            "x509" => Some(Self::X509),
-            "oidc" => Some(Self::Oidc),
-            _ => None,
-        }
-    }
-}
-
-impl std::fmt::Display for AttestationMethod {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
     }
 }

@@ -88,11 +88,13 @@ impl Issuer {
         now: SystemTime,
         explained: &mut Option<serde_json::Value>,
     ) -> Result<(Grant, SpiffeId, Approval, usize), IssueError> {
+        let task_id = task_of(caller, new)?;
         let catalogue = self.catalogue();
         let context = RequestContext {
             environment: self.environment.clone(),
             labels: new.labels.clone(),
             source: caller.source,
+            attestation: Some(caller.attestation_facts()),
         };
         let mut request = AccessRequest {
             entitlement: new.entitlement.as_deref(),
@@ -151,10 +153,17 @@ impl Issuer {
                 .into());
             }
         }
-        let task_id = new.task_id.clone().unwrap_or_else(TaskId::generate);
         let per_task = decision.identity == IdentityMode::PerTask;
         let spiffe_id = credential_id(&caller.spiffe_id, &task_id, per_task)?;
-        let (state, expires_at) = match decision.approval {
+        if caller.by_token().is_some() && matches!(decision.approval, Approval::Required { .. }) {
+            return Err(IssueError::FailedPrecondition(format!(
+                "entitlement {:?} needs approval, and a grant attested by an OIDC token cannot \
+                 wait for it (its lifetime would start at approval, past what the token bounds); \
+                 use an attestation identity, or break-glass",
+                decision.entitlement
+            )));
+        }
+        let (state, mut expires_at) = match decision.approval {
             Approval::Required { pending_ttl, .. } => {
                 (GrantState::Pending, whole_seconds(now + pending_ttl))
             }
@@ -163,6 +172,14 @@ impl Issuer {
                 (GrantState::Active, whole_seconds(now + decision.ttl))
             }
         };
+        let mut ttl = decision.ttl;
+        // A grant attested by a token never outlives it.
+        if let Some(until) = caller.attested_until()
+            && until < expires_at
+        {
+            expires_at = until;
+            ttl = until.duration_since(now).unwrap_or_default();
+        }
         let grant = Grant {
             id: GrantId::generate(Shard::of(&caller.spiffe_id)),
             subject: caller.spiffe_id.clone(),
@@ -180,12 +197,32 @@ impl Issuer {
             epoch: Epoch::from_string(String::new()),
             break_glass: decision.approval == Approval::BreakGlass,
             per_task,
-            ttl: decision.ttl,
+            ttl,
             approvals: Vec::new(),
             decision: grant_decision(explained.as_ref()),
             delegation: None,
         };
+        // Last, once the request is allowed: a refused request leaves the
+        // token unused.
+        self.claim_token_for(caller, &grant).await?;
         Ok((grant, spiffe_id, decision.approval, unreviewed))
+    }
+}
+
+/// The task of a new grant: the one a token's provider names (a request
+/// naming another is refused), the one asked for, or a new one.
+fn task_of(caller: &Caller, new: &NewGrant) -> Result<TaskId, IssueError> {
+    let from_token = caller.by_token().and_then(|token| token.task.as_deref());
+    match (from_token, &new.task_id) {
+        (Some(task), Some(asked)) if asked.as_str() != task => Err(IssueError::Forbidden(format!(
+            "task_id {asked}: a caller attested by an OIDC token works on the task its token \
+             names ({task})"
+        ))),
+        (Some(task), _) => {
+            TaskId::new(task).map_err(|error| invalid("task_id", format!("{task:?} {error}")))
+        }
+        (None, Some(asked)) => Ok(asked.clone()),
+        (None, None) => Ok(TaskId::generate()),
     }
 }
 

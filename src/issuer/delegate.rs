@@ -30,6 +30,7 @@ impl Issuer {
         let now = self.clock.now();
         let parent_id = spec.parent;
         let parent = self.owned_grant(caller, parent_id).await?;
+        self.check_token_grant(caller, &parent).await?;
         self.check_live_chain(&parent)?;
         for ancestor in parent.delegation.iter().flat_map(|d| &d.chain) {
             match self.store.grant(ancestor.grant_id).await? {

@@ -388,6 +388,7 @@ impl Issuer {
     ) -> Result<(Grant, SpiffeId, SystemTime), IssueError> {
         let id = existing.grant_id;
         let grant = self.owned_grant(caller, id).await?;
+        self.check_token_grant(caller, &grant).await?;
         match grant.state {
             GrantState::Active => {}
             GrantState::Pending => {

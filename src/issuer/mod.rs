@@ -8,7 +8,8 @@
 //! existing grant, and RequestGrant), `decide` (policy at request time),
 //! `approval`, `review`, `revoke` (revocation and completion), `verify`,
 //! `delegate`, `relying` (relying parties and proof of removal), `grants`
-//! (reading grants) and `events` (the audit records they write).
+//! (reading grants), `events` (the audit records they write) and `token`
+//! (what a caller attested by an OIDC token may do).
 //!
 //! Audit before effect: every use case that records a grant, a credential,
 //! an approval, a review or a delegation appends its audit events before
@@ -27,6 +28,7 @@ mod relying;
 pub mod request;
 mod review;
 mod revoke;
+mod token;
 mod verify;
 
 #[cfg(test)]
@@ -95,6 +97,10 @@ pub enum IssueError {
     /// complete (fail closed).
     #[error(transparent)]
     Audit(#[from] AuditError),
+    /// The caller's evidence does not hold for this request (an OIDC token
+    /// used before); nothing was recorded.
+    #[error("{0}")]
+    Unauthenticated(String),
 }
 
 /// The issuer: policy, CA, store and clock behind one API.
@@ -137,6 +143,11 @@ impl IssueError {
             Self::Ca(CaError::Invalid(_)) => false,
             _ => false,
         }
+    }
+
+    /// Whether the caller's evidence was refused.
+    pub fn is_unauthenticated(&self) -> bool {
+        matches!(self, Self::Unauthenticated(_))
     }
 
     /// Whether the target's state does not allow the operation.
@@ -273,6 +284,7 @@ impl Issuer {
 
     /// The central audit trail, for an admin or auditor to read.
     pub fn audit_trail(&self, caller: &Caller) -> Result<Arc<dyn AuditLog>, IssueError> {
+        token::refuse_token(caller, "read the audit trail")?;
         if !self.is_admin(caller)
             && !self
                 .auditors
@@ -308,10 +320,14 @@ impl Issuer {
             .unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(catalogue);
     }
 
+    /// Whether `caller` is an admin: never one attested by a token, whose
+    /// SPIFFE ID comes from claims a CI job's author controls.
     fn is_admin(&self, caller: &Caller) -> bool {
-        self.admins
-            .iter()
-            .any(|pattern| pattern.matches(&caller.spiffe_id))
+        caller.by_token().is_none()
+            && self
+                .admins
+                .iter()
+                .any(|pattern| pattern.matches(&caller.spiffe_id))
     }
 
     /// The certificate authority.
@@ -334,10 +350,11 @@ impl Issuer {
     fn may_read(&self, caller: &Caller, grant: &Grant) -> bool {
         grant.subject == caller.spiffe_id
             || self.is_admin(caller)
-            || self
-                .catalogue()
-                .entitlement(&grant.entitlement)
-                .is_some_and(|entitlement| entitlement.approver(&caller.spiffe_id))
+            || (caller.by_token().is_none()
+                && self
+                    .catalogue()
+                    .entitlement(&grant.entitlement)
+                    .is_some_and(|entitlement| entitlement.approver(&caller.spiffe_id)))
     }
 
     /// The grant, if it exists and belongs to `caller`.

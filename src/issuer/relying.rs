@@ -56,6 +56,7 @@ impl Issuer {
         name: &str,
         cursor: &str,
     ) -> Result<(RelyingParty, Option<RelyingParty>), IssueError> {
+        super::token::refuse_token(caller, "register as a relying party")?;
         check_name("relying_party", name)?;
         // Names are bound to identities by the operator, so no workload can
         // take another's name and keep it from proving removal.
@@ -232,6 +233,7 @@ impl Issuer {
         caller: &Caller,
         grant_id: &str,
     ) -> Result<RemovalStatus, IssueError> {
+        super::token::refuse_token(caller, "read proof of removal")?;
         let now = self.clock.now();
         let grant_id = parse_grant_id(grant_id)?;
         let grant = self.store.grant(grant_id).await?.ok_or_else(|| {

@@ -14,6 +14,7 @@ impl Issuer {
     /// Break-glass reviews `caller` may see: those of entitlements it
     /// reviews (all, for admins). Open ones only, unless `all`.
     pub async fn reviews(&self, caller: &Caller, all: bool) -> Result<Vec<Review>, IssueError> {
+        super::token::refuse_token(caller, "review break-glass uses")?;
         let admin = self.is_admin(caller);
         let catalogue = self.catalogue();
         let mut reviews = self.store.reviews().await?;
@@ -35,6 +36,7 @@ impl Issuer {
         grant_id: &str,
         comment: &str,
     ) -> Result<Review, IssueError> {
+        super::token::refuse_token(caller, "review break-glass uses")?;
         let id = parse_grant_id(grant_id)?;
         check_comment("comment", comment)?;
         if comment.trim().is_empty() {

@@ -62,6 +62,7 @@ impl Issuer {
         target: &RevokeTarget,
         reason: &str,
     ) -> Result<RevokeOutcome, IssueError> {
+        super::token::refuse_token(caller, "revoke (end its task with CompleteTask)")?;
         if reason.len() > MAX_JUSTIFICATION_BYTES {
             return Err(invalid(
                 "reason",
@@ -281,6 +282,7 @@ impl Issuer {
             CompleteTarget::Grant(text) => {
                 let grant_id = parse_grant_id(text)?;
                 let grant = self.owned_grant(caller, grant_id).await?;
+                self.check_token_grant(caller, &grant).await?;
                 let mut ended = self.store.end(EndTarget::Grant(grant_id), &ending).await?;
                 let (more, descendants) = self.end_descendants(&grant, &ending).await?;
                 ended.extend(more);
@@ -291,6 +293,7 @@ impl Issuer {
             }
             CompleteTarget::Task(text) => {
                 let task = TaskId::new(text).map_err(|error| name_error("task_id", text, error))?;
+                self.check_token_task(caller, &task).await?;
                 let ended = self
                     .store
                     .end(

@@ -21,6 +21,9 @@ use crate::grant::GrantState;
 use crate::spiffe_id::SpiffeId;
 use crate::store::MemoryStore;
 
+#[cfg(test)]
+mod oidc;
+
 const RUNNER: &str = "spiffe://example.org/ci/runner-1";
 const AGENT: &str = "spiffe://example.org/agents/planner";
 const SRE_A: &str = "spiffe://example.org/sre/alice";

@@ -18,6 +18,7 @@ pub struct RawEntitlement {
     purpose: Option<String>,
     actions: Vec<String>,
     requesters: Vec<String>,
+    attestation: Option<Vec<String>>,
     default_ttl: Option<String>,
     max_ttl: Option<String>,
     risk: Option<Risk>,
@@ -241,6 +242,24 @@ impl Entitlement {
             .any(|pattern| pattern.matches(caller))
     }
 
+    /// Whether a caller attested as `context` says may use it: refused when
+    /// the entitlement names methods and the caller's (or an unknown one)
+    /// is not among them.
+    pub fn check_method(&self, context: &RequestContext) -> Result<(), Denial> {
+        let Some(allowed) = &self.attestation else {
+            return Ok(());
+        };
+        let method = context.attestation.as_ref().map(|facts| facts.method);
+        if method.is_some_and(|method| allowed.contains(&method)) {
+            return Ok(());
+        }
+        Err(Denial::AttestationNotAllowed {
+            entitlement: self.name.clone(),
+            allowed: allowed.clone(),
+            attested: method.map_or("an unknown method".to_owned(), |m| m.to_string()),
+        })
+    }
+
     /// Whether `caller` is one of the entitlement's approvers.
     pub fn approver(&self, caller: &SpiffeId) -> bool {
         match &self.approval {
@@ -329,6 +348,35 @@ impl Entitlement {
             Ok(patterns)
         };
         let requesters = patterns("requesters", &raw.requesters)?;
+        let attestation = match &raw.attestation {
+            None => None,
+            Some(names) if names.is_empty() => {
+                return Err(invalid(
+                    "attestation",
+                    "needs at least one method (leave it out to allow any)".to_owned(),
+                ));
+            }
+            Some(names) => Some(
+                names
+                    .iter()
+                    .map(|name| {
+                        AttestationMethod::parse(name).ok_or_else(|| {
+                            invalid(
+                                "attestation",
+                                format!(
+                                    "{name:?} is not an attestation method ({})",
+                                    AttestationMethod::ALL
+                                        .iter()
+                                        .map(|m| m.as_str())
+                                        .collect::<Vec<_>>()
+                                        .join(" or ")
+                                ),
+                            )
+                        })
+                    })
+                    .collect::<Result<Vec<_>, _>>()?,
+            ),
+        };
 
         let parse_ttl = |field: &'static str, text: Option<String>, default: Duration| match text {
             None => Ok(default),
@@ -520,6 +568,7 @@ impl Entitlement {
             purpose: raw.purpose,
             actions,
             requesters,
+            attestation,
             default_ttl,
             max_ttl,
             risk,

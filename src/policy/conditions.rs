@@ -6,7 +6,9 @@
 //!   matches;
 //! - action: `Action::"<action>"`;
 //! - resource: `Entitlement::"<name>"`, with attributes `risk` and `owner`;
-//! - context: see [`RequestContext`] and docs/policy.md.
+//! - context: see [`RequestContext`] and docs/policy.md; how the caller
+//!   was attested is `context.attestation.method` (`"x509"`, `"oidc"`)
+//!   and an OIDC token's claims are `context.attestation.claims`.
 //!
 //! An action is allowed when a `permit` matches and no `forbid` does. A
 //! policy that fails to evaluate (say, it reads a context field that is not
@@ -379,8 +381,60 @@ fn build(
             RestrictedExpression::new_ip(source.to_string()),
         ));
     }
+    if let Some(attestation) = &context.attestation {
+        pairs.push((
+            "attestation".to_owned(),
+            record(vec![
+                ("method".to_owned(), string(attestation.method.as_str())),
+                (
+                    "claims".to_owned(),
+                    record(
+                        attestation
+                            .claims
+                            .iter()
+                            .filter_map(|(name, value)| {
+                                cedar_value(value, 0).map(|value| (name.clone(), value))
+                            })
+                            .collect(),
+                    )?,
+                ),
+            ])?,
+        ));
+    }
     let context = Context::from_pairs(pairs).map_err(|error| error.to_string())?;
     Ok((principal, resource, entities, context))
+}
+
+/// How deep claims nest into Cedar records; deeper objects are dropped.
+const MAX_CLAIM_DEPTH: usize = 4;
+
+/// A token claim as a Cedar value: strings, booleans and whole numbers as
+/// themselves, other numbers as their text, lists as sets and objects as
+/// records (of what maps); null, and objects nested too deep, as nothing.
+fn cedar_value(value: &serde_json::Value, depth: usize) -> Option<RestrictedExpression> {
+    use serde_json::Value;
+    match value {
+        Value::Null => None,
+        Value::Bool(flag) => Some(RestrictedExpression::new_bool(*flag)),
+        Value::String(text) => Some(RestrictedExpression::new_string(text.clone())),
+        Value::Number(number) => Some(match number.as_i64() {
+            Some(whole) => RestrictedExpression::new_long(whole),
+            None => RestrictedExpression::new_string(number.to_string()),
+        }),
+        Value::Array(items) if depth < MAX_CLAIM_DEPTH => Some(RestrictedExpression::new_set(
+            items.iter().filter_map(|item| cedar_value(item, depth + 1)),
+        )),
+        Value::Object(fields) if depth < MAX_CLAIM_DEPTH => RestrictedExpression::new_record(
+            fields
+                .iter()
+                .filter_map(|(name, value)| {
+                    cedar_value(value, depth + 1).map(|value| (name.clone(), value))
+                })
+                .collect::<Vec<_>>(),
+        )
+        .ok(),
+        Value::Array(_) | Value::Object(_) => None,
+    }
 }
 
 fn uid(kind: &EntityTypeName, id: &str) -> EntityUid {

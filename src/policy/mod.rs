@@ -6,6 +6,7 @@
 //! inputs it looked at and the rules that produced it. The server maps a
 //! [`Denial`] to a status in one place.
 
+mod attestation;
 mod catalogue;
 pub mod conditions;
 pub mod window;
@@ -16,6 +17,7 @@ use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
+pub use self::attestation::{AttestationFacts, AttestationMethod};
 pub use self::catalogue::RawEntitlement;
 pub use self::conditions::Conditions;
 pub use self::window::{ChangeWindow, RawWindow};
@@ -250,6 +252,19 @@ pub enum Denial {
         /// What went wrong.
         message: String,
     },
+    /// The entitlement requires another attestation method.
+    #[error(
+        "entitlement {entitlement:?} requires attestation by {}; the caller was attested by {attested}",
+        .allowed.iter().map(|m| m.as_str()).collect::<Vec<_>>().join(" or ")
+    )]
+    AttestationNotAllowed {
+        /// The entitlement.
+        entitlement: String,
+        /// The methods it allows.
+        allowed: Vec<AttestationMethod>,
+        /// How the caller was attested (`unknown` when not said).
+        attested: String,
+    },
     /// The caller already holds the most active grants allowed.
     #[error(
         "{caller} already holds {max} active grants of entitlement {entitlement:?} (max_active)"
@@ -277,6 +292,9 @@ pub struct Entitlement {
     pub actions: Vec<Action>,
     /// Who may request it.
     pub requesters: Vec<IdPattern>,
+    /// The attestation methods a requester must have used; `None` allows
+    /// any.
+    pub attestation: Option<Vec<AttestationMethod>>,
     /// TTL when a request names none.
     pub default_ttl: Duration,
     /// Longest TTL a request may ask for.
@@ -360,6 +378,10 @@ pub struct RequestContext {
     pub labels: BTreeMap<String, String>,
     /// The caller's network address, when known.
     pub source: Option<IpAddr>,
+    /// How the caller was attested, when known: the method, and a token's
+    /// claims (`context.attestation` in conditions).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attestation: Option<AttestationFacts>,
 }
 
 /// How a granted request proceeds.
@@ -571,6 +593,7 @@ fn decide(
                     entitlement: entitlement.name.clone(),
                 });
             }
+            entitlement.check_method(situation.context)?;
             let outside: Vec<String> = requested
                 .iter()
                 .filter(|action| !entitlement.actions.contains(action))
@@ -585,19 +608,41 @@ fn decide(
             entitlement
         }
         None if requested.is_empty() => return Err(Denial::NothingRequested),
-        None => catalogue
-            .entitlements
-            .iter()
-            .find(|entitlement| {
+        None => {
+            let covering = |entitlement: &&Entitlement| {
                 entitlement.admits(caller)
                     && requested
                         .iter()
                         .all(|action| entitlement.actions.contains(action))
-            })
-            .ok_or_else(|| Denial::NoEntitlementCovers {
-                caller: caller.clone(),
-                actions: requested.iter().map(|a| a.as_str().to_owned()).collect(),
-            })?,
+            };
+            let found = catalogue
+                .entitlements
+                .iter()
+                .filter(covering)
+                .find(|entitlement| entitlement.check_method(situation.context).is_ok());
+            match found {
+                Some(entitlement) => entitlement,
+                // One covers the actions but not for this method: say so.
+                None => match catalogue.entitlements.iter().find(covering) {
+                    Some(entitlement) => {
+                        explanation.entitlement = Some(entitlement.name.clone());
+                        return Err(entitlement
+                            .check_method(situation.context)
+                            .err()
+                            .unwrap_or_else(|| Denial::NoEntitlementCovers {
+                                caller: caller.clone(),
+                                actions: requested.iter().map(|a| a.as_str().to_owned()).collect(),
+                            }));
+                    }
+                    None => {
+                        return Err(Denial::NoEntitlementCovers {
+                            caller: caller.clone(),
+                            actions: requested.iter().map(|a| a.as_str().to_owned()).collect(),
+                        });
+                    }
+                },
+            }
+        }
     };
     explanation.entitlement = Some(entitlement.name.clone());
     explanation.risk = Some(entitlement.risk.as_str());
@@ -607,6 +652,18 @@ fn decide(
         .find(|pattern| pattern.matches(caller))
     {
         explanation.matched.push(format!("requesters: {pattern}"));
+    }
+    if let (Some(allowed), Some(facts)) = (&entitlement.attestation, &situation.context.attestation)
+    {
+        explanation.matched.push(format!(
+            "attestation: {} (one of {})",
+            facts.method,
+            allowed
+                .iter()
+                .map(|m| m.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
     }
 
     let break_glass = match (&entitlement.break_glass, request.break_glass) {

@@ -13,6 +13,7 @@ use tracing::Instrument;
 use super::admission::{self, Admission};
 use super::audit_query::Query;
 use super::auth_failures::AuthFailures;
+use super::bearer::TokenAttestation;
 use super::stream_slots::StreamSlots;
 use super::streams;
 use super::tls::PeerInfo;
@@ -20,6 +21,7 @@ use super::wire::{
     duration_of, grant_page, grant_record, grant_spec, removal_status, review_record, state_filter,
     status, summary,
 };
+use crate::attest::AttestationError;
 use crate::ca::REFRESH_HINT;
 use crate::config::StreamLimits;
 use crate::convert;
@@ -88,8 +90,43 @@ impl IssuerService {
             .extensions()
             .get::<PeerInfo>()
             .ok_or_else(|| Status::unauthenticated("no TLS peer information"))?;
-        let (actor, reason) = match &peer.attestation {
-            Ok(caller) if still_attested(caller, self.issuer.clock().now()) => {
+        // A request attests with its connection's client certificate, or
+        // with the bearer token it carries (`bearer.rs`), never both.
+        let token = request.extensions().get::<TokenAttestation>();
+        let certificate = !matches!(peer.attestation, Err(AttestationError::NoCertificate));
+        let (actor, reason, code) = match (token, &peer.attestation) {
+            (Some(_), _) if certificate => (
+                "unauthenticated".to_owned(),
+                "present one attestation: a client certificate or an OIDC token \
+                 (authorization: Bearer), not both"
+                    .to_owned(),
+                tonic::Code::InvalidArgument,
+            ),
+            (Some(TokenAttestation(Ok(caller))), _)
+                if still_attested(caller, self.issuer.clock().now()) =>
+            {
+                return Ok(Caller {
+                    source: Some(peer.remote_addr.ip().to_canonical()),
+                    ..caller.clone()
+                });
+            }
+            (Some(TokenAttestation(Ok(caller))), _) => (
+                caller.spiffe_id.to_string(),
+                "OIDC token: it has expired".to_owned(),
+                tonic::Code::Unauthenticated,
+            ),
+            (Some(TokenAttestation(Err(error))), _) => (
+                "unauthenticated".to_owned(),
+                error.to_string(),
+                if error.is_permission_denied() {
+                    tonic::Code::PermissionDenied
+                } else if error.is_unavailable() {
+                    tonic::Code::Unavailable
+                } else {
+                    tonic::Code::Unauthenticated
+                },
+            ),
+            (None, Ok(caller)) if still_attested(caller, self.issuer.clock().now()) => {
                 return Ok(Caller {
                     // An IPv4 client of a dual-stack listener shows as
                     // ::ffff:a.b.c.d; conditions see a.b.c.d.
@@ -97,15 +134,20 @@ impl IssuerService {
                     ..caller.clone()
                 });
             }
-            Ok(caller) => (
+            (None, Ok(caller)) => (
                 caller.spiffe_id.to_string(),
                 "client certificate has expired".to_owned(),
+                tonic::Code::Unauthenticated,
             ),
-            Err(error) => ("unauthenticated".to_owned(), error.to_string()),
+            (None, Err(error)) => (
+                "unauthenticated".to_owned(),
+                error.to_string(),
+                tonic::Code::Unauthenticated,
+            ),
         };
         self.failures
             .note(peer.remote_addr.ip().to_canonical(), actor, reason.clone());
-        Err(Status::unauthenticated(reason))
+        Err(Status::new(code, reason))
     }
 }
 

@@ -7,6 +7,7 @@
 mod admission;
 mod audit_query;
 mod auth_failures;
+mod bearer;
 mod grpc;
 mod stream_slots;
 mod streams;
@@ -23,6 +24,7 @@ use tokio_rustls::TlsAcceptor;
 
 pub use tls::{PeerInfo, TlsSetupError};
 
+use crate::attest::OidcAttestor;
 use crate::config::{AdmissionConfig, ServerIdentityConfig, StreamLimits};
 use crate::incoming::ConnectionLimits;
 use crate::issuer::Issuer;
@@ -45,6 +47,8 @@ pub struct ServerSettings {
     pub streams: StreamLimits,
     /// The window authentication failures are tallied over.
     pub failure_window: Duration,
+    /// Checks the OIDC tokens callers send as `authorization: Bearer`.
+    pub oidc: Arc<OidcAttestor>,
 }
 
 /// Most HTTP/2 streams one connection may have open at once. A client
@@ -83,6 +87,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
     let clock = issuer.clock().clone();
+    let clock_for_tokens = clock.clone();
     let server_tls = tls::server_tls(
         issuer.authority(),
         &settings.identity,
@@ -142,6 +147,7 @@ pub async fn serve(
     // acknowledgements are reads), and find dead peers.
     let keepalive = (settings.connections.idle_timeout / 3).min(KEEPALIVE_INTERVAL);
     let result = tonic::transport::Server::builder()
+        .layer(bearer::BearerLayer::new(settings.oidc, clock_for_tokens))
         .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
         .http2_keepalive_interval(Some(keepalive))
         .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))

@@ -183,7 +183,9 @@ pub(super) fn summary(grant: &Grant, spiffe_id: &SpiffeId) -> pb::GrantSummary {
 
 /// The one mapping from issuer errors to gRPC statuses.
 pub(super) fn status(error: IssueError) -> Status {
-    if error.is_invalid_argument() {
+    if error.is_unauthenticated() {
+        Status::unauthenticated(error.to_string())
+    } else if error.is_invalid_argument() {
         Status::invalid_argument(error.to_string())
     } else if error.is_permission_denied() {
         Status::permission_denied(error.to_string())

@@ -12,9 +12,9 @@ use async_trait::async_trait;
 use tokio::sync::Notify;
 
 use super::{
-    AckOutcome, AddOutcome, CredentialRevocation, DEFAULT_MAX_GRANTS_PER_SUBJECT, EndTarget,
-    Ending, GrantStore, Liveness, LivenessQuery, REVIEW_RETENTION, RelyingParty, Review, ReviewAck,
-    RevocationEvent, RevocationFeed, StoreError, judge,
+    AckOutcome, AddOutcome, Claim, CredentialRevocation, DEFAULT_MAX_GRANTS_PER_SUBJECT, EndTarget,
+    Ending, GrantStore, Liveness, LivenessQuery, REVIEW_RETENTION, RelyingParty, ReplayGuard,
+    Review, ReviewAck, RevocationEvent, RevocationFeed, StoreError, judge,
 };
 use crate::clock::{Clock, SystemClock};
 use crate::grant::{Credential, CredentialId, Epoch, Grant, GrantId, GrantState, TaskId};
@@ -29,6 +29,8 @@ pub struct MemoryStore {
     grant_cap: usize,
     state: Mutex<State>,
     stream: Arc<Stream>,
+    /// Claimed tokens: the grant each was used for, until it expires.
+    tokens: Mutex<HashMap<String, (GrantId, SystemTime)>>,
 }
 
 /// The revocation stream: events by sequence number, kept until `until`.
@@ -86,6 +88,7 @@ impl MemoryStore {
             grant_cap: DEFAULT_MAX_GRANTS_PER_SUBJECT,
             state: Mutex::default(),
             stream: Arc::default(),
+            tokens: Mutex::default(),
         }
     }
 
@@ -554,6 +557,40 @@ impl RevocationFeed for Feed {
                 return Ok(Vec::new());
             }
         }
+    }
+}
+
+#[async_trait]
+impl ReplayGuard for MemoryStore {
+    async fn claim_token(
+        &self,
+        token: &str,
+        grant: GrantId,
+        until: SystemTime,
+    ) -> Result<Claim, StoreError> {
+        let now = self.clock.now();
+        let mut tokens = self
+            .tokens
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        tokens.retain(|_, (_, expires)| *expires > now);
+        if let Some((holder, _)) = tokens.get(token) {
+            return Ok(Claim::HeldBy(*holder));
+        }
+        tokens.insert(token.to_owned(), (grant, until));
+        Ok(Claim::Claimed)
+    }
+
+    async fn token_holder(&self, token: &str) -> Result<Option<GrantId>, StoreError> {
+        let now = self.clock.now();
+        let tokens = self
+            .tokens
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        Ok(tokens
+            .get(token)
+            .filter(|(_, expires)| *expires > now)
+            .map(|(holder, _)| *holder))
     }
 }
 

@@ -15,9 +15,12 @@
 //! - Ending a grant (completion or revocation) is final. A grant delegated
 //!   from another is live only while every ancestor is.
 //! - Nothing is kept past the expiry of what it describes.
+//! - A token claimed for one grant ([`ReplayGuard`]) stays claimed until it
+//!   expires.
 
 mod memory;
 mod redis;
+mod replay;
 
 use std::time::{Duration, SystemTime};
 
@@ -25,6 +28,7 @@ use async_trait::async_trait;
 
 pub use self::redis::{RedisStore, RedisStoreConfig};
 pub use memory::MemoryStore;
+pub use replay::{Claim, ReplayGuard};
 
 use crate::grant::{Action, Credential, CredentialId, Epoch, Grant, GrantId, GrantState, TaskId};
 use crate::spiffe_id::SpiffeId;
@@ -259,7 +263,7 @@ pub enum AddOutcome {
 
 /// The system of record for live grants.
 #[async_trait]
-pub trait GrantStore: Send + Sync + std::fmt::Debug + 'static {
+pub trait GrantStore: ReplayGuard + Send + Sync + std::fmt::Debug + 'static {
     /// The epoch grants are recorded under now (may be cached).
     async fn epoch(&self) -> Result<Epoch, StoreError>;
 

@@ -118,12 +118,12 @@ async fn every_rpc_path_emits_its_events() {
         .fetch_x509_svid(
             &SvidRequest::entitlement("db-migrate")
                 .break_glass()
-                .justification("INC-1"),
+                .justification("INC-1: the primary is down"),
         )
         .await
         .unwrap();
     let events = next(&[RequestReceived, Decision, BreakGlass, CredentialIssued]).await;
-    assert_eq!(events[2].details["justification"], "INC-1");
+    assert_eq!(events[2].details["justification"], "INC-1: the primary is down");
     env.client_for(SECURITY_B)
         .await
         .ack_review(&emergency.grant.grant_id, "fine")

@@ -275,7 +275,7 @@ async fn exec_waits_for_approval_and_takes_break_glass() {
             "db-migrate",
             "--break-glass",
             "--justification",
-            "incident 311",
+            "incident 311: the primary is down",
             "--",
             "/bin/sh",
             "-c",

@@ -71,7 +71,6 @@ impl ExecRun {
             .env("JITID_CA", &env.ca.root_cert)
             .env("JITID_CERT", cert)
             .env("JITID_KEY", key)
-            .env("JITID_OIDC_TOKEN_FILE", dir.path().join("token"))
             .arg("exec")
             .args(args)
             .args(["--", "/bin/sh", "-c", script])

@@ -21,6 +21,7 @@ mod docs;
 mod exec;
 mod issue_jwt;
 mod issue_x509;
+mod oidc;
 mod overload;
 mod policy;
 mod requests;

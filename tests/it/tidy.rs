@@ -159,6 +159,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "clock",
             "crypto",
             "extension",
+            "grant",
             "issuer",
             "keyfile",
             "spiffe_id",
@@ -172,6 +173,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     (
         "config",
         &[
+            "attest",
             "audit",
             "ca",
             "clock",

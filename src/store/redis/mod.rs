@@ -16,6 +16,7 @@
 //! | `jitid:{rp}:parties` | hash | relying parties by name: SPIFFE ID, registered, last seen, kept until (ms), cursor | parties when read after their time |
 //! | `jitid:{rp}:applied:<cursor>` | hash | who applied that revocation event (name → ms), and `*all` once everyone had | after the longest TTL |
 //! | `jitid:pending` | sorted set | ids (hex) of grants waiting for approval, by request expiry | members when read after their expiry or approval |
+//! | `jitid:tok:<sha256 of token id>` | string | the grant (hex) an OIDC token was used for (`replay.rs`) | when the token expires |
 //!
 //! The audit trail keeps its own keys (`jitid:{audit}:*`, see
 //! `audit::RedisAuditLog`) and may share this store's connection
@@ -34,6 +35,7 @@
 mod encoding;
 mod feed;
 mod grants;
+mod replay;
 
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;

@@ -85,7 +85,7 @@ fn catalogue_reload_on_sighup_keeps_the_last_good_one() {
     let good = stdout(&run(Command::new(jitid_bin())
         .args(["policy", "check"])
         .arg(&config_path)));
-    assert!(good.contains("ok, 4 entitlements"), "{good}");
+    assert!(good.contains("ok, 5 entitlements"), "{good}");
 
     // Both reloads are in the audit trail's JSON-lines copy.
     let audit = dev_dir.join("audit.jsonl");

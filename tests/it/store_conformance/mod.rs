@@ -8,6 +8,7 @@
 mod approvals;
 mod delegation;
 mod grants;
+mod replay;
 mod undo;
 
 use std::sync::Arc;
@@ -23,6 +24,7 @@ use jitid::store::{
 use self::approvals::approvals_conformance;
 use self::delegation::delegation_and_parties_conformance;
 use self::grants::conformance;
+use self::replay::replay_conformance;
 use self::undo::undo_conformance;
 use crate::support::redis::{RedisCluster, RedisServer};
 
@@ -113,6 +115,7 @@ async fn memory_store_conforms() {
     conformance(&store).await;
     approvals_conformance(&store).await;
     delegation_and_parties_conformance(&store).await;
+    replay_conformance(&store).await;
 }
 
 #[tokio::test]
@@ -124,6 +127,7 @@ async fn redis_store_conforms() {
     conformance(&store).await;
     approvals_conformance(&store).await;
     delegation_and_parties_conformance(&store).await;
+    replay_conformance(&store).await;
 }
 
 #[tokio::test]
@@ -135,6 +139,7 @@ async fn redis_cluster_store_conforms() {
     conformance(&store).await;
     approvals_conformance(&store).await;
     delegation_and_parties_conformance(&store).await;
+    replay_conformance(&store).await;
     // Grants of many subjects spread over the cluster's masters.
     for n in 0..20 {
         issue(

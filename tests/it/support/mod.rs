@@ -3,6 +3,7 @@
 //! the harness writes, as `jitid serve` builds them; the harness only
 //! hands in the store and the audit trail it inspects (and a sink).
 
+pub mod oidc;
 pub mod redis;
 pub mod svid;
 
@@ -119,6 +120,12 @@ impl TestEnv {
     /// A server whose config has `extra` (windows, entitlements) appended.
     pub async fn start_with_catalogue(extra: &str) -> Self {
         Self::start_inner(None, extra, "").await
+    }
+
+    /// A server on `store` (or the memory store) whose config has `extra`
+    /// appended.
+    pub async fn start_on_with_catalogue(store: Option<Arc<dyn GrantStore>>, extra: &str) -> Self {
+        Self::start_inner(store, extra, "").await
     }
 
     /// A server whose `[limits]` table has `limits` (lines) added.
