@@ -383,7 +383,7 @@ async fn redis_over_mutual_tls_conforms() {
     let write_identity = |name: &str, path: &str, ips: &[std::net::IpAddr]| {
         let id = SpiffeId::new(&format!("spiffe://example.org{path}")).unwrap();
         let issued = authority
-            .issue_identity(
+            .issue_server_identity(
                 LeafRequest {
                     spiffe_id: &id,
                     expires_at: now + Duration::from_secs(3600),
