@@ -222,7 +222,11 @@ impl AppBuilder {
             .with_relying_parties(
                 config.revocation.ack_bound,
                 config.revocation.relying_party_ttl,
-            );
+            )
+            .with_identity_limits(crate::issuer::IdentityLimits {
+                ttl: config.identity.ttl,
+                max_ttl: config.identity.max_ttl,
+            });
         if config.audit.enabled {
             issuer = issuer.with_auditor(Auditor::start(
                 audit_log,

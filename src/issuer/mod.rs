@@ -8,7 +8,9 @@
 //! existing grant, and RequestGrant), `decide` (policy at request time),
 //! `approval`, `review`, `revoke` (revocation and completion), `verify`,
 //! `delegate`, `relying` (relying parties and proof of removal), `grants`
-//! (reading grants) and `events` (the audit records they write).
+//! (reading grants), `identity` (attestation identities: the denylist
+//! checked at every attestation, renewal, join tokens, revocation) and
+//! `events` (the audit records they write).
 //!
 //! Audit before effect: every use case that records a grant, a credential,
 //! an approval, a review or a delegation appends its audit events before
@@ -21,6 +23,7 @@ mod decide;
 mod delegate;
 mod events;
 mod grants;
+mod identity;
 mod issue;
 mod mint;
 mod relying;
@@ -44,6 +47,10 @@ use crate::store::{GrantStore, StoreError};
 
 pub use self::caller::{Attestation, AttestationMethod, Caller, IdentityEvidence, OidcEvidence};
 pub use self::grants::GrantFilter;
+pub use self::identity::{
+    AttestationRefusal, CreatedJoinToken, DEFAULT_JOIN_TOKEN_TTL, IdentityIssuedOut,
+    IdentityLimits, IdentityRevokeOutcome, IdentityTarget, JOIN_TOKEN_PREFIX, MAX_JOIN_TOKEN_TTL,
+};
 pub use self::issue::{JwtIssued, X509Issued};
 pub use self::relying::{PartyRemoval, RemovalStatus};
 pub use self::request::{
@@ -55,6 +62,10 @@ pub use self::revoke::{CompleteTarget, Outcome, RevokeOutcome, RevokeTarget};
 pub use self::verify::{Presented, Verdict, VerifyStatus};
 
 pub use crate::store::{DEFAULT_ACK_BOUND, DEFAULT_PARTY_TTL};
+
+/// How long an attestation identity lives unless configured (and the
+/// longest it may live).
+pub const DEFAULT_IDENTITY_TTL: Duration = Duration::from_secs(24 * 3600);
 
 /// Why an issuance failed. Nothing was recorded.
 #[derive(Debug, thiserror::Error)]
@@ -117,6 +128,8 @@ pub struct Issuer {
     ack_bound: Duration,
     /// How long a silent relying party stays registered.
     party_ttl: Duration,
+    /// How long attestation identities live.
+    identity_limits: IdentityLimits,
 }
 
 // === impl IssueError ===
@@ -190,6 +203,10 @@ impl Issuer {
             changes: Arc::new(tokio::sync::Notify::new()),
             ack_bound: DEFAULT_ACK_BOUND,
             party_ttl: DEFAULT_PARTY_TTL,
+            identity_limits: IdentityLimits {
+                ttl: DEFAULT_IDENTITY_TTL,
+                max_ttl: DEFAULT_IDENTITY_TTL,
+            },
         }
     }
 

@@ -12,6 +12,7 @@ use tracing::Instrument;
 
 use super::admission::{self, Admission};
 use super::audit_query::Query;
+use super::identity;
 use super::streams;
 use super::tls::PeerInfo;
 use super::wire::{
@@ -24,8 +25,8 @@ use crate::ca::REFRESH_HINT;
 use crate::convert;
 use crate::grant::GrantId;
 use crate::issuer::{
-    Attestation, Caller, CompleteTarget, DelegationRequest, GrantFilter, Issuer, Outcome,
-    Presented, RevokeTarget, VerifyStatus,
+    Attestation, AttestationRefusal, Caller, CompleteTarget, DelegationRequest, GrantFilter,
+    Issuer, Outcome, Presented, RevokeTarget, VerifyStatus,
 };
 use crate::proto::v1::{
     self as pb, FetchBundleRequest, FetchBundleResponse, IssueJwtSvidRequest, IssueJwtSvidResponse,
@@ -72,19 +73,39 @@ impl IssuerService {
         }
     }
 
-    fn authenticate<T>(&self, request: &Request<T>) -> Result<Caller, Status> {
-        let peer = request
-            .extensions()
-            .get::<PeerInfo>()
-            .ok_or_else(|| Status::unauthenticated("no TLS peer information"))?;
+    /// The attested caller of `request`, or the refusal to send: the
+    /// connection's attestation, still valid now, and for an attestation
+    /// identity not on the denylist (one store round trip; UNAVAILABLE when
+    /// the store cannot say, fail closed).
+    pub(super) fn authenticate<T>(
+        &self,
+        request: &Request<T>,
+    ) -> impl Future<Output = Result<Caller, Status>> + Send + '_ {
+        // Taken now, so the future does not hold the request.
+        let peer = request.extensions().get::<PeerInfo>().cloned();
+        self.attest(peer)
+    }
+
+    async fn attest(&self, peer: Option<PeerInfo>) -> Result<Caller, Status> {
+        let peer = peer.ok_or_else(|| Status::unauthenticated("no TLS peer information"))?;
         let (actor, reason) = match &peer.attestation {
             Ok(caller) if still_attested(caller, self.issuer.clock().now()) => {
-                return Ok(Caller {
+                let caller = Caller {
                     // An IPv4 client of a dual-stack listener shows as
                     // ::ffff:a.b.c.d; conditions see a.b.c.d.
                     source: Some(peer.remote_addr.ip().to_canonical()),
                     ..caller.clone()
-                });
+                };
+                match self.issuer.check_attestation(&caller).await {
+                    Ok(()) => return Ok(caller),
+                    Err(AttestationRefusal::Unavailable(error)) => {
+                        tracing::warn!(error = %super::wire::error_chain(&error), "attestation denylist unavailable; refusing");
+                        return Err(Status::unavailable(
+                            "attestation denylist unavailable; nothing was done, retry",
+                        ));
+                    }
+                    Err(refusal) => (caller.spiffe_id.to_string(), refusal.to_string()),
+                }
             }
             Ok(caller) => (
                 caller.spiffe_id.to_string(),
@@ -124,7 +145,7 @@ impl IssuerApi for IssuerService {
         &self,
         request: Request<pb::WatchRevocationsRequest>,
     ) -> Result<Response<Self::WatchRevocationsStream>, Status> {
-        let caller = self.authenticate(&request);
+        let caller = self.authenticate(&request).await;
         let pb::WatchRevocationsRequest {
             cursor,
             relying_party,
@@ -170,7 +191,7 @@ impl IssuerApi for IssuerService {
         &self,
         request: Request<IssueX509SvidRequest>,
     ) -> Result<Response<IssueX509SvidResponse>, Status> {
-        let caller = self.authenticate(&request);
+        let caller = self.authenticate(&request).await;
         let request = request.into_inner();
         let span = rpc_span("IssueX509Svid", request.grant.as_ref());
         traced(span, async move {
@@ -196,7 +217,7 @@ impl IssuerApi for IssuerService {
         &self,
         request: Request<IssueJwtSvidRequest>,
     ) -> Result<Response<IssueJwtSvidResponse>, Status> {
-        let caller = self.authenticate(&request);
+        let caller = self.authenticate(&request).await;
         let request = request.into_inner();
         let span = rpc_span("IssueJwtSvid", request.grant.as_ref());
         traced(span, async move {
@@ -244,7 +265,7 @@ impl IssuerApi for IssuerService {
         &self,
         request: Request<pb::RevokeRequest>,
     ) -> Result<Response<pb::RevokeResponse>, Status> {
-        let caller = self.authenticate(&request);
+        let caller = self.authenticate(&request).await;
         let request = request.into_inner();
         traced(rpc_span("Revoke", None), async move {
             let caller = record_caller(caller?);
@@ -277,7 +298,7 @@ impl IssuerApi for IssuerService {
         &self,
         request: Request<pb::CompleteTaskRequest>,
     ) -> Result<Response<pb::CompleteTaskResponse>, Status> {
-        let caller = self.authenticate(&request);
+        let caller = self.authenticate(&request).await;
         let request = request.into_inner();
         traced(rpc_span("CompleteTask", None), async move {
             let caller = record_caller(caller?);
@@ -315,7 +336,7 @@ impl IssuerApi for IssuerService {
         &self,
         request: Request<pb::VerifyRequest>,
     ) -> Result<Response<pb::VerifyResponse>, Status> {
-        let caller = self.authenticate(&request);
+        let caller = self.authenticate(&request).await;
         let request = request.into_inner();
         traced(rpc_span("Verify", None), async move {
             let caller = record_caller(caller?);
@@ -398,7 +419,7 @@ impl IssuerApi for IssuerService {
         &self,
         request: Request<pb::ListGrantsRequest>,
     ) -> Result<Response<pb::ListGrantsResponse>, Status> {
-        let caller = self.authenticate(&request);
+        let caller = self.authenticate(&request).await;
         let request = request.into_inner();
         traced(rpc_span("ListGrants", None), async move {
             let caller = record_caller(caller?);
@@ -446,7 +467,7 @@ impl IssuerApi for IssuerService {
         &self,
         request: Request<pb::GetGrantRequest>,
     ) -> Result<Response<pb::GetGrantResponse>, Status> {
-        let caller = self.authenticate(&request);
+        let caller = self.authenticate(&request).await;
         let request = request.into_inner();
         traced(rpc_span("GetGrant", None), async move {
             let caller = record_caller(caller?);
@@ -466,7 +487,7 @@ impl IssuerApi for IssuerService {
         &self,
         request: Request<pb::RequestGrantRequest>,
     ) -> Result<Response<pb::RequestGrantResponse>, Status> {
-        let caller = self.authenticate(&request);
+        let caller = self.authenticate(&request).await;
         let request = request.into_inner();
         let span = rpc_span("RequestGrant", request.grant.as_ref());
         traced(span, async move {
@@ -489,7 +510,7 @@ impl IssuerApi for IssuerService {
         &self,
         request: Request<pb::ApproveRequest>,
     ) -> Result<Response<pb::ApproveResponse>, Status> {
-        let caller = self.authenticate(&request);
+        let caller = self.authenticate(&request).await;
         let request = request.into_inner();
         traced(rpc_span("Approve", None), async move {
             let caller = record_caller(caller?);
@@ -509,7 +530,7 @@ impl IssuerApi for IssuerService {
         &self,
         request: Request<pb::DenyRequest>,
     ) -> Result<Response<pb::DenyResponse>, Status> {
-        let caller = self.authenticate(&request);
+        let caller = self.authenticate(&request).await;
         let request = request.into_inner();
         traced(rpc_span("Deny", None), async move {
             let caller = record_caller(caller?);
@@ -531,7 +552,7 @@ impl IssuerApi for IssuerService {
         &self,
         request: Request<pb::WatchGrantRequest>,
     ) -> Result<Response<Self::WatchGrantStream>, Status> {
-        let caller = self.authenticate(&request);
+        let caller = self.authenticate(&request).await;
         let request = request.into_inner();
         let (caller, id, first, permit) = traced(rpc_span("WatchGrant", None), async {
             let caller = record_caller(caller?);
@@ -570,7 +591,7 @@ impl IssuerApi for IssuerService {
         &self,
         request: Request<pb::ListReviewsRequest>,
     ) -> Result<Response<pb::ListReviewsResponse>, Status> {
-        let caller = self.authenticate(&request);
+        let caller = self.authenticate(&request).await;
         let request = request.into_inner();
         traced(rpc_span("ListReviews", None), async move {
             let caller = record_caller(caller?);
@@ -590,7 +611,7 @@ impl IssuerApi for IssuerService {
         &self,
         request: Request<pb::AckReviewRequest>,
     ) -> Result<Response<pb::AckReviewResponse>, Status> {
-        let caller = self.authenticate(&request);
+        let caller = self.authenticate(&request).await;
         let request = request.into_inner();
         traced(rpc_span("AckReview", None), async move {
             let caller = record_caller(caller?);
@@ -612,7 +633,7 @@ impl IssuerApi for IssuerService {
         &self,
         request: Request<pb::QueryAuditRequest>,
     ) -> Result<Response<Self::QueryAuditStream>, Status> {
-        let caller = self.authenticate(&request);
+        let caller = self.authenticate(&request).await;
         let request = request.into_inner();
         let (log, query, permit) = traced(rpc_span("QueryAudit", None), async {
             let caller = record_caller(caller?);
@@ -637,7 +658,7 @@ impl IssuerApi for IssuerService {
         &self,
         request: Request<pb::DelegateRequest>,
     ) -> Result<Response<pb::DelegateResponse>, Status> {
-        let caller = self.authenticate(&request);
+        let caller = self.authenticate(&request).await;
         let request = request.into_inner();
         traced(rpc_span("Delegate", None), async move {
             let caller = record_caller(caller?);
@@ -662,7 +683,7 @@ impl IssuerApi for IssuerService {
         &self,
         request: Request<pb::AckRevocationsRequest>,
     ) -> Result<Response<pb::AckRevocationsResponse>, Status> {
-        let caller = self.authenticate(&request);
+        let caller = self.authenticate(&request).await;
         let request = request.into_inner();
         traced(rpc_span("AckRevocations", None), async move {
             let caller = record_caller(caller?);
@@ -681,11 +702,55 @@ impl IssuerApi for IssuerService {
         .await
     }
 
+    async fn renew_identity(
+        &self,
+        request: Request<pb::RenewIdentityRequest>,
+    ) -> Result<Response<pb::IdentityResponse>, Status> {
+        let caller = self.authenticate(&request).await;
+        identity::renew(&self.issuer, caller, request.into_inner()).await
+    }
+
+    async fn bootstrap_identity(
+        &self,
+        request: Request<pb::BootstrapIdentityRequest>,
+    ) -> Result<Response<pb::IdentityResponse>, Status> {
+        // No attestation: the join token is the proof.
+        let source = request
+            .extensions()
+            .get::<PeerInfo>()
+            .map(|peer| peer.remote_addr.ip().to_canonical());
+        identity::bootstrap(&self.issuer, source, request.into_inner()).await
+    }
+
+    async fn create_join_token(
+        &self,
+        request: Request<pb::CreateJoinTokenRequest>,
+    ) -> Result<Response<pb::CreateJoinTokenResponse>, Status> {
+        let caller = self.authenticate(&request).await;
+        identity::create_join_token(&self.issuer, caller, request.into_inner()).await
+    }
+
+    async fn revoke_identity(
+        &self,
+        request: Request<pb::RevokeIdentityRequest>,
+    ) -> Result<Response<pb::RevokeIdentityResponse>, Status> {
+        let caller = self.authenticate(&request).await;
+        identity::revoke(&self.issuer, caller, request.into_inner()).await
+    }
+
+    async fn list_identities(
+        &self,
+        request: Request<pb::ListIdentitiesRequest>,
+    ) -> Result<Response<pb::ListIdentitiesResponse>, Status> {
+        let caller = self.authenticate(&request).await;
+        identity::list(&self.issuer, caller).await
+    }
+
     async fn revocation_status(
         &self,
         request: Request<pb::RevocationStatusRequest>,
     ) -> Result<Response<pb::RevocationStatusResponse>, Status> {
-        let caller = self.authenticate(&request);
+        let caller = self.authenticate(&request).await;
         let request = request.into_inner();
         traced(rpc_span("RevocationStatus", None), async move {
             let caller = record_caller(caller?);
@@ -708,14 +773,14 @@ fn still_attested(caller: &Caller, now: std::time::SystemTime) -> bool {
     }
 }
 
-fn record_caller(caller: Caller) -> Caller {
+pub(super) fn record_caller(caller: Caller) -> Caller {
     tracing::Span::current().record("caller", caller.spiffe_id.as_str());
     caller
 }
 
 /// A span for one RPC; `caller` and `outcome` are recorded as they become
 /// known.
-fn rpc_span(rpc: &'static str, grant: Option<&pb::GrantSpec>) -> tracing::Span {
+pub(super) fn rpc_span(rpc: &'static str, grant: Option<&pb::GrantSpec>) -> tracing::Span {
     tracing::info_span!(
         "rpc",
         rpc,
@@ -728,7 +793,7 @@ fn rpc_span(rpc: &'static str, grant: Option<&pb::GrantSpec>) -> tracing::Span {
 }
 
 /// Runs one RPC inside `span` and logs its outcome once.
-async fn traced<T>(
+pub(super) async fn traced<T>(
     span: tracing::Span,
     work: impl Future<Output = Result<T, Status>>,
 ) -> Result<T, Status> {

@@ -7,6 +7,7 @@
 mod admission;
 mod audit_query;
 mod grpc;
+mod identity;
 mod streams;
 mod tls;
 mod wire;

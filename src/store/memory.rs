@@ -1,7 +1,10 @@
 //! The in-memory grant store: the embedded default for a single server.
 //! Its epoch is random per process, since a restart loses every grant.
 //! Expired grants are dropped as new ones arrive, so memory stays bounded
-//! by the number of live grants.
+//! by the number of live grants. It keeps the attestation identity
+//! registry too (`memory/identities.rs`).
+
+mod identities;
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
@@ -27,6 +30,7 @@ pub struct MemoryStore {
     epoch: Epoch,
     state: Mutex<State>,
     stream: Arc<Stream>,
+    identities: Mutex<identities::Registry>,
 }
 
 /// The revocation stream: events by sequence number, kept until `until`.
@@ -81,6 +85,7 @@ impl MemoryStore {
             epoch: Epoch::generate(),
             state: Mutex::default(),
             stream: Arc::default(),
+            identities: Mutex::default(),
         }
     }
 
@@ -148,6 +153,10 @@ impl Default for MemoryStore {
 
 #[async_trait]
 impl GrantStore for MemoryStore {
+    fn identities(&self) -> Option<&dyn super::IdentityStore> {
+        Some(self)
+    }
+
     async fn epoch(&self) -> Result<Epoch, StoreError> {
         Ok(self.epoch.clone())
     }

@@ -16,6 +16,7 @@
 //!   from another is live only while every ancestor is.
 //! - Nothing is kept past the expiry of what it describes.
 
+pub mod identities;
 mod memory;
 mod redis;
 
@@ -24,6 +25,7 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 
 pub use self::redis::{RedisStore, RedisStoreConfig};
+pub use identities::IdentityStore;
 pub use memory::MemoryStore;
 
 use crate::grant::{Action, Credential, CredentialId, Epoch, Grant, GrantId, GrantState, TaskId};
@@ -242,6 +244,12 @@ pub enum AddOutcome {
 /// The system of record for live grants.
 #[async_trait]
 pub trait GrantStore: Send + Sync + std::fmt::Debug + 'static {
+    /// The attestation identity registry this backend keeps beside its
+    /// grants, if it keeps one ([`MemoryStore`] and [`RedisStore`] do).
+    fn identities(&self) -> Option<&dyn IdentityStore> {
+        None
+    }
+
     /// The epoch grants are recorded under now (may be cached).
     async fn epoch(&self) -> Result<Epoch, StoreError>;
 
