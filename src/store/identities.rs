@@ -130,9 +130,10 @@ pub struct JoinToken {
 /// The attestation identity registry and join tokens.
 #[async_trait]
 pub trait IdentityStore: Send + Sync + std::fmt::Debug + 'static {
-    /// Whether `presented` is revoked; if not, registers it as
-    /// [`IssuedVia::Offline`] when the registry has not seen it, kept
-    /// `keep_for` past its NotAfter. One round trip.
+    /// Whether `presented` is revoked; registers it as
+    /// [`IssuedVia::Offline`] when the registry has not seen it (revoked or
+    /// not, so the list shows it was presented), kept `keep_for` past its
+    /// NotAfter. One round trip.
     async fn check_identity(
         &self,
         presented: &PresentedIdentity<'_>,

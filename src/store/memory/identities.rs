@@ -80,14 +80,16 @@ impl IdentityStore for MemoryStore {
             issued_at: presented.issued_at,
             revoked: None,
         };
-        if let Some(revocation) = registry.revocation_of(&record) {
-            return Ok(IdentityCheck::Revoked(revocation));
-        }
+        // Registered revoked or not, so the list shows it was presented.
+        let check = match registry.revocation_of(&record) {
+            Some(revocation) => IdentityCheck::Revoked(revocation),
+            None => IdentityCheck::Good,
+        };
         registry.records.insert(
             presented.serial.to_owned(),
             (record, presented.not_after + keep_for),
         );
-        Ok(IdentityCheck::Good)
+        Ok(check)
     }
 
     async fn record_identity(

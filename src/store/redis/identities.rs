@@ -5,7 +5,7 @@
 //! |---|---|---|---|
 //! | `jitid:{ids}:i:<serial>` | hash | `id` SPIFFE ID (empty: unseen), `nb`/`na` NotBefore/NotAfter ms, `at` issued ms, `via`, and once revoked `ra` ms, `rb` by, `rr` reason | `identity_max_ttl` after NotAfter |
 //! | `jitid:{ids}:id:<SPIFFE ID>` | hash | a revocation by SPIFFE ID: `at` ms, `by`, `reason`; covers identities issued before `at` | `identity_max_ttl` after `at` |
-//! | `jitid:{ids}:all` | sorted set | serials by when their record expires, for listing | members when a record is written after their time |
+//! | `jitid:{ids}:all` | sorted set | serials by when their record expires, for listing | with the last record it lists; members when a record is written after their time |
 //! | `jitid:jt:<sha256 hex>` | string | a join token (JSON: SPIFFE ID, creator, created, expires); taken with `GETDEL` | when the token expires |
 //!
 //! The check made at every attestation is one script (`lua/identity_check.lua`)

@@ -1,13 +1,15 @@
 //! One conformance suite for every `GrantStore`: the in-memory store, a
 //! real redis-server, and a real three-master Redis Cluster. This file
 //! holds the shared helpers and the entry points that run each suite
-//! (`grants.rs`, `approvals.rs`, `delegation.rs`, `undo.rs`) against each
+//! (`grants.rs`, `approvals.rs`, `delegation.rs`, `identities.rs`,
+//! `undo.rs`) against each
 //! backend. Then the Redis-only behaviour: key expiry, outages, a dataset
 //! lost on restart, and the keys a discarded grant leaves behind.
 
 mod approvals;
 mod delegation;
 mod grants;
+mod identities;
 mod undo;
 
 use std::sync::Arc;
@@ -23,6 +25,7 @@ use jitid::store::{
 use self::approvals::approvals_conformance;
 use self::delegation::delegation_and_parties_conformance;
 use self::grants::conformance;
+use self::identities::identities_conformance;
 use self::undo::undo_conformance;
 use crate::support::redis::{RedisCluster, RedisServer};
 
@@ -113,6 +116,7 @@ async fn memory_store_conforms() {
     conformance(&store).await;
     approvals_conformance(&store).await;
     delegation_and_parties_conformance(&store).await;
+    identities_conformance(&store).await;
 }
 
 #[tokio::test]
@@ -124,6 +128,7 @@ async fn redis_store_conforms() {
     conformance(&store).await;
     approvals_conformance(&store).await;
     delegation_and_parties_conformance(&store).await;
+    identities_conformance(&store).await;
 }
 
 #[tokio::test]
@@ -135,6 +140,7 @@ async fn redis_cluster_store_conforms() {
     conformance(&store).await;
     approvals_conformance(&store).await;
     delegation_and_parties_conformance(&store).await;
+    identities_conformance(&store).await;
     // Grants of many subjects spread over the cluster's masters.
     for n in 0..20 {
         issue(

@@ -7,4 +7,10 @@ redis.call('HSET', KEYS[1], 'id', ARGV[2], 'nb', ARGV[3], 'na', ARGV[4],
 redis.call('PEXPIREAT', KEYS[1], ARGV[7])
 redis.call('ZADD', KEYS[2], ARGV[7], ARGV[1])
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[8])
+-- The index expires with the last record it lists.
+local clock = redis.call('TIME')
+local left = tonumber(ARGV[7]) - (tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000))
+if redis.call('PTTL', KEYS[2]) < left then
+  redis.call('PEXPIREAT', KEYS[2], ARGV[7])
+end
 return 1

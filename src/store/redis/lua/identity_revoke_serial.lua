@@ -15,4 +15,10 @@ redis.call('HSET', KEYS[1], 'id', '', 'nb', '0', 'na', '0', 'at', ARGV[2],
   'via', 'unseen', 'ra', ARGV[2], 'rb', ARGV[3], 'rr', ARGV[4])
 redis.call('PEXPIREAT', KEYS[1], ARGV[5])
 redis.call('ZADD', KEYS[2], ARGV[5], ARGV[1])
+-- The index expires with the last record it lists.
+local clock = redis.call('TIME')
+local left = tonumber(ARGV[5]) - (tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000))
+if redis.call('PTTL', KEYS[2]) < left then
+  redis.call('PEXPIREAT', KEYS[2], ARGV[5])
+end
 return {'unseen', ''}
