@@ -18,6 +18,7 @@ mod cli_edges;
 mod delegation;
 mod docs;
 mod exec;
+mod identity;
 mod issue_jwt;
 mod issue_x509;
 mod overload;

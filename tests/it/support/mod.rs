@@ -304,6 +304,11 @@ impl TestEnv {
 
     /// Writes an identity for `id` as PEM files (key 0600), for the CLI.
     pub fn identity_files(&self, id: &str) -> (PathBuf, PathBuf) {
+        self.identity_files_until(id, SystemTime::now() + Duration::from_secs(3600))
+    }
+
+    /// [`TestEnv::identity_files`] for an identity that expires `until`.
+    pub fn identity_files_until(&self, id: &str, until: SystemTime) -> (PathBuf, PathBuf) {
         let spiffe_id = SpiffeId::new(id).unwrap();
         let now = SystemTime::now();
         let issued = self
@@ -311,7 +316,7 @@ impl TestEnv {
             .issue_attestation_identity(
                 LeafRequest {
                     spiffe_id: &spiffe_id,
-                    expires_at: now + Duration::from_secs(3600),
+                    expires_at: until,
                     dns_names: &[],
                     ip_addresses: &[],
                 },
@@ -407,6 +412,24 @@ pub fn exited(output: &std::process::Output, code: i32) -> String {
     );
     assert_eq!(output.status.code(), Some(code), "{all}");
     all
+}
+
+/// Waits until `check` says yes, polling every 50 ms; fails naming `what`
+/// after 30 s. For outcomes that take their time (a renewal on a
+/// schedule): wait for the event that shows it, never a bare sleep.
+pub async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !check().await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "gave up waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// Path of the built `jitid` binary.
