@@ -195,7 +195,8 @@ environment = "dev"
 # wait_replicas = 0                # replicas that must acknowledge a revocation
 
 [ca]
-# root.pem, signing.pem + signing.key, jwt.key (keys 0600).
+# root.pem, signing.pem + signing.key, attestation.pem + attestation.key,
+# jwt.key (keys 0600).
 dir = "."
 
 [audit]
