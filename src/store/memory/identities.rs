@@ -1,6 +1,9 @@
 //! The in-memory [`IdentityStore`]: the attestation identity registry and
-//! join tokens of a [`MemoryStore`], pruned of what has expired on each
-//! access.
+//! join tokens of a [`MemoryStore`], pruned of what has expired every few
+//! seconds (and before listing), so the check made at every attestation
+//! stays a lookup. What lingers until then is past its time: a record or
+//! a revocation by SPIFFE ID outlives every identity it concerns, and a
+//! token is judged by its own expiry when taken.
 
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
@@ -24,13 +27,28 @@ pub(super) struct Registry {
     revoked_ids: HashMap<SpiffeId, (IdentityRevocation, SystemTime)>,
     /// Join tokens by hash.
     tokens: HashMap<String, JoinToken>,
+    /// When expired entries were last dropped.
+    pruned_at: Option<SystemTime>,
 }
+
+/// How often expired entries are dropped.
+const PRUNE_EVERY: Duration = Duration::from_secs(10);
 
 impl Registry {
     fn prune(&mut self, now: SystemTime) {
         self.records.retain(|_, (_, until)| *until > now);
         self.revoked_ids.retain(|_, (_, until)| *until > now);
         self.tokens.retain(|_, token| token.expires_at > now);
+        self.pruned_at = Some(now);
+    }
+
+    fn prune_now_and_then(&mut self, now: SystemTime) {
+        if self
+            .pruned_at
+            .is_none_or(|at| now >= at + PRUNE_EVERY || now < at)
+        {
+            self.prune(now);
+        }
     }
 
     /// The revocation that covers `record`, by serial first.
@@ -52,7 +70,7 @@ impl MemoryStore {
             .identities
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        registry.prune(self.clock.now());
+        registry.prune_now_and_then(self.clock.now());
         registry
     }
 }
@@ -155,7 +173,8 @@ impl IdentityStore for MemoryStore {
     }
 
     async fn identities(&self) -> Result<Vec<IdentityRecord>, StoreError> {
-        let registry = self.registry();
+        let mut registry = self.registry();
+        registry.prune(self.clock.now());
         let mut records: Vec<IdentityRecord> = registry
             .records
             .values()
@@ -177,6 +196,11 @@ impl IdentityStore for MemoryStore {
     }
 
     async fn take_join_token(&self, hash: &str) -> Result<Option<JoinToken>, StoreError> {
-        Ok(self.registry().tokens.remove(hash))
+        let now = self.clock.now();
+        Ok(self
+            .registry()
+            .tokens
+            .remove(hash)
+            .filter(|token| token.expires_at > now))
     }
 }
