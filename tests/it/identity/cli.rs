@@ -255,3 +255,36 @@ async fn a_host_joins_renews_in_place_and_an_admin_lists_and_revokes_it() {
     // Name one target.
     exited(&run(&env, admin, &["identity", "revoke"]), 2);
 }
+
+#[test]
+fn help_says_what_each_identity_command_needs() {
+    let help = |args: &[&str]| {
+        let output = Command::new(jitid_bin())
+            .args(args)
+            .arg("--help")
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(0));
+        stdout(&output)
+    };
+    // A new host has no certificate yet.
+    let bootstrap = help(&["identity", "bootstrap"]);
+    assert!(
+        !bootstrap.contains("--cert") && !bootstrap.contains("--key"),
+        "{bootstrap}"
+    );
+    assert!(bootstrap.contains("JITID_JOIN_TOKEN"), "{bootstrap}");
+    for command in [
+        &["identity", "renew"][..],
+        &["identity", "bootstrap"],
+        &["token", "create"],
+    ] {
+        let text = help(command);
+        assert!(text.contains("Examples:\n  jitid "), "{command:?}: {text}");
+    }
+    let revoke = help(&["identity", "revoke"]);
+    assert!(
+        revoke.contains("--spiffe-id") && revoke.contains("--serial"),
+        "{revoke}"
+    );
+}
