@@ -707,7 +707,7 @@ impl IssuerApi for IssuerService {
         request: Request<pb::RenewIdentityRequest>,
     ) -> Result<Response<pb::IdentityResponse>, Status> {
         let caller = self.authenticate(&request).await;
-        identity::renew(&self.issuer, caller, request.into_inner()).await
+        identity::renew(&self.issuer, &self.admission, caller, request.into_inner()).await
     }
 
     async fn bootstrap_identity(
@@ -719,7 +719,7 @@ impl IssuerApi for IssuerService {
             .extensions()
             .get::<PeerInfo>()
             .map(|peer| peer.remote_addr.ip().to_canonical());
-        identity::bootstrap(&self.issuer, source, request.into_inner()).await
+        identity::bootstrap(&self.issuer, &self.admission, source, request.into_inner()).await
     }
 
     async fn create_join_token(

@@ -9,6 +9,7 @@ use std::time::SystemTime;
 
 use tonic::{Response, Status};
 
+use super::admission::Admission;
 use super::grpc::{record_caller, rpc_span, traced};
 use super::wire::{duration_of, status};
 use crate::convert;
@@ -16,13 +17,16 @@ use crate::issuer::{Caller, IdentityIssuedOut, IdentityTarget, Issuer};
 use crate::proto::v1 as pb;
 use crate::store::identities::IdentityRecord;
 
+/// Renewal signs, so it is shed under load like issuance.
 pub(super) async fn renew(
     issuer: &Arc<Issuer>,
+    admission: &Admission,
     caller: Result<Caller, Status>,
     request: pb::RenewIdentityRequest,
 ) -> Result<Response<pb::IdentityResponse>, Status> {
     traced(rpc_span("RenewIdentity", None), async move {
         let caller = record_caller(caller?);
+        let _admitted = admission.admit(&caller)?;
         let ttl = request.ttl.map(duration_of).transpose()?;
         let issued = issuer
             .renew_identity(&caller, &request.csr, ttl)
@@ -33,12 +37,16 @@ pub(super) async fn renew(
     .await
 }
 
+/// Anyone may try a join token, so the exchange is shed under load (by the
+/// in-flight limit: there is no caller to rate yet).
 pub(super) async fn bootstrap(
     issuer: &Arc<Issuer>,
+    admission: &Admission,
     source: Option<IpAddr>,
     request: pb::BootstrapIdentityRequest,
 ) -> Result<Response<pb::IdentityResponse>, Status> {
     traced(rpc_span("BootstrapIdentity", None), async move {
+        let _admitted = admission.admit_unattested()?;
         let ttl = request.ttl.map(duration_of).transpose()?;
         let issued = issuer
             .bootstrap_identity(&request.join_token, &request.csr, ttl, source)
