@@ -29,7 +29,6 @@ use crate::audit::event::{
 use crate::ca::{BACKDATE, VerifiedCsr};
 use crate::grant::GrantId;
 use crate::spiffe_id::SpiffeId;
-use crate::store::StoreError;
 use crate::store::identities::{
     IdentityCheck, IdentityRecord, IdentityRevocation, IdentityStore, IssuedVia, JoinToken,
     PresentedIdentity, SerialRevocation,
@@ -462,11 +461,19 @@ impl Issuer {
             }
         };
         if let Some(id) = &outcome.spiffe_id {
-            let why = if reason.is_empty() {
+            let mut why = if reason.is_empty() {
                 format!("attestation identity {kind} {value} revoked")
             } else {
                 format!("attestation identity {kind} {value} revoked: {reason}")
             };
+            // Within what the revocation of the grants takes.
+            if why.len() > MAX_JUSTIFICATION_BYTES {
+                let mut end = MAX_JUSTIFICATION_BYTES;
+                while !why.is_char_boundary(end) {
+                    end -= 1;
+                }
+                why.truncate(end);
+            }
             outcome.grants_ended = self
                 .revoke(caller, &RevokeTarget::Subject(id.to_string()), &why)
                 .await?
@@ -657,13 +664,6 @@ fn parse_serial(text: &str) -> Result<String, IssueError> {
         ));
     }
     Ok(serial)
-}
-
-/// Unavailable, from the registry's point of view.
-impl From<StoreError> for AttestationRefusal {
-    fn from(error: StoreError) -> Self {
-        Self::Unavailable(error.into())
-    }
 }
 
 #[cfg(test)]

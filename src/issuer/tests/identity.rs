@@ -89,7 +89,20 @@ async fn the_denylist_refuses_by_serial_and_by_id_for_identities_issued_before()
     env.issuer.check_attestation(&first).await.unwrap();
     env.issuer.check_attestation(&second).await.unwrap();
 
-    // By serial: that identity only.
+    // By serial: that identity only. (A reason as long as allowed still
+    // fits the revocation of the grants.)
+    let long = "x".repeat(crate::issuer::MAX_JUSTIFICATION_BYTES);
+    let spare = identity_caller(&env, RUNNER, "0a0f", day);
+    env.issuer.check_attestation(&spare).await.unwrap();
+    let outcome = env
+        .issuer
+        .revoke_identity(&admin, &IdentityTarget::Serial("0a0f".to_owned()), &long)
+        .await
+        .unwrap();
+    assert_eq!(
+        outcome.spiffe_id.as_ref().map(SpiffeId::as_str),
+        Some(RUNNER)
+    );
     env.issuer
         .revoke_identity(&admin, &IdentityTarget::Serial("0A:01".to_owned()), "lost")
         .await
