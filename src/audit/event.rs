@@ -29,7 +29,9 @@ use serde::{Deserialize, Serialize};
 use super::EventKind;
 use crate::grant::{CredentialId, GrantState};
 
-pub use self::identity::{IdentityIssued, IdentityRevoked, JoinTokenCreated, JoinTokenUsed};
+pub use self::identity::{
+    IdentityIssued, IdentityRevoked, IdentityTargetKind, IssuedVia, JoinTokenCreated, JoinTokenUsed,
+};
 
 /// An audit event's kind and details, typed.
 #[derive(Debug, Clone, PartialEq)]

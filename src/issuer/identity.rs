@@ -24,7 +24,8 @@ use super::revoke::RevokeTarget;
 use super::{Attestation, Caller, IssueError, Issuer};
 use crate::audit::Record;
 use crate::audit::event::{
-    Envelope, Event, IdentityIssued, IdentityRevoked, JoinTokenCreated, JoinTokenUsed,
+    self, Envelope, Event, IdentityIssued, IdentityRevoked, IdentityTargetKind, JoinTokenCreated,
+    JoinTokenUsed,
 };
 use crate::ca::{BACKDATE, VerifiedCsr};
 use crate::grant::GrantId;
@@ -241,7 +242,7 @@ impl Issuer {
             .sign_identity(&csr, &caller.spiffe_id, ttl, IssuedVia::Renewed)
             .await?;
         let event = Event::IdentityIssued(IdentityIssued {
-            via: IssuedVia::Renewed.to_string(),
+            via: event::IssuedVia::Renewed,
             serial: issued.serial.clone(),
             spiffe_id: issued.spiffe_id.to_string(),
             not_after: issued.not_after,
@@ -329,7 +330,7 @@ impl Issuer {
             Record::new(
                 envelope,
                 &Event::IdentityIssued(IdentityIssued {
-                    via: IssuedVia::Bootstrapped.to_string(),
+                    via: event::IssuedVia::Bootstrapped,
                     serial: issued.serial.clone(),
                     spiffe_id: issued.spiffe_id.to_string(),
                     not_after: issued.not_after,
@@ -449,7 +450,7 @@ impl Issuer {
                     }
                     SerialRevocation::Unseen => outcome.unseen = true,
                 }
-                ("serial", serial)
+                (IdentityTargetKind::Serial, serial)
             }
             IdentityTarget::SpiffeId(text) => {
                 let id = self.member_id("spiffe_id", text)?;
@@ -457,7 +458,7 @@ impl Issuer {
                     .revoke_identity_id(&id, &revocation, self.identity_keep())
                     .await?;
                 outcome.spiffe_id = Some(id.clone());
-                ("spiffe_id", id.to_string())
+                (IdentityTargetKind::SpiffeId, id.to_string())
             }
         };
         if let Some(id) = &outcome.spiffe_id {
@@ -486,7 +487,7 @@ impl Issuer {
             None,
             None,
             Event::IdentityRevoked(IdentityRevoked {
-                target: kind.to_owned(),
+                target: kind,
                 value,
                 spiffe_id: outcome.spiffe_id.as_ref().map(ToString::to_string),
                 reason: reason.to_owned(),

@@ -9,12 +9,31 @@ use serde::{Deserialize, Serialize};
 
 use super::codec;
 
+named! {
+/// How the server came to issue an attestation identity.
+pub enum IssuedVia {
+    /// Renewed with the identity before it.
+    Renewed => "renewed",
+    /// For a join token.
+    Bootstrapped => "bootstrapped",
+}
+}
+
+named! {
+/// What an identity revocation names.
+pub enum IdentityTargetKind {
+    /// One identity, by serial.
+    Serial => "serial",
+    /// Every identity of a SPIFFE ID issued before the revocation.
+    SpiffeId => "spiffe_id",
+}
+}
+
 /// `identity_issued`: the server signed an attestation identity.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IdentityIssued {
-    /// `renewed` (with the identity before it) or `bootstrapped` (for a
-    /// join token).
-    pub via: String,
+    /// Renewed or bootstrapped.
+    pub via: IssuedVia,
     /// Its serial, lowercase hex.
     pub serial: String,
     /// The SPIFFE ID it carries.
@@ -34,8 +53,8 @@ pub struct IdentityIssued {
 /// or every identity of a SPIFFE ID issued before now.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IdentityRevoked {
-    /// `serial` or `spiffe_id`.
-    pub target: String,
+    /// A serial or a SPIFFE ID.
+    pub target: IdentityTargetKind,
     /// Which, as the admin named it.
     pub value: String,
     /// The SPIFFE ID revoked, when known (a serial never seen has none).

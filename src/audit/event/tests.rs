@@ -555,7 +555,7 @@ fn details_that_do_not_fit_are_an_error_and_extra_keys_are_ignored() {
 fn identity_events_write_their_fields_and_never_a_token() {
     check(
         Event::IdentityIssued(IdentityIssued {
-            via: "renewed".to_owned(),
+            via: IssuedVia::Renewed,
             serial: "7f01".to_owned(),
             spiffe_id: "spiffe://example.org/ci/runner".to_owned(),
             not_after: at(86_400),
@@ -572,7 +572,7 @@ fn identity_events_write_their_fields_and_never_a_token() {
     );
     check(
         Event::IdentityIssued(IdentityIssued {
-            via: "bootstrapped".to_owned(),
+            via: IssuedVia::Bootstrapped,
             serial: "7f02".to_owned(),
             spiffe_id: "spiffe://example.org/ci/runner".to_owned(),
             not_after: at(86_400),
@@ -589,7 +589,7 @@ fn identity_events_write_their_fields_and_never_a_token() {
     );
     check(
         Event::IdentityRevoked(IdentityRevoked {
-            target: "serial".to_owned(),
+            target: IdentityTargetKind::Serial,
             value: "7f01".to_owned(),
             spiffe_id: None,
             reason: "lost laptop".to_owned(),

@@ -110,7 +110,7 @@ async fn a_renewed_identity_is_fresh_from_the_attestation_ca_and_attests() {
         .collect();
     assert_eq!(issued.len(), 2);
     assert_eq!(issued[0].0, CI_RUNNER);
-    assert_eq!(issued[0].1.via, "renewed");
+    assert_eq!(issued[0].1.via, jitid::audit::event::IssuedVia::Renewed);
     assert_eq!(issued[0].1.serial, renewed.serial);
     assert_eq!(
         issued[0].1.renewed_from.as_deref(),

@@ -144,7 +144,10 @@ async fn a_revoked_serial_is_refused_at_its_next_rpc_and_its_grants_end() {
     let revocations = events_of(&env, EventKind::IdentityRevoked).await;
     match revocations[0].event().unwrap() {
         Event::IdentityRevoked(revoked) => {
-            assert_eq!(revoked.target, "serial");
+            assert_eq!(
+                revoked.target,
+                jitid::audit::event::IdentityTargetKind::Serial
+            );
             assert_eq!(revoked.value, serial);
             assert_eq!(revoked.spiffe_id.as_deref(), Some(CI_RUNNER));
             assert_eq!(
