@@ -19,7 +19,7 @@ use rustls::pki_types::CertificateDer;
 use super::x509::{LeafTemplate, ca_params, hex, leaf_params, random_serial};
 use super::{
     Authority, BACKDATE, CaError, CaPaths, IssuedIdentity, LeafRequest, SignedX509, VerifiedCsr,
-    asn1_time, check_signing_cert, parse_cert, read_certs, root_key_path,
+    asn1_time, check_signing_cert, intermediate_issuer, parse_cert, read_certs, root_key_path,
 };
 use crate::keyfile::{self, KEY_MODE, KeyFileError, PUBLIC_MODE};
 use crate::spiffe_id::{SpiffeId, TrustDomain};
@@ -157,18 +157,12 @@ impl AttestationCa {
         if not_after <= now {
             return Err(CaError::AttestationCaExpired(not_after));
         }
-        let key = rcgen::KeyPair::from_pem(key_pem).map_err(|_| CaError::Pem {
-            path: paths.attestation_key.clone(),
-            what: "not a PKCS#8 private key",
-        })?;
-        if key.public_key_raw() != parsed.public_key().subject_public_key.data.as_ref() {
-            return Err(CaError::Invalid(format!(
-                "{} does not match {}",
-                paths.attestation_key.display(),
-                paths.attestation_cert.display()
-            )));
-        }
-        let issuer = rcgen::Issuer::from_ca_cert_der(&cert, key)?;
+        let issuer = intermediate_issuer(
+            &cert,
+            &parsed,
+            key_pem,
+            (&paths.attestation_cert, &paths.attestation_key),
+        )?;
         Ok(Self {
             cert,
             not_after,

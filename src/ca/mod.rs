@@ -330,18 +330,12 @@ impl Authority {
         }
         newest = newest.max(asn1_time(&parsed.validity().not_before));
 
-        let key_pair = rcgen::KeyPair::from_pem(&signing_key_pem).map_err(|_| CaError::Pem {
-            path: paths.signing_key.clone(),
-            what: "not a PKCS#8 private key",
-        })?;
-        if key_pair.public_key_raw() != parsed.public_key().subject_public_key.data.as_ref() {
-            return Err(CaError::Invalid(format!(
-                "{} does not match {}",
-                paths.signing_key.display(),
-                paths.signing_cert.display()
-            )));
-        }
-        let issuer = rcgen::Issuer::from_ca_cert_der(&signing_cert, key_pair)?;
+        let issuer = intermediate_issuer(
+            &signing_cert,
+            &parsed,
+            &signing_key_pem,
+            (&paths.signing_cert, &paths.signing_key),
+        )?;
         let jwt_key = JwtKey::from_pem(&jwt_key_pem)?;
 
         let bundle = TrustBundle {
@@ -580,6 +574,30 @@ fn parse_cert<'a>(
             path: path.to_owned(),
             what: "not a valid X.509 certificate",
         })
+}
+
+/// The rcgen issuer of an intermediate: its certificate (`der`, parsed)
+/// and its key, which must be the certificate's; `files` (certificate,
+/// key) name them in errors.
+fn intermediate_issuer(
+    der: &CertificateDer<'static>,
+    parsed: &X509Certificate<'_>,
+    key_pem: &str,
+    files: (&Path, &Path),
+) -> Result<rcgen::Issuer<'static, rcgen::KeyPair>, CaError> {
+    let (cert_path, key_path) = files;
+    let key_pair = rcgen::KeyPair::from_pem(key_pem).map_err(|_| CaError::Pem {
+        path: key_path.to_owned(),
+        what: "not a PKCS#8 private key",
+    })?;
+    if key_pair.public_key_raw() != parsed.public_key().subject_public_key.data.as_ref() {
+        return Err(CaError::Invalid(format!(
+            "{} does not match {}",
+            key_path.display(),
+            cert_path.display()
+        )));
+    }
+    Ok(rcgen::Issuer::from_ca_cert_der(der, key_pair)?)
 }
 
 fn check_signing_cert(
