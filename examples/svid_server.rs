@@ -79,7 +79,7 @@ async fn main() -> anyhow::Result<()> {
 
     // Revoked callers are refused at their next handshake. The cache fails
     // closed, so wait until it has caught up before accepting anyone.
-    let (revocations, _feed) = RevocationCache::follow(identity.client().clone(), REVOCATIONS_KEPT);
+    let (revocations, _feed) = RevocationCache::follow(identity.client(), REVOCATIONS_KEPT);
     let started = Instant::now();
     while let Err(error) = revocations.ready() {
         if started.elapsed() > CACHE_DEADLINE {

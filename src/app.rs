@@ -249,7 +249,11 @@ impl AppBuilder {
                 config.revocation.ack_bound,
                 config.revocation.relying_party_ttl,
                 config.revocation.relying_parties.clone(),
-            );
+            )
+            .with_identity_limits(crate::issuer::IdentityLimits {
+                ttl: config.identity.ttl,
+                max_ttl: config.identity.max_ttl,
+            });
         if config.audit.enabled {
             issuer = issuer.with_auditor(Auditor::start(
                 audit_log,

@@ -1,6 +1,8 @@
 //! The development trust domain behind `jitid dev`: a CA, an example config
-//! with realistic entitlements, and demo workload identities, created once
-//! in a directory (by default `certs/dev/`) and reused afterwards.
+//! with realistic entitlements, and demo workload identities (attestation
+//! identities from the attestation CA), created once in a directory (by
+//! default `certs/dev/`) and reused afterwards; an identity near its end,
+//! or from before the attestation CA, is minted again.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
@@ -14,10 +16,12 @@ use crate::spiffe_id::{SpiffeId, TrustDomain};
 pub const DEV_TRUST_DOMAIN: &str = "example.org";
 /// Name of the dev config file inside the dev directory.
 pub const CONFIG_FILE: &str = "jitid.toml";
-/// Lifetime of demo identities.
-pub const IDENTITY_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
-/// Demo identities closer than this to expiry are minted again.
-const RENEW_BEFORE: Duration = Duration::from_secs(24 * 3600);
+/// Lifetime of demo identities: the default `[attestation]
+/// identity_max_ttl`, so the dev server accepts them.
+pub const IDENTITY_TTL: Duration = Duration::from_secs(24 * 3600);
+/// Demo identities closer than this to expiry are minted again (each
+/// `jitid dev`; in between, `jitid identity renew` renews one).
+const RENEW_BEFORE: Duration = Duration::from_secs(12 * 3600);
 
 /// Errors setting up the dev trust domain.
 #[derive(Debug, thiserror::Error)]
@@ -85,6 +89,10 @@ pub fn ensure(dir: &Path, now: SystemTime) -> Result<DevEnv, DevError> {
         TrustDomain::new(DEV_TRUST_DOMAIN).map_err(|_| DevError::Identity("trust domain"))?;
     let ca_paths = CaPaths::in_dir(&dir);
     let created = !ca_paths.root_cert.exists();
+    if !created && !ca_paths.attestation_cert.exists() {
+        // A dev directory from before the attestation CA: add it.
+        ca::add_attestation_ca(&dir, None, now, DEV_CA_TTL)?;
+    }
     if created {
         ca::init(
             &dir,
@@ -92,7 +100,7 @@ pub fn ensure(dir: &Path, now: SystemTime) -> Result<DevEnv, DevError> {
             now,
             &InitOptions {
                 root_ttl: Duration::from_secs(10 * 365 * 24 * 3600),
-                signing_ttl: Duration::from_secs(365 * 24 * 3600),
+                signing_ttl: DEV_CA_TTL,
             },
         )?;
     }
@@ -120,7 +128,7 @@ pub fn ensure(dir: &Path, now: SystemTime) -> Result<DevEnv, DevError> {
         };
         if needs_identity(&identity, now) {
             keyfile::create_private_dir(&identity_dir).map_err(CaError::from)?;
-            let issued = authority.issue_identity(
+            let issued = authority.issue_attestation_identity(
                 LeafRequest {
                     spiffe_id: &identity.spiffe_id,
                     expires_at: now + IDENTITY_TTL,
@@ -146,7 +154,11 @@ pub fn ensure(dir: &Path, now: SystemTime) -> Result<DevEnv, DevError> {
     })
 }
 
-/// Whether a demo identity is missing or about to expire.
+/// Lifetime of the dev intermediates.
+const DEV_CA_TTL: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// Whether a demo identity is missing, about to expire, or not an
+/// attestation identity (minted before the attestation CA).
 fn needs_identity(identity: &DevIdentity, now: SystemTime) -> bool {
     if !identity.key.exists() {
         return true;
@@ -158,7 +170,10 @@ fn needs_identity(identity: &DevIdentity, now: SystemTime) -> bool {
         return true;
     };
     match x509_parser::parse_x509_certificate(leaf.as_ref()) {
-        Ok((_, cert)) => ca::asn1_time(&cert.validity().not_after) < now + RENEW_BEFORE,
+        Ok((_, cert)) => {
+            ca::asn1_time(&cert.validity().not_after) < now + RENEW_BEFORE
+                || !ca::is_attestation_identity(&cert)
+        }
         Err(_) => true,
     }
 }
@@ -180,7 +195,8 @@ environment = "dev"
 # wait_replicas = 0                # replicas that must acknowledge a revocation
 
 [ca]
-# root.pem, signing.pem + signing.key, jwt.key (keys 0600).
+# root.pem, signing.pem + signing.key, attestation.pem + attestation.key,
+# jwt.key (keys 0600).
 dir = "."
 
 [audit]

@@ -2,7 +2,7 @@
 //! and the attestation identity, read from PEM files.
 
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -28,6 +28,9 @@ pub struct ClientConfig {
 pub struct ClientIdentity {
     pub(crate) chain: Vec<CertificateDer<'static>>,
     pub(crate) key: std::sync::Arc<PrivateKeyDer<'static>>,
+    /// The certificate and key files it was read from, if it was: a
+    /// rotating identity writes its renewals back there.
+    pub(crate) files: Option<(PathBuf, PathBuf)>,
 }
 
 // === impl ClientConfig ===
@@ -72,6 +75,7 @@ impl ClientIdentity {
         Self {
             chain,
             key: std::sync::Arc::new(key),
+            files: None,
         }
     }
 
@@ -79,9 +83,27 @@ impl ClientIdentity {
     pub fn from_files(cert: &Path, key: &Path) -> Result<Self, ClientError> {
         let chain = read_pem_certs(cert)?;
         let key_pem = keyfile::read_private(key)?;
-        let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
+        let key_der = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
             .map_err(|_| ClientError::Config(format!("{}: no private key found", key.display())))?;
-        Ok(Self::new(chain, key))
+        Ok(Self {
+            files: Some((cert.to_owned(), key.to_owned())),
+            ..Self::new(chain, key_der)
+        })
+    }
+
+    /// The certificate and key files it was read from, if it was.
+    pub fn files(&self) -> Option<(&Path, &Path)> {
+        self.files
+            .as_ref()
+            .map(|(cert, key)| (cert.as_path(), key.as_path()))
+    }
+
+    /// Whether its leaf is a jitid attestation identity (it carries the
+    /// attestation identity marker), which a rotating identity renews.
+    pub fn is_attestation_identity(&self) -> bool {
+        self.chain
+            .first()
+            .is_some_and(|leaf| crate::extension::der_is_attestation_identity(leaf.as_ref()))
     }
 }
 
@@ -90,6 +112,7 @@ impl fmt::Debug for ClientIdentity {
         f.debug_struct("ClientIdentity")
             .field("chain", &self.chain.len())
             .field("key", &"<redacted>")
+            .field("files", &self.files)
             .finish()
     }
 }

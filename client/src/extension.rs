@@ -1,5 +1,7 @@
 //! The jitid grant extension: how an X.509-SVID says which grant, task,
-//! entitlement and actions it was issued for.
+//! entitlement and actions it was issued for; and the attestation identity
+//! marker ([`IDENTITY_MARKER_OID`]), which says a certificate is an
+//! attestation identity and never an SVID.
 //!
 //! OID `1.2.840.113556.1.8000.2554.9282.24625.9397.16591.41083.15462298.1019156`,
 //! always non-critical. The OID is derived from the UUID
@@ -195,6 +197,49 @@ impl GrantExtension {
     }
 }
 
+/// Arcs of the attestation identity marker's OID: a non-critical extension
+/// that every attestation identity carries and no SVID does, so that a
+/// relying party (the client library's peer verifier, `Verify`) can refuse
+/// an attestation identity presented as an SVID. Derived from the UUID
+/// `b36d69cb-e7f3-4ccf-95d2-d9473b91dd1f` under the same arc as
+/// [`GRANT_EXTENSION_OID`]. Its value is DER
+/// `JitidAttestationIdentity ::= SEQUENCE { version INTEGER (1), ... }`;
+/// readers look only at its presence.
+pub const IDENTITY_MARKER_OID: &[u64] = &[
+    1, 2, 840, 113556, 1, 8000, 2554, 45933, 27083, 59379, 19663, 38354, 14239547, 9559327,
+];
+
+/// The marker's OID in dotted form, for docs and other languages.
+pub const IDENTITY_MARKER_OID_STR: &str =
+    "1.2.840.113556.1.8000.2554.45933.27083.59379.19663.38354.14239547.9559327";
+
+/// The attestation identity marker as an rcgen custom extension
+/// (non-critical).
+pub fn identity_marker_rcgen() -> rcgen::CustomExtension {
+    let value = yasna::construct_der(|writer| {
+        writer.write_sequence(|writer| writer.next().write_u64(VERSION));
+    });
+    rcgen::CustomExtension::from_oid_content(IDENTITY_MARKER_OID, value)
+}
+
+/// Whether a parsed certificate carries the attestation identity marker
+/// (once or more: a duplicate counts too).
+pub fn is_attestation_identity(cert: &x509_parser::certificate::X509Certificate<'_>) -> bool {
+    let Ok(oid) = x509_parser::der_parser::oid::Oid::from(IDENTITY_MARKER_OID) else {
+        return false;
+    };
+    cert.extensions()
+        .iter()
+        .any(|extension| extension.oid == oid)
+}
+
+/// [`is_attestation_identity`] of a DER certificate; false for bytes that
+/// are not one.
+pub fn der_is_attestation_identity(cert_der: &[u8]) -> bool {
+    x509_parser::parse_x509_certificate(cert_der)
+        .is_ok_and(|(_, cert)| is_attestation_identity(&cert))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -250,6 +295,10 @@ mod tests {
         let dotted: Vec<String> = GRANT_EXTENSION_OID.iter().map(u64::to_string).collect();
         assert_eq!(dotted.join("."), GRANT_EXTENSION_OID_STR);
         assert!(GRANT_EXTENSION_OID.iter().all(|&arc| arc < (1 << 28)));
+        let dotted: Vec<String> = IDENTITY_MARKER_OID.iter().map(u64::to_string).collect();
+        assert_eq!(dotted.join("."), IDENTITY_MARKER_OID_STR);
+        assert!(IDENTITY_MARKER_OID.iter().all(|&arc| arc < (1 << 28)));
+        assert_ne!(IDENTITY_MARKER_OID, GRANT_EXTENSION_OID);
     }
 
     #[test]

@@ -5,8 +5,9 @@
 //! ## Modules
 //!
 //! The crate root holds the client API: [`Client`] and its configuration,
-//! the [`RotatingIdentity`] of a service, the [`RevocationCache`] of a
-//! relying party and the [`TaskIdentity`] of an agent. Beside it, the
+//! the [`RotatingIdentity`] of a service (which renews its own
+//! [`AttestationIdentity`] too), the [`RevocationCache`] of a relying party
+//! and the [`TaskIdentity`] of an agent. Beside it, the
 //! pieces that the jitid server shares with its clients:
 //! - [`spiffe_id`]: SPIFFE IDs and trust domains as always-valid types.
 //! - [`extension`]: the X.509 grant extension, shared by the CA and relying
@@ -28,6 +29,7 @@ pub mod spiffe_id;
 mod client;
 mod config;
 mod error;
+mod identity;
 mod retry;
 mod revocation;
 mod rotating;
@@ -39,6 +41,7 @@ mod token;
 pub use client::{AuditLines, Client, Connector};
 pub use config::{ClientConfig, ClientIdentity};
 pub use error::ClientError;
+pub use identity::{AttestationIdentity, IdentityTarget};
 pub use retry::RetryPolicy;
 pub use revocation::{CacheError, CredentialClaims, DEFAULT_MAX_STALENESS, RevocationCache};
 pub use rotating::{

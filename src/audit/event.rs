@@ -29,6 +29,10 @@ use serde::{Deserialize, Serialize};
 use super::EventKind;
 use crate::grant::{CredentialId, GrantState};
 
+pub use self::identity::{
+    IdentityIssued, IdentityRevoked, IdentityTargetKind, IssuedVia, JoinTokenCreated, JoinTokenUsed,
+};
+
 /// An audit event's kind and details, typed.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
@@ -60,6 +64,14 @@ pub enum Event {
     LivenessChecked(LivenessChecked),
     /// Every registered relying party had applied a revocation.
     RevocationApplied(RevocationApplied),
+    /// An attestation identity was issued (renewed or bootstrapped).
+    IdentityIssued(IdentityIssued),
+    /// An attestation identity (or every one of a SPIFFE ID) was revoked.
+    IdentityRevoked(IdentityRevoked),
+    /// A join token was created.
+    JoinTokenCreated(JoinTokenCreated),
+    /// A join token was exchanged for an attestation identity.
+    JoinTokenUsed(JoinTokenUsed),
 }
 
 /// What every event carries besides its details: when, who caused it,
@@ -530,6 +542,10 @@ impl Event {
             Self::AuthenticationFailure(_) => EventKind::AuthenticationFailure,
             Self::LivenessChecked(_) => EventKind::LivenessChecked,
             Self::RevocationApplied(_) => EventKind::RevocationApplied,
+            Self::IdentityIssued(_) => EventKind::IdentityIssued,
+            Self::IdentityRevoked(_) => EventKind::IdentityRevoked,
+            Self::JoinTokenCreated(_) => EventKind::JoinTokenCreated,
+            Self::JoinTokenUsed(_) => EventKind::JoinTokenUsed,
         }
     }
 
@@ -556,7 +572,11 @@ impl Event {
             | Self::CatalogueReloaded(_)
             | Self::AuthenticationFailure(_)
             | Self::LivenessChecked(_)
-            | Self::RevocationApplied(_) => None,
+            | Self::RevocationApplied(_)
+            | Self::IdentityIssued(_)
+            | Self::IdentityRevoked(_)
+            | Self::JoinTokenCreated(_)
+            | Self::JoinTokenUsed(_) => None,
         }
     }
 
@@ -665,6 +685,7 @@ impl From<&CredentialId> for CredentialKind {
 }
 
 mod codec;
+mod identity;
 
 #[cfg(test)]
 mod tests;

@@ -126,6 +126,14 @@ pub enum EventKind {
     LivenessChecked => "liveness_checked",
     /// Every registered relying party had applied a revocation.
     RevocationApplied => "revocation_applied",
+    /// An attestation identity was issued (renewed or bootstrapped).
+    IdentityIssued => "identity_issued",
+    /// An attestation identity (or every one of a SPIFFE ID) was revoked.
+    IdentityRevoked => "identity_revoked",
+    /// A join token was created.
+    JoinTokenCreated => "join_token_created",
+    /// A join token was exchanged for an attestation identity.
+    JoinTokenUsed => "join_token_used",
 }
 }
 

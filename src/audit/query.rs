@@ -242,6 +242,32 @@ fn describe(event: &Event) -> String {
             applied.relying_parties.len(),
             applied.slowest_ms
         ),
+        Event::IdentityIssued(issued) => format!(
+            "identity {} {} ({}) until {}",
+            issued.spiffe_id,
+            issued.serial,
+            issued.via,
+            seconds(issued.not_after)
+        ),
+        Event::IdentityRevoked(revoked) => format!(
+            "identity {} {} revoked: {} grant(s) ended{}",
+            revoked.target,
+            revoked.value,
+            revoked.grants_ended.len(),
+            Some(&revoked.reason)
+                .filter(|reason| !reason.is_empty())
+                .map(|reason| format!(" ({reason})"))
+                .unwrap_or_default()
+        ),
+        Event::JoinTokenCreated(created) => format!(
+            "join token {} for {} until {}",
+            created.token,
+            created.spiffe_id,
+            seconds(created.expires_at)
+        ),
+        Event::JoinTokenUsed(used) => {
+            format!("join token {} used: identity {}", used.token, used.serial)
+        }
     }
 }
 

@@ -2,7 +2,14 @@
 //! it ([`Authority::load`]), and signs X509-SVIDs, JWT-SVIDs and attestation
 //! identities. Pure apart from reading and writing its own files: every
 //! operation takes `now`.
+//!
+//! Two intermediates sit under the root: the signing CA (`signing.pem`)
+//! signs SVIDs and the server's own certificate; the attestation CA
+//! (`attestation.pem`, see `attestation.rs`) signs attestation identities
+//! and nothing else, so the server can trust it alone for attestation and
+//! no SVID ever chains there.
 
+mod attestation;
 mod bundle;
 mod csr;
 mod jwt;
@@ -22,7 +29,9 @@ use x509_parser::extensions::GeneralName;
 pub use crate::crypto::certificate_thumbprint;
 pub use crate::extension::{
     ExtensionError, GRANT_EXTENSION_OID, GRANT_EXTENSION_OID_STR, GrantExtension,
+    IDENTITY_MARKER_OID, IDENTITY_MARKER_OID_STR, is_attestation_identity,
 };
+pub use attestation::add_attestation_ca;
 pub use bundle::{JwtAuthority, REFRESH_HINT, TrustBundle, X509Authority};
 pub use csr::{CsrError, MAX_CSR_BYTES, VerifiedCsr};
 pub use jwt::{Actor, Confirmation, EcPublicJwk, JwtSvidClaims};
@@ -66,6 +75,18 @@ pub enum CaError {
     /// The signing CA has expired or expires before the credential starts.
     #[error("signing CA certificate expired at {} (Unix time)", unix_seconds(*.0))]
     SigningCaExpired(SystemTime),
+    /// The CA directory was made before attestation identities had their
+    /// own intermediate.
+    #[error(
+        "{} has no attestation CA (attestation.pem and attestation.key); add one with \
+         `jitid ca add-attestation-ca --dir {}` (it needs the root key)",
+        .0.display(),
+        .0.display()
+    )]
+    NoAttestationCa(PathBuf),
+    /// The attestation CA has expired or expires before the identity starts.
+    #[error("attestation CA certificate expired at {} (Unix time)", unix_seconds(*.0))]
+    AttestationCaExpired(SystemTime),
 }
 
 /// Validity of the CA certificates `init` creates.
@@ -91,10 +112,14 @@ pub struct SignedX509 {
 /// A certificate and private key minted by the CA for an identity (an
 /// attestation identity or the server's own certificate).
 pub struct IssuedIdentity {
-    /// DER certificates, leaf first, then the signing CA.
+    /// DER certificates, leaf first, then the intermediate that signed it.
     pub chain: Vec<CertificateDer<'static>>,
     /// PKCS#8 DER private key.
     pub key_pkcs8: Vec<u8>,
+    /// The leaf's serial number, lowercase hex.
+    pub serial: String,
+    /// The leaf's NotBefore (back-dated by [`BACKDATE`]).
+    pub not_before: SystemTime,
     /// The leaf's NotAfter.
     pub not_after: SystemTime,
 }
@@ -121,6 +146,7 @@ pub struct Authority {
     jwt_key: JwtKey,
     bundle: TrustBundle,
     x509_verifier: Option<std::sync::Arc<dyn rustls::server::danger::ClientCertVerifier>>,
+    attestation: attestation::AttestationCa,
 }
 
 /// Paths of the certificate authority's files, as written by `jitid ca init`.
@@ -134,10 +160,17 @@ pub struct CaPaths {
     pub signing_key: PathBuf,
     /// JWT-SVID signing key, PKCS#8 PEM, mode 0600.
     pub jwt_key: PathBuf,
+    /// Attestation intermediate certificate, PEM: signs attestation
+    /// identities only, and is the server's default attestation trust
+    /// anchor.
+    pub attestation_cert: PathBuf,
+    /// Attestation intermediate key, PKCS#8 PEM, mode 0600.
+    pub attestation_key: PathBuf,
 }
 
-/// Creates a root and a signing intermediate (ECDSA P-256) and a JWT signing
-/// key in `dir`. Keys are written 0600. Refuses to overwrite any file.
+/// Creates a root, a signing intermediate and an attestation intermediate
+/// (ECDSA P-256, both living `signing_ttl`) and a JWT signing key in
+/// `dir`. Keys are written 0600. Refuses to overwrite any file.
 pub fn init(
     dir: &Path,
     trust_domain: &TrustDomain,
@@ -152,6 +185,8 @@ pub fn init(
         &paths.signing_cert,
         &paths.signing_key,
         &paths.jwt_key,
+        &paths.attestation_cert,
+        &paths.attestation_key,
     ] {
         if path.exists() {
             return Err(KeyFileError::Exists(path.clone()).into());
@@ -180,6 +215,12 @@ pub fn init(
         now + options.signing_ttl.min(options.root_ttl),
     )?;
     let signing_cert = signing_params.signed_by(&signing_key, &root_issuer)?;
+    let (attestation_cert, attestation_key) = attestation::create(
+        trust_domain,
+        &root_issuer,
+        not_before,
+        now + options.signing_ttl.min(options.root_ttl),
+    )?;
 
     let jwt_key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
 
@@ -194,10 +235,20 @@ pub fn init(
         KEY_MODE,
     )?;
     keyfile::write_new(&paths.jwt_key, jwt_key.serialize_pem().as_bytes(), KEY_MODE)?;
+    keyfile::write_new(
+        &paths.attestation_key,
+        attestation_key.serialize_pem().as_bytes(),
+        KEY_MODE,
+    )?;
     keyfile::write_new(&paths.root_cert, root_cert.pem().as_bytes(), PUBLIC_MODE)?;
     keyfile::write_new(
         &paths.signing_cert,
         signing_cert.pem().as_bytes(),
+        PUBLIC_MODE,
+    )?;
+    keyfile::write_new(
+        &paths.attestation_cert,
+        attestation_cert.pem().as_bytes(),
         PUBLIC_MODE,
     )?;
     Ok(paths)
@@ -219,6 +270,8 @@ impl CaPaths {
             signing_cert: dir.join("signing.pem"),
             signing_key: dir.join("signing.key"),
             jwt_key: dir.join("jwt.key"),
+            attestation_cert: dir.join("attestation.pem"),
+            attestation_key: dir.join("attestation.key"),
         }
     }
 }
@@ -227,8 +280,10 @@ impl CaPaths {
 
 impl Authority {
     /// Loads and checks the CA's files: key files must be private, the
-    /// signing certificate must be a CA of `trust_domain` signed by a root,
-    /// unexpired at `now`, and match its key.
+    /// signing and attestation certificates must be CAs of `trust_domain`
+    /// signed by a root, unexpired at `now`, and match their keys. A
+    /// directory without the attestation CA is refused with the command
+    /// that adds it ([`CaError::NoAttestationCa`]).
     pub fn load(
         paths: &CaPaths,
         trust_domain: &TrustDomain,
@@ -238,6 +293,7 @@ impl Authority {
         // when something else is wrong too.
         let signing_key_pem = keyfile::read_private(&paths.signing_key)?;
         let jwt_key_pem = keyfile::read_private(&paths.jwt_key)?;
+        let attestation_key_pem = attestation::read_key(paths)?;
 
         let roots = read_certs(&paths.root_cert)?;
         let signing_cert = read_certs(&paths.signing_cert)?
@@ -274,18 +330,12 @@ impl Authority {
         }
         newest = newest.max(asn1_time(&parsed.validity().not_before));
 
-        let key_pair = rcgen::KeyPair::from_pem(&signing_key_pem).map_err(|_| CaError::Pem {
-            path: paths.signing_key.clone(),
-            what: "not a PKCS#8 private key",
-        })?;
-        if key_pair.public_key_raw() != parsed.public_key().subject_public_key.data.as_ref() {
-            return Err(CaError::Invalid(format!(
-                "{} does not match {}",
-                paths.signing_key.display(),
-                paths.signing_cert.display()
-            )));
-        }
-        let issuer = rcgen::Issuer::from_ca_cert_der(&signing_cert, key_pair)?;
+        let issuer = intermediate_issuer(
+            &signing_cert,
+            &parsed,
+            &signing_key_pem,
+            (&paths.signing_cert, &paths.signing_key),
+        )?;
         let jwt_key = JwtKey::from_pem(&jwt_key_pem)?;
 
         let bundle = TrustBundle {
@@ -301,6 +351,13 @@ impl Authority {
         };
 
         let x509_verifier = verify::x509_verifier(&roots);
+        let attestation = attestation::AttestationCa::load(
+            paths,
+            &attestation_key_pem,
+            &roots,
+            trust_domain,
+            now,
+        )?;
         Ok(Self {
             trust_domain: trust_domain.clone(),
             signing_cert,
@@ -309,6 +366,7 @@ impl Authority {
             jwt_key,
             bundle,
             x509_verifier,
+            attestation,
         })
     }
 
@@ -352,9 +410,11 @@ impl Authority {
         })
     }
 
-    /// Mints a key pair and an X509-SVID for it, without a grant extension:
-    /// an attestation identity, or a server's own certificate.
-    pub fn issue_identity(
+    /// Mints a key pair and an X509-SVID for it from the signing CA,
+    /// without a grant extension: the server's own certificate (or another
+    /// server's, such as a test Redis). Attestation identities come from
+    /// [`Authority::issue_attestation_identity`] instead.
+    pub fn issue_server_identity(
         &self,
         request: LeafRequest<'_>,
         now: SystemTime,
@@ -366,6 +426,8 @@ impl Authority {
         Ok(IssuedIdentity {
             chain: vec![leaf.der().clone(), self.signing_cert.clone()],
             key_pkcs8: key_pair.serialize_der(),
+            serial: hex(&serial),
+            not_before: now - BACKDATE,
             not_after,
         })
     }
@@ -411,6 +473,7 @@ impl Authority {
             dns_names: request.dns_names,
             ip_addresses: request.ip_addresses,
             extension: extension.map(GrantExtension::to_rcgen),
+            attestation_identity: false,
         })?;
         Ok((params, not_after))
     }
@@ -511,6 +574,30 @@ fn parse_cert<'a>(
             path: path.to_owned(),
             what: "not a valid X.509 certificate",
         })
+}
+
+/// The rcgen issuer of an intermediate: its certificate (`der`, parsed)
+/// and its key, which must be the certificate's; `files` (certificate,
+/// key) name them in errors.
+fn intermediate_issuer(
+    der: &CertificateDer<'static>,
+    parsed: &X509Certificate<'_>,
+    key_pem: &str,
+    files: (&Path, &Path),
+) -> Result<rcgen::Issuer<'static, rcgen::KeyPair>, CaError> {
+    let (cert_path, key_path) = files;
+    let key_pair = rcgen::KeyPair::from_pem(key_pem).map_err(|_| CaError::Pem {
+        path: key_path.to_owned(),
+        what: "not a PKCS#8 private key",
+    })?;
+    if key_pair.public_key_raw() != parsed.public_key().subject_public_key.data.as_ref() {
+        return Err(CaError::Invalid(format!(
+            "{} does not match {}",
+            key_path.display(),
+            cert_path.display()
+        )));
+    }
+    Ok(rcgen::Issuer::from_ca_cert_der(der, key_pair)?)
 }
 
 fn check_signing_cert(

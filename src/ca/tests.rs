@@ -47,6 +47,7 @@ fn init_writes_private_keys_and_refuses_to_overwrite() {
     for key in [
         &paths.signing_key,
         &paths.jwt_key,
+        &paths.attestation_key,
         &root_key_path(dir.path()),
     ] {
         let mode = std::fs::metadata(key).unwrap().permissions().mode() & 0o777;
@@ -161,7 +162,7 @@ fn credentials_never_outlive_the_signing_ca() {
     let id = SpiffeId::new("spiffe://example.org/svc/a").unwrap();
     let now = SystemTime::now();
     let issued = authority
-        .issue_identity(
+        .issue_server_identity(
             LeafRequest {
                 spiffe_id: &id,
                 expires_at: now + 1000 * HOUR,
@@ -174,7 +175,7 @@ fn credentials_never_outlive_the_signing_ca() {
     assert_eq!(issued.not_after, authority.signing_not_after());
     let foreign = SpiffeId::new("spiffe://other.org/svc/a").unwrap();
     let error = authority
-        .issue_identity(
+        .issue_server_identity(
             LeafRequest {
                 spiffe_id: &foreign,
                 expires_at: now + HOUR,
@@ -250,4 +251,154 @@ fn jwt_header_has_exactly_alg_kid_typ() {
         authority.bundle().jwt_authorities[0].kid.as_str()
     );
     assert!(format!("{authority:?}").contains("redacted"));
+}
+
+/// The extended key usages of a leaf: (serverAuth, clientAuth).
+fn eku(leaf: &X509Certificate<'_>) -> (bool, bool) {
+    let eku = leaf.extended_key_usage().unwrap().unwrap().value;
+    (eku.server_auth, eku.client_auth)
+}
+
+#[test]
+fn attestation_identities_come_from_their_own_ca_and_never_pass_for_svids() {
+    let (_dir, authority) = fresh_ca();
+    let id = SpiffeId::new("spiffe://example.org/ci/runner").unwrap();
+    let now = SystemTime::now();
+    let request = LeafRequest {
+        spiffe_id: &id,
+        expires_at: now + 1000 * HOUR,
+        dns_names: &[],
+        ip_addresses: &[],
+    };
+    let issued = authority.issue_attestation_identity(request, now).unwrap();
+    // Clamped to the attestation CA, and chained to it, not to the signing CA.
+    assert_eq!(issued.not_after, authority.attestation_not_after());
+    assert_eq!(&issued.chain[1], authority.attestation_cert());
+    assert_ne!(issued.chain[1], authority.signing_cert);
+    let (_, leaf) = parse_x509_certificate(issued.chain[0].as_ref()).unwrap();
+    assert_eq!(leaf.raw_serial_as_string().replace(':', ""), issued.serial);
+    assert!(crate::extension::is_attestation_identity(&leaf));
+    assert_eq!(eku(&leaf), (false, true), "clientAuth only");
+    let marker =
+        x509_parser::der_parser::oid::Oid::from(crate::extension::IDENTITY_MARKER_OID).unwrap();
+    assert!(
+        !leaf
+            .get_extension_unique(&marker)
+            .unwrap()
+            .unwrap()
+            .critical
+    );
+    let (_, signer) = parse_x509_certificate(issued.chain[1].as_ref()).unwrap();
+    assert!(
+        signer
+            .subject()
+            .to_string()
+            .contains("jitid attestation CA example.org")
+    );
+    assert!(matches!(
+        signer
+            .basic_constraints()
+            .unwrap()
+            .unwrap()
+            .value
+            .path_len_constraint,
+        Some(0)
+    ));
+
+    // Offline, Verify names it for what it is.
+    match authority.verify_x509_svid(&issued.chain, now) {
+        Err(PresentedError::Invalid(message)) => {
+            assert!(
+                message.contains("an attestation identity, not an SVID"),
+                "{message}"
+            );
+        }
+        other => panic!("an attestation identity verified as an SVID: {other:?}"),
+    }
+
+    // From a CSR: the caller's key, the attested ID, the same shape.
+    let key = rcgen::KeyPair::generate().unwrap();
+    let csr_der = rcgen::CertificateParams::new(vec!["evil.example".to_owned()])
+        .unwrap()
+        .serialize_request(&key)
+        .unwrap();
+    let csr = VerifiedCsr::from_der(csr_der.der()).unwrap();
+    let signed = authority
+        .sign_attestation_identity(&csr, &id, now + HOUR, now)
+        .unwrap();
+    let (_, leaf) = parse_x509_certificate(signed.chain[0].as_ref()).unwrap();
+    assert!(crate::extension::is_attestation_identity(&leaf));
+    assert_eq!(eku(&leaf), (false, true));
+    assert_eq!(
+        leaf.public_key().subject_public_key.data.as_ref(),
+        key.public_key_raw()
+    );
+    assert!(uri_sans(&leaf).unwrap() == ["spiffe://example.org/ci/runner"]);
+
+    // The server's own certificate stays on the signing CA, unmarked.
+    let server = authority.issue_server_identity(request, now).unwrap();
+    let (_, leaf) = parse_x509_certificate(server.chain[0].as_ref()).unwrap();
+    assert!(!crate::extension::is_attestation_identity(&leaf));
+    assert_eq!(eku(&leaf), (true, true));
+    assert_eq!(server.chain[1], authority.signing_cert);
+
+    let foreign = SpiffeId::new("spiffe://other.org/ci/runner").unwrap();
+    assert!(matches!(
+        authority.sign_attestation_identity(&csr, &foreign, now + HOUR, now),
+        Err(CaError::ForeignId(_))
+    ));
+}
+
+#[test]
+fn a_ca_without_the_attestation_ca_names_the_command_that_adds_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = SystemTime::now();
+    let paths = init(dir.path(), &td(), now, &options()).unwrap();
+    std::fs::remove_file(&paths.attestation_cert).unwrap();
+    std::fs::remove_file(&paths.attestation_key).unwrap();
+    let error = Authority::load(&paths, &td(), now).unwrap_err();
+    assert!(matches!(error, CaError::NoAttestationCa(_)), "{error:?}");
+    assert!(
+        error
+            .to_string()
+            .contains("jitid ca add-attestation-ca --dir"),
+        "{error}"
+    );
+
+    let (trust_domain, added) = add_attestation_ca(dir.path(), None, now, 24 * HOUR).unwrap();
+    assert_eq!(trust_domain, td());
+    assert_eq!(added, paths);
+    let mode = std::fs::metadata(&paths.attestation_key)
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o600);
+    let authority = Authority::load(&paths, &td(), now).unwrap();
+    assert!(authority.attestation_not_after() <= now + 48 * HOUR);
+    // Never over an existing one.
+    let again = add_attestation_ca(dir.path(), None, now, HOUR).unwrap_err();
+    assert!(
+        again.to_string().contains("refusing to overwrite"),
+        "{again}"
+    );
+}
+
+#[test]
+fn load_refuses_an_attestation_ca_of_another_root_or_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = SystemTime::now();
+    let paths = init(dir.path(), &td(), now, &options()).unwrap();
+    let other_dir = tempfile::tempdir().unwrap();
+    let other = init(other_dir.path(), &td(), now, &options()).unwrap();
+    std::fs::copy(&other.attestation_key, &paths.attestation_key).unwrap();
+    let error = Authority::load(&paths, &td(), now).unwrap_err();
+    assert!(error.to_string().contains("does not match"), "{error}");
+    std::fs::copy(&other.attestation_cert, &paths.attestation_cert).unwrap();
+    let error = Authority::load(&paths, &td(), now).unwrap_err();
+    assert!(
+        error.to_string().contains("attestation.pem")
+            && error.to_string().contains("not signed by a root"),
+        "{error}"
+    );
 }

@@ -79,6 +79,14 @@ impl Authority {
         let [spiffe_id] = uris.as_slice() else {
             return Err(invalid("leaf does not carry exactly one URI SAN"));
         };
+        // Checked before the grant extension, for its own reason: it is
+        // jitid's, and authentic, but never a credential.
+        if crate::extension::is_attestation_identity(&cert) {
+            return Err(invalid(
+                "an attestation identity, not an SVID: it proves a workload to jitid and is \
+                 never valid as a credential",
+            ));
+        }
         let grant = GrantExtension::from_certificate(leaf.as_ref())
             .map_err(|error| PresentedError::Invalid(format!("not a jitid X.509-SVID: {error}")))?;
         let presented = PresentedCredential {

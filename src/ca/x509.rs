@@ -1,6 +1,7 @@
-//! Certificate templates: the root and signing CAs, and leaf X509-SVIDs
-//! (workload credentials, attestation identities, the server's own
-//! certificate), each shaped to the X509-SVID rules in shared/spiffe.md.
+//! Certificate templates: the root, signing and attestation CAs, and leaf
+//! X509-SVIDs (workload credentials, the server's own certificate) and
+//! attestation identities, each shaped to the X509-SVID rules in
+//! shared/spiffe.md.
 
 use std::net::IpAddr;
 use std::time::{Duration, SystemTime};
@@ -25,10 +26,14 @@ pub(crate) struct LeafTemplate<'a> {
     pub(crate) dns_names: &'a [String],
     pub(crate) ip_addresses: &'a [IpAddr],
     pub(crate) extension: Option<CustomExtension>,
+    /// An attestation identity: EKU clientAuth only, and the attestation
+    /// identity marker, so it can never pass for an SVID.
+    pub(crate) attestation_identity: bool,
 }
 
 /// Parameters of a CA certificate for `trust_domain`. `path_len` 1 for the
-/// root (it signs the signing CA), 0 for the signing CA (it signs leaves).
+/// root (it signs the intermediates), 0 for the signing and attestation
+/// CAs (they sign leaves).
 pub(crate) fn ca_params(
     trust_domain: &TrustDomain,
     common_name: &str,
@@ -51,7 +56,9 @@ pub(crate) fn ca_params(
 }
 
 /// Parameters of a leaf X509-SVID: exactly one URI SAN, `cA=false`, key
-/// usage digitalSignature (critical), EKU serverAuth + clientAuth.
+/// usage digitalSignature (critical), EKU serverAuth + clientAuth. An
+/// attestation identity has the same shape but EKU clientAuth only and the
+/// attestation identity marker.
 pub(crate) fn leaf_params(template: LeafTemplate<'_>) -> Result<CertificateParams, rcgen::Error> {
     let mut params = CertificateParams::default();
     params.distinguished_name = distinguished_name("");
@@ -69,15 +76,24 @@ pub(crate) fn leaf_params(template: LeafTemplate<'_>) -> Result<CertificateParam
     params.subject_alt_names = names;
     params.is_ca = IsCa::ExplicitNoCa;
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    params.extended_key_usages = vec![
-        ExtendedKeyUsagePurpose::ServerAuth,
-        ExtendedKeyUsagePurpose::ClientAuth,
-    ];
+    params.extended_key_usages = if template.attestation_identity {
+        vec![ExtendedKeyUsagePurpose::ClientAuth]
+    } else {
+        vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ]
+    };
     params.not_before = template.not_before.into();
     params.not_after = template.not_after.into();
     params.serial_number = Some(SerialNumber::from_slice(template.serial));
     params.use_authority_key_identifier_extension = true;
     params.custom_extensions = template.extension.into_iter().collect();
+    if template.attestation_identity {
+        params
+            .custom_extensions
+            .push(crate::extension::identity_marker_rcgen());
+    }
     Ok(params)
 }
 

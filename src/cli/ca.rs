@@ -1,5 +1,6 @@
-//! `jitid ca init` and `jitid ca issue-identity`: creating the trust
-//! domain's PKI and minting attestation identities from it.
+//! `jitid ca init`, `jitid ca add-attestation-ca` and `jitid ca
+//! issue-identity`: creating the trust domain's PKI and minting attestation
+//! identities from it offline.
 
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
@@ -14,7 +15,8 @@ use super::args::duration;
 
 #[derive(Subcommand)]
 pub(crate) enum CaCommand {
-    /// Create a root CA, a signing intermediate and a JWT key (ECDSA P-256).
+    /// Create a root CA, a signing and an attestation intermediate, and a
+    /// JWT key (ECDSA P-256).
     Init {
         /// Trust domain, e.g. example.org.
         #[arg(long)]
@@ -25,22 +27,39 @@ pub(crate) enum CaCommand {
         /// Lifetime of the root.
         #[arg(long, default_value = "87600h", value_parser = duration)]
         root_ttl: Duration,
-        /// Lifetime of the signing intermediate.
+        /// Lifetime of the signing and attestation intermediates.
         #[arg(long, default_value = "8760h", value_parser = duration)]
         signing_ttl: Duration,
     },
-    /// Mint an attestation identity (certificate + key) for a workload.
+    /// Add the attestation intermediate to a CA directory made before it
+    /// existed (needs the root key).
+    AddAttestationCa {
+        /// The CA directory (root.pem; attestation.pem and attestation.key
+        /// are written there).
+        #[arg(long, env = "JITID_CA_DIR", default_value = "certs/dev")]
+        dir: PathBuf,
+        /// The root key, if not DIR/root.key (e.g. brought back from
+        /// offline storage).
+        #[arg(long)]
+        root_key: Option<PathBuf>,
+        /// Lifetime of the attestation intermediate (at most the root's).
+        #[arg(long, default_value = "8760h", value_parser = duration)]
+        ttl: Duration,
+    },
+    /// Mint an attestation identity (certificate + key) for a workload,
+    /// offline, from the attestation CA.
     IssueIdentity {
         /// The workload's SPIFFE ID.
         #[arg(long)]
         spiffe_id: String,
-        /// Lifetime.
-        #[arg(long, default_value = "720h", value_parser = duration)]
+        /// Lifetime; the server refuses identities that live longer than
+        /// its `[attestation] identity_max_ttl` (24h by default).
+        #[arg(long, default_value = "24h", value_parser = duration)]
         ttl: Duration,
         /// Directory for identity.pem and identity.key.
         #[arg(long)]
         out: PathBuf,
-        /// The CA directory (signing.pem, signing.key).
+        /// The CA directory (attestation.pem, attestation.key).
         #[arg(long, env = "JITID_CA_DIR", default_value = "certs/dev")]
         ca_dir: PathBuf,
     },
@@ -76,7 +95,37 @@ pub(crate) fn run(command: CaCommand) -> anyhow::Result<()> {
             );
             outln!("  signing certificate  {}", paths.signing_cert.display());
             outln!("  signing key (0600)   {}", paths.signing_key.display());
+            outln!(
+                "  attestation CA       {}",
+                paths.attestation_cert.display()
+            );
+            outln!(
+                "  attestation key (0600) {}",
+                paths.attestation_key.display()
+            );
             outln!("  JWT signing key      {}", paths.jwt_key.display());
+            Ok(())
+        }
+        CaCommand::AddAttestationCa { dir, root_key, ttl } => {
+            let (trust_domain, paths) =
+                ca::add_attestation_ca(&dir, root_key.as_deref(), SystemTime::now(), ttl)
+                    .with_context(|| format!("adding the attestation CA to {}", dir.display()))?;
+            outln!(
+                "added the attestation CA for trust domain {trust_domain} in {}",
+                dir.display()
+            );
+            outln!(
+                "  attestation CA       {}",
+                paths.attestation_cert.display()
+            );
+            outln!(
+                "  attestation key (0600) {}",
+                paths.attestation_key.display()
+            );
+            outln!(
+                "identities issued before by the signing CA no longer attest: issue new ones \
+                 with `jitid ca issue-identity` (or a join token)"
+            );
             Ok(())
         }
         CaCommand::IssueIdentity {
@@ -102,7 +151,7 @@ pub(crate) fn run(command: CaCommand) -> anyhow::Result<()> {
                     );
                 }
             }
-            let issued = authority.issue_identity(
+            let issued = authority.issue_attestation_identity(
                 LeafRequest {
                     spiffe_id: &spiffe_id,
                     expires_at: now + ttl,
@@ -115,7 +164,8 @@ pub(crate) fn run(command: CaCommand) -> anyhow::Result<()> {
             keyfile::write_new(&key_path, issued.key_pem().as_bytes(), KEY_MODE)?;
             keyfile::write_new(&cert_path, issued.chain_pem().as_bytes(), PUBLIC_MODE)?;
             outln!(
-                "issued attestation identity {spiffe_id}, valid until {}",
+                "issued attestation identity {spiffe_id} (serial {}), valid until {}",
+                issued.serial,
                 humantime::format_rfc3339_seconds(issued.not_after)
             );
             outln!("  certificate  {}", cert_path.display());

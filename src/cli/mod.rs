@@ -18,11 +18,13 @@ pub(crate) mod exit;
 mod fetch;
 mod grants;
 mod help;
+mod identity;
 mod oidc;
 mod policy;
 mod revocation;
 mod revoke;
 mod serve;
+mod token;
 mod verify;
 
 use std::process::ExitCode;
@@ -104,6 +106,13 @@ pub(crate) enum Command {
     /// Proof of removal: which relying parties applied a revocation.
     #[command(subcommand)]
     Revocation(revocation::RevocationCommand),
+    /// Attestation identities: renew yours, bootstrap one with a join
+    /// token, revoke and list them (admins).
+    #[command(subcommand)]
+    Identity(identity::IdentityCommand),
+    /// Join tokens for a new host's first attestation identity (admins).
+    #[command(subcommand)]
+    Token(token::TokenCommand),
 }
 
 /// Parses the command line. Help and version go to stdout (exit 0); a
@@ -223,6 +232,8 @@ pub(crate) async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Revocation(command) => revocation::run(command).await,
         Command::Verify(args) => verify::verify(args).await,
         Command::Bench(args) => bench::bench(args).await,
+        Command::Identity(command) => identity::run(command).await,
+        Command::Token(command) => token::run(command).await,
     }?;
     Ok(ExitCode::SUCCESS)
 }

@@ -6,6 +6,8 @@ use std::path::PathBuf;
 use anyhow::bail;
 use clap::Args;
 use jitid::ca;
+use jitid::client::ClientError;
+use jitid::proto::v1 as pb;
 use serde_json::json;
 
 use super::args::{ConnArgs, check_file, connect};
@@ -32,17 +34,31 @@ pub(crate) struct VerifyArgs {
 
 pub(crate) async fn verify(args: VerifyArgs) -> anyhow::Result<()> {
     let client = connect(&args.conn, true).await?;
-    let response = match (&args.x509, &args.jwt) {
+    let answer = match (&args.x509, &args.jwt) {
         (Some(path), _) => {
             check_file(path, "--x509")?;
             let chain = ca::read_certs(path)?;
-            client.verify_x509(&chain).await?
+            client.verify_x509(&chain).await
         }
         (None, Some(token)) => {
             let audience = args.audience.as_deref().unwrap_or_default();
-            client.verify_jwt(token.trim(), audience).await?
+            client.verify_jwt(token.trim(), audience).await
         }
         (None, None) => bail!("give --x509 FILE or --jwt TOKEN --audience AUD"),
+    };
+    let response = match answer {
+        // The server is up but its store is not (it could not even check
+        // our own attestation): liveness is unknown, which is a verdict.
+        Err(ClientError::Status {
+            code: tonic::Code::Unavailable,
+            message,
+            ..
+        }) => pb::VerifyResponse {
+            status: pb::VerifyStatus::Unknown.into(),
+            reason: message,
+            ..Default::default()
+        },
+        answer => answer?,
     };
     let status = verify_status_name(response.status);
     match args.output {

@@ -36,6 +36,10 @@ pub const DEFAULT_CALLER_RATE: CallerRate = CallerRate {
     per_second: 100.0,
     burst: 200,
 };
+/// Default lifetime of an attestation identity the server issues
+/// (`attestation.identity_ttl`), and the default longest one it accepts
+/// (`attestation.identity_max_ttl`).
+pub const DEFAULT_IDENTITY_TTL: Duration = Duration::from_secs(24 * 3600);
 
 /// A configuration that could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -90,10 +94,14 @@ pub struct Config {
     pub ca: CaPaths,
     /// The server's own identity.
     pub server: ServerIdentityConfig,
-    /// PEM files of the CAs whose client certificates attest callers.
+    /// PEM files of the CAs whose client certificates attest callers
+    /// (default: the attestation CA, `ca.attestation_cert`).
     pub attestation_trust_anchors: Vec<PathBuf>,
     /// `[[attestation.oidc]]`: the issuers whose tokens attest callers.
     pub attestation_oidc: Vec<ProviderConfig>,
+    /// How long attestation identities live (`[attestation] identity_ttl`,
+    /// `identity_max_ttl`).
+    pub identity: IdentityConfig,
     /// Largest accepted request message, in bytes.
     pub max_request_bytes: usize,
     /// How much work the server takes on: in flight, and per caller.
@@ -118,6 +126,27 @@ pub struct Config {
     pub audit: AuditConfig,
     /// `[revocation]`: how relying parties' acknowledgements are judged.
     pub revocation: RevocationConfig,
+}
+
+/// The lifetimes of attestation identities.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IdentityConfig {
+    /// What a renewal or a join token gets unless it asks for less
+    /// (`identity_ttl`, default [`DEFAULT_IDENTITY_TTL`]).
+    pub ttl: Duration,
+    /// The longest lifetime the server issues, or accepts at attestation
+    /// (`identity_max_ttl`, default [`DEFAULT_IDENTITY_TTL`]); a revocation
+    /// by SPIFFE ID is kept that long.
+    pub max_ttl: Duration,
+}
+
+impl Default for IdentityConfig {
+    fn default() -> Self {
+        Self {
+            ttl: DEFAULT_IDENTITY_TTL,
+            max_ttl: DEFAULT_IDENTITY_TTL,
+        }
+    }
 }
 
 /// `[limits]` on load: how many RPCs that do work the server takes on at
@@ -365,6 +394,8 @@ struct RawAttestation {
     trust_anchors: Option<Vec<PathBuf>>,
     #[serde(default)]
     oidc: Vec<RawOidc>,
+    identity_ttl: Option<String>,
+    identity_max_ttl: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -491,6 +522,7 @@ impl Config {
             cert_ttl,
         };
 
+        let identity = identity_config(&raw.attestation, &invalid)?;
         let attestation_trust_anchors = match raw.attestation.trust_anchors {
             Some(paths) if paths.is_empty() => {
                 return Err(invalid(
@@ -499,7 +531,7 @@ impl Config {
                 ));
             }
             Some(paths) => paths.iter().map(|p| base.join(p)).collect(),
-            None => vec![ca.root_cert.clone()],
+            None => vec![ca.attestation_cert.clone()],
         };
 
         let attestation_oidc = raw
@@ -746,6 +778,7 @@ impl Config {
             server,
             attestation_trust_anchors,
             attestation_oidc,
+            identity,
             max_request_bytes,
             admission,
             connections,
@@ -759,6 +792,29 @@ impl Config {
             revocation,
         })
     }
+}
+
+fn identity_config(
+    raw: &RawAttestation,
+    invalid: &dyn Fn(&str, String) -> ConfigError,
+) -> Result<IdentityConfig, ConfigError> {
+    let read = |key: &str, text: &Option<String>| match text {
+        None => Ok(DEFAULT_IDENTITY_TTL),
+        Some(text) => match parse_duration(text) {
+            Ok(ttl) if ttl >= Duration::from_secs(1) => Ok(ttl),
+            Ok(_) => Err(invalid(key, "must be at least 1s".to_owned())),
+            Err(message) => Err(invalid(key, message)),
+        },
+    };
+    let ttl = read("attestation.identity_ttl", &raw.identity_ttl)?;
+    let max_ttl = read("attestation.identity_max_ttl", &raw.identity_max_ttl)?;
+    if ttl > max_ttl {
+        return Err(invalid(
+            "attestation.identity_ttl",
+            "must not exceed attestation.identity_max_ttl".to_owned(),
+        ));
+    }
+    Ok(IdentityConfig { ttl, max_ttl })
 }
 
 fn admission_config(

@@ -24,10 +24,13 @@ fn minimal_config_gets_safe_defaults() {
         config.ca.signing_key,
         Path::new("/etc/jitid/ca/signing.key")
     );
+    // Attestation trusts the attestation CA alone: no SVID chains there.
     assert_eq!(
         config.attestation_trust_anchors,
-        vec![config.ca.root_cert.clone()]
+        vec![config.ca.attestation_cert.clone()]
     );
+    assert_eq!(config.identity, IdentityConfig::default());
+    assert_eq!(config.identity.max_ttl, Duration::from_secs(24 * 3600));
     assert_eq!(
         config.server.spiffe_id.as_str(),
         "spiffe://example.org/jitid"
@@ -495,4 +498,32 @@ fn a_bad_oidc_provider_is_refused_at_load_naming_the_field() {
     );
     let error = parse(&same_issuer).unwrap_err().to_string();
     assert!(error.contains("`attestation.oidc.issuer`"), "{error}");
+}
+
+#[test]
+fn attestation_identity_lifetimes() {
+    let with =
+        |table: &str| parse(&MINIMAL.replace("[ca]", &format!("[attestation]\n{table}\n[ca]")));
+    let config = with("identity_ttl = \"1h\"\nidentity_max_ttl = \"48h\"").unwrap();
+    assert_eq!(
+        config.identity,
+        IdentityConfig {
+            ttl: Duration::from_secs(3600),
+            max_ttl: Duration::from_secs(48 * 3600),
+        }
+    );
+    // An explicit trust anchor still overrides the attestation CA.
+    let config = with("trust_anchors = [\"ca/root.pem\"]").unwrap();
+    assert_eq!(
+        config.attestation_trust_anchors,
+        vec![Path::new("/etc/jitid/ca/root.pem").to_owned()]
+    );
+    for (bad, key) in [
+        ("identity_ttl = \"48h\"", "attestation.identity_ttl"),
+        ("identity_max_ttl = \"0s\"", "attestation.identity_max_ttl"),
+        ("identity_ttl = \"soon\"", "attestation.identity_ttl"),
+    ] {
+        let error = with(bad).unwrap_err().to_string();
+        assert!(error.contains(key), "{bad}: {error}");
+    }
 }

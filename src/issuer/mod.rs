@@ -8,8 +8,10 @@
 //! existing grant, and RequestGrant), `decide` (policy at request time),
 //! `approval`, `review`, `revoke` (revocation and completion), `verify`,
 //! `delegate`, `relying` (relying parties and proof of removal), `grants`
-//! (reading grants), `events` (the audit records they write) and `token`
-//! (what a caller attested by an OIDC token may do).
+//! (reading grants), `identity` (attestation identities: the denylist
+//! checked at every attestation, renewal, join tokens, revocation),
+//! `events` (the audit records they write) and `token` (what a caller
+//! attested by an OIDC token may do).
 //!
 //! Audit before effect: every use case that records a grant, a credential,
 //! an approval, a review or a delegation appends its audit events before
@@ -22,6 +24,7 @@ mod decide;
 mod delegate;
 mod events;
 mod grants;
+mod identity;
 mod issue;
 mod mint;
 mod relying;
@@ -47,6 +50,10 @@ use crate::store::{GrantStore, StoreError};
 
 pub use self::caller::{Attestation, AttestationMethod, Caller, IdentityEvidence, OidcEvidence};
 pub use self::grants::GrantFilter;
+pub use self::identity::{
+    AttestationRefusal, CreatedJoinToken, DEFAULT_JOIN_TOKEN_TTL, IdentityIssuedOut,
+    IdentityLimits, IdentityRevokeOutcome, IdentityTarget, JOIN_TOKEN_PREFIX, MAX_JOIN_TOKEN_TTL,
+};
 pub use self::issue::{JwtIssued, X509Issued};
 pub use self::relying::{PartyRemoval, RemovalStatus};
 pub use self::request::{
@@ -58,6 +65,10 @@ pub use self::revoke::{CompleteTarget, Outcome, RevokeOutcome, RevokeTarget};
 pub use self::verify::{Presented, Verdict, VerifyStatus};
 
 pub use crate::store::{DEFAULT_ACK_BOUND, DEFAULT_PARTY_TTL};
+
+/// How long an attestation identity lives unless configured (and the
+/// longest it may live).
+pub const DEFAULT_IDENTITY_TTL: Duration = Duration::from_secs(24 * 3600);
 
 /// Why an issuance failed. Nothing was recorded.
 #[derive(Debug, thiserror::Error)]
@@ -126,6 +137,8 @@ pub struct Issuer {
     party_ttl: Duration,
     /// Each relying-party name and the SPIFFE IDs that may use it.
     party_names: BTreeMap<String, IdPattern>,
+    /// How long attestation identities live.
+    identity_limits: IdentityLimits,
 }
 
 // === impl IssueError ===
@@ -205,6 +218,10 @@ impl Issuer {
             ack_bound: DEFAULT_ACK_BOUND,
             party_ttl: DEFAULT_PARTY_TTL,
             party_names: BTreeMap::new(),
+            identity_limits: IdentityLimits {
+                ttl: DEFAULT_IDENTITY_TTL,
+                max_ttl: DEFAULT_IDENTITY_TTL,
+            },
         }
     }
 

@@ -795,3 +795,5 @@ async fn a_liveness_answer_the_trail_refuses_is_never_valid() {
     let verdict = env.issuer.verify_for(&relying_party, &presented).await;
     assert_eq!(verdict.status, VerifyStatus::Expired);
 }
+
+mod identity;

@@ -88,6 +88,20 @@ impl Admission {
         }
     }
 
+    /// Admits a request that has no attested caller yet (a join token
+    /// exchange), or refuses it at once when the server is working on
+    /// `max_in_flight` requests already. Never waits.
+    pub(crate) fn admit_unattested(&self) -> Result<Admitted, Status> {
+        let Ok(permit) = self.in_flight.clone().try_acquire_owned() else {
+            self.sheds.count(&self.sheds.busy, self.max_in_flight);
+            return Err(refusal(
+                format!("server busy: {} requests in flight", self.max_in_flight),
+                BUSY_RETRY_AFTER,
+            ));
+        };
+        Ok(Admitted { _permit: permit })
+    }
+
     /// Admits `caller`'s request, or refuses it at once: the server is
     /// working on `max_in_flight` requests already, or the caller is over
     /// its rate. Never waits.

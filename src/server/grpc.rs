@@ -14,6 +14,7 @@ use super::admission::{self, Admission};
 use super::audit_query::Query;
 use super::auth_failures::AuthFailures;
 use super::bearer::TokenAttestation;
+use super::identity;
 use super::stream_slots::StreamSlots;
 use super::streams;
 use super::tls::PeerInfo;
@@ -27,8 +28,8 @@ use crate::config::StreamLimits;
 use crate::convert;
 use crate::grant::GrantId;
 use crate::issuer::{
-    Attestation, Caller, CompleteTarget, DelegationRequest, GrantFilter, Issuer, Outcome,
-    Presented, RevokeTarget, VerifyStatus,
+    Attestation, AttestationRefusal, Caller, CompleteTarget, DelegationRequest, GrantFilter,
+    Issuer, Outcome, Presented, RevokeTarget, VerifyStatus,
 };
 use crate::proto::v1::{
     self as pb, FetchBundleRequest, FetchBundleResponse, IssueJwtSvidRequest, IssueJwtSvidResponse,
@@ -85,15 +86,32 @@ impl IssuerService {
         }
     }
 
-    fn authenticate<T>(&self, request: &Request<T>) -> Result<Caller, Status> {
-        let peer = request
-            .extensions()
-            .get::<PeerInfo>()
-            .ok_or_else(|| Status::unauthenticated("no TLS peer information"))?;
-        // A request attests with its connection's client certificate, or
-        // with the bearer token it carries (`bearer.rs`), never both.
-        let token = request.extensions().get::<TokenAttestation>();
+    /// The attested caller of `request`, or the refusal to send: the
+    /// connection's client certificate or the request's bearer token
+    /// (`bearer.rs`), never both, still valid now; for an attestation
+    /// identity, not on the denylist (one store round trip; UNAVAILABLE
+    /// when the store cannot say, fail closed).
+    pub(super) fn authenticate<T>(
+        &self,
+        request: &Request<T>,
+    ) -> impl Future<Output = Result<Caller, Status>> + Send + '_ {
+        // Taken now, so the future does not hold the request.
+        let peer = request.extensions().get::<PeerInfo>().cloned();
+        let token = request.extensions().get::<TokenAttestation>().cloned();
+        self.attest(peer, token)
+    }
+
+    async fn attest(
+        &self,
+        peer: Option<PeerInfo>,
+        token: Option<TokenAttestation>,
+    ) -> Result<Caller, Status> {
+        let peer = peer.ok_or_else(|| Status::unauthenticated("no TLS peer information"))?;
         let certificate = !matches!(peer.attestation, Err(AttestationError::NoCertificate));
+        let now = self.issuer.clock().now();
+        // An IPv4 client of a dual-stack listener shows as ::ffff:a.b.c.d;
+        // conditions see a.b.c.d.
+        let source = Some(peer.remote_addr.ip().to_canonical());
         let (actor, reason, code) = match (token, &peer.attestation) {
             (Some(_), _) if certificate => (
                 "unauthenticated".to_owned(),
@@ -102,13 +120,8 @@ impl IssuerService {
                     .to_owned(),
                 tonic::Code::InvalidArgument,
             ),
-            (Some(TokenAttestation(Ok(caller))), _)
-                if still_attested(caller, self.issuer.clock().now()) =>
-            {
-                return Ok(Caller {
-                    source: Some(peer.remote_addr.ip().to_canonical()),
-                    ..caller.clone()
-                });
+            (Some(TokenAttestation(Ok(caller))), _) if still_attested(&caller, now) => {
+                return Ok(Caller { source, ..caller });
             }
             (Some(TokenAttestation(Ok(caller))), _) => (
                 caller.spiffe_id.to_string(),
@@ -126,13 +139,25 @@ impl IssuerService {
                     tonic::Code::Unauthenticated
                 },
             ),
-            (None, Ok(caller)) if still_attested(caller, self.issuer.clock().now()) => {
-                return Ok(Caller {
-                    // An IPv4 client of a dual-stack listener shows as
-                    // ::ffff:a.b.c.d; conditions see a.b.c.d.
-                    source: Some(peer.remote_addr.ip().to_canonical()),
+            (None, Ok(caller)) if still_attested(caller, now) => {
+                let caller = Caller {
+                    source,
                     ..caller.clone()
-                });
+                };
+                match self.issuer.check_attestation(&caller).await {
+                    Ok(()) => return Ok(caller),
+                    Err(AttestationRefusal::Unavailable(error)) => {
+                        tracing::warn!(error = %super::wire::error_chain(&error), "attestation denylist unavailable; refusing");
+                        return Err(Status::unavailable(
+                            "attestation denylist unavailable; nothing was done, retry",
+                        ));
+                    }
+                    Err(refusal) => (
+                        caller.spiffe_id.to_string(),
+                        refusal.to_string(),
+                        tonic::Code::Unauthenticated,
+                    ),
+                }
             }
             (None, Ok(caller)) => (
                 caller.spiffe_id.to_string(),
@@ -159,7 +184,7 @@ impl IssuerApi for IssuerService {
         &self,
         request: Request<pb::WatchRevocationsRequest>,
     ) -> Result<Response<Self::WatchRevocationsStream>, Status> {
-        let caller = self.authenticate(&request);
+        let caller = self.authenticate(&request).await;
         let pb::WatchRevocationsRequest {
             cursor,
             relying_party,
@@ -207,7 +232,7 @@ impl IssuerApi for IssuerService {
         &self,
         request: Request<IssueX509SvidRequest>,
     ) -> Result<Response<IssueX509SvidResponse>, Status> {
-        let caller = self.authenticate(&request);
+        let caller = self.authenticate(&request).await;
         let request = request.into_inner();
         let span = rpc_span("IssueX509Svid", request.grant.as_ref());
         traced(span, async move {
@@ -233,7 +258,7 @@ impl IssuerApi for IssuerService {
         &self,
         request: Request<IssueJwtSvidRequest>,
     ) -> Result<Response<IssueJwtSvidResponse>, Status> {
-        let caller = self.authenticate(&request);
+        let caller = self.authenticate(&request).await;
         let request = request.into_inner();
         let span = rpc_span("IssueJwtSvid", request.grant.as_ref());
         traced(span, async move {
@@ -281,7 +306,7 @@ impl IssuerApi for IssuerService {
         &self,
         request: Request<pb::RevokeRequest>,
     ) -> Result<Response<pb::RevokeResponse>, Status> {
-        let caller = self.authenticate(&request);
+        let caller = self.authenticate(&request).await;
         let request = request.into_inner();
         traced(rpc_span("Revoke", None), async move {
             let caller = record_caller(caller?);
@@ -314,7 +339,7 @@ impl IssuerApi for IssuerService {
         &self,
         request: Request<pb::CompleteTaskRequest>,
     ) -> Result<Response<pb::CompleteTaskResponse>, Status> {
-        let caller = self.authenticate(&request);
+        let caller = self.authenticate(&request).await;
         let request = request.into_inner();
         traced(rpc_span("CompleteTask", None), async move {
             let caller = record_caller(caller?);
@@ -352,7 +377,7 @@ impl IssuerApi for IssuerService {
         &self,
         request: Request<pb::VerifyRequest>,
     ) -> Result<Response<pb::VerifyResponse>, Status> {
-        let caller = self.authenticate(&request);
+        let caller = self.authenticate(&request).await;
         let request = request.into_inner();
         traced(rpc_span("Verify", None), async move {
             let caller = record_caller(caller?);
@@ -435,7 +460,7 @@ impl IssuerApi for IssuerService {
         &self,
         request: Request<pb::ListGrantsRequest>,
     ) -> Result<Response<pb::ListGrantsResponse>, Status> {
-        let caller = self.authenticate(&request);
+        let caller = self.authenticate(&request).await;
         let request = request.into_inner();
         traced(rpc_span("ListGrants", None), async move {
             let caller = record_caller(caller?);
@@ -489,7 +514,7 @@ impl IssuerApi for IssuerService {
         &self,
         request: Request<pb::GetGrantRequest>,
     ) -> Result<Response<pb::GetGrantResponse>, Status> {
-        let caller = self.authenticate(&request);
+        let caller = self.authenticate(&request).await;
         let request = request.into_inner();
         traced(rpc_span("GetGrant", None), async move {
             let caller = record_caller(caller?);
@@ -509,7 +534,7 @@ impl IssuerApi for IssuerService {
         &self,
         request: Request<pb::RequestGrantRequest>,
     ) -> Result<Response<pb::RequestGrantResponse>, Status> {
-        let caller = self.authenticate(&request);
+        let caller = self.authenticate(&request).await;
         let request = request.into_inner();
         let span = rpc_span("RequestGrant", request.grant.as_ref());
         traced(span, async move {
@@ -532,7 +557,7 @@ impl IssuerApi for IssuerService {
         &self,
         request: Request<pb::ApproveRequest>,
     ) -> Result<Response<pb::ApproveResponse>, Status> {
-        let caller = self.authenticate(&request);
+        let caller = self.authenticate(&request).await;
         let request = request.into_inner();
         traced(rpc_span("Approve", None), async move {
             let caller = record_caller(caller?);
@@ -552,7 +577,7 @@ impl IssuerApi for IssuerService {
         &self,
         request: Request<pb::DenyRequest>,
     ) -> Result<Response<pb::DenyResponse>, Status> {
-        let caller = self.authenticate(&request);
+        let caller = self.authenticate(&request).await;
         let request = request.into_inner();
         traced(rpc_span("Deny", None), async move {
             let caller = record_caller(caller?);
@@ -574,7 +599,7 @@ impl IssuerApi for IssuerService {
         &self,
         request: Request<pb::WatchGrantRequest>,
     ) -> Result<Response<Self::WatchGrantStream>, Status> {
-        let caller = self.authenticate(&request);
+        let caller = self.authenticate(&request).await;
         let request = request.into_inner();
         let (caller, id, first, permit) = traced(rpc_span("WatchGrant", None), async {
             let caller = record_caller(caller?);
@@ -607,7 +632,7 @@ impl IssuerApi for IssuerService {
         &self,
         request: Request<pb::ListReviewsRequest>,
     ) -> Result<Response<pb::ListReviewsResponse>, Status> {
-        let caller = self.authenticate(&request);
+        let caller = self.authenticate(&request).await;
         let request = request.into_inner();
         traced(rpc_span("ListReviews", None), async move {
             let caller = record_caller(caller?);
@@ -627,7 +652,7 @@ impl IssuerApi for IssuerService {
         &self,
         request: Request<pb::AckReviewRequest>,
     ) -> Result<Response<pb::AckReviewResponse>, Status> {
-        let caller = self.authenticate(&request);
+        let caller = self.authenticate(&request).await;
         let request = request.into_inner();
         traced(rpc_span("AckReview", None), async move {
             let caller = record_caller(caller?);
@@ -649,7 +674,7 @@ impl IssuerApi for IssuerService {
         &self,
         request: Request<pb::QueryAuditRequest>,
     ) -> Result<Response<Self::QueryAuditStream>, Status> {
-        let caller = self.authenticate(&request);
+        let caller = self.authenticate(&request).await;
         let request = request.into_inner();
         let (log, query, permit) = traced(rpc_span("QueryAudit", None), async {
             let caller = record_caller(caller?);
@@ -674,7 +699,7 @@ impl IssuerApi for IssuerService {
         &self,
         request: Request<pb::DelegateRequest>,
     ) -> Result<Response<pb::DelegateResponse>, Status> {
-        let caller = self.authenticate(&request);
+        let caller = self.authenticate(&request).await;
         let request = request.into_inner();
         traced(rpc_span("Delegate", None), async move {
             let caller = record_caller(caller?);
@@ -699,7 +724,7 @@ impl IssuerApi for IssuerService {
         &self,
         request: Request<pb::AckRevocationsRequest>,
     ) -> Result<Response<pb::AckRevocationsResponse>, Status> {
-        let caller = self.authenticate(&request);
+        let caller = self.authenticate(&request).await;
         let request = request.into_inner();
         traced(rpc_span("AckRevocations", None), async move {
             let caller = record_caller(caller?);
@@ -718,11 +743,55 @@ impl IssuerApi for IssuerService {
         .await
     }
 
+    async fn renew_identity(
+        &self,
+        request: Request<pb::RenewIdentityRequest>,
+    ) -> Result<Response<pb::IdentityResponse>, Status> {
+        let caller = self.authenticate(&request).await;
+        identity::renew(&self.issuer, &self.admission, caller, request.into_inner()).await
+    }
+
+    async fn bootstrap_identity(
+        &self,
+        request: Request<pb::BootstrapIdentityRequest>,
+    ) -> Result<Response<pb::IdentityResponse>, Status> {
+        // No attestation: the join token is the proof.
+        let source = request
+            .extensions()
+            .get::<PeerInfo>()
+            .map(|peer| peer.remote_addr.ip().to_canonical());
+        identity::bootstrap(&self.issuer, &self.admission, source, request.into_inner()).await
+    }
+
+    async fn create_join_token(
+        &self,
+        request: Request<pb::CreateJoinTokenRequest>,
+    ) -> Result<Response<pb::CreateJoinTokenResponse>, Status> {
+        let caller = self.authenticate(&request).await;
+        identity::create_join_token(&self.issuer, caller, request.into_inner()).await
+    }
+
+    async fn revoke_identity(
+        &self,
+        request: Request<pb::RevokeIdentityRequest>,
+    ) -> Result<Response<pb::RevokeIdentityResponse>, Status> {
+        let caller = self.authenticate(&request).await;
+        identity::revoke(&self.issuer, caller, request.into_inner()).await
+    }
+
+    async fn list_identities(
+        &self,
+        request: Request<pb::ListIdentitiesRequest>,
+    ) -> Result<Response<pb::ListIdentitiesResponse>, Status> {
+        let caller = self.authenticate(&request).await;
+        identity::list(&self.issuer, caller).await
+    }
+
     async fn revocation_status(
         &self,
         request: Request<pb::RevocationStatusRequest>,
     ) -> Result<Response<pb::RevocationStatusResponse>, Status> {
-        let caller = self.authenticate(&request);
+        let caller = self.authenticate(&request).await;
         let request = request.into_inner();
         traced(rpc_span("RevocationStatus", None), async move {
             let caller = record_caller(caller?);
@@ -745,14 +814,14 @@ fn still_attested(caller: &Caller, now: std::time::SystemTime) -> bool {
     }
 }
 
-fn record_caller(caller: Caller) -> Caller {
+pub(super) fn record_caller(caller: Caller) -> Caller {
     tracing::Span::current().record("caller", caller.spiffe_id.as_str());
     caller
 }
 
 /// A span for one RPC; `caller` and `outcome` are recorded as they become
 /// known.
-fn rpc_span(rpc: &'static str, grant: Option<&pb::GrantSpec>) -> tracing::Span {
+pub(super) fn rpc_span(rpc: &'static str, grant: Option<&pb::GrantSpec>) -> tracing::Span {
     tracing::info_span!(
         "rpc",
         rpc,
@@ -765,7 +834,7 @@ fn rpc_span(rpc: &'static str, grant: Option<&pb::GrantSpec>) -> tracing::Span {
 }
 
 /// Runs one RPC inside `span` and logs its outcome once.
-async fn traced<T>(
+pub(super) async fn traced<T>(
     span: tracing::Span,
     work: impl Future<Output = Result<T, Status>>,
 ) -> Result<T, Status> {

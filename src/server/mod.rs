@@ -9,6 +9,7 @@ mod audit_query;
 mod auth_failures;
 mod bearer;
 mod grpc;
+mod identity;
 mod stream_slots;
 mod streams;
 mod tls;

@@ -166,7 +166,7 @@ pub(crate) fn mint_server_cert(
     now: SystemTime,
     provider: &CryptoProvider,
 ) -> Result<CertifiedKey, TlsSetupError> {
-    let issued = authority.issue_identity(
+    let issued = authority.issue_server_identity(
         LeafRequest {
             spiffe_id: &identity.spiffe_id,
             expires_at: now + identity.cert_ttl,

@@ -1,7 +1,10 @@
 //! The in-memory grant store: the embedded default for a single server.
 //! Its epoch is random per process, since a restart loses every grant.
 //! Expired grants are dropped as new ones arrive, so memory stays bounded
-//! by the number of live grants.
+//! by the number of live grants. It keeps the attestation identity
+//! registry too (`memory/identities.rs`).
+
+mod identities;
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
@@ -31,6 +34,7 @@ pub struct MemoryStore {
     stream: Arc<Stream>,
     /// Claimed tokens: the grant each was used for, until it expires.
     tokens: Mutex<HashMap<String, (GrantId, SystemTime)>>,
+    identities: Mutex<identities::Registry>,
 }
 
 /// The revocation stream: events by sequence number, kept until `until`.
@@ -89,6 +93,7 @@ impl MemoryStore {
             state: Mutex::default(),
             stream: Arc::default(),
             tokens: Mutex::default(),
+            identities: Mutex::default(),
         }
     }
 
@@ -171,6 +176,10 @@ impl Default for MemoryStore {
 
 #[async_trait]
 impl GrantStore for MemoryStore {
+    fn identities(&self) -> Option<&dyn super::IdentityStore> {
+        Some(self)
+    }
+
     async fn epoch(&self) -> Result<Epoch, StoreError> {
         Ok(self.epoch.clone())
     }

@@ -18,6 +18,7 @@
 //! - A token claimed for one grant ([`ReplayGuard`]) stays claimed until it
 //!   expires.
 
+pub mod identities;
 mod memory;
 mod redis;
 mod replay;
@@ -27,6 +28,7 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 
 pub use self::redis::{RedisStore, RedisStoreConfig};
+pub use identities::IdentityStore;
 pub use memory::MemoryStore;
 pub use replay::{Claim, ReplayGuard};
 
@@ -264,6 +266,12 @@ pub enum AddOutcome {
 /// The system of record for live grants.
 #[async_trait]
 pub trait GrantStore: ReplayGuard + Send + Sync + std::fmt::Debug + 'static {
+    /// The attestation identity registry this backend keeps beside its
+    /// grants, if it keeps one ([`MemoryStore`] and [`RedisStore`] do).
+    fn identities(&self) -> Option<&dyn IdentityStore> {
+        None
+    }
+
     /// The epoch grants are recorded under now (may be cached).
     async fn epoch(&self) -> Result<Epoch, StoreError>;
 

@@ -56,7 +56,7 @@ async fn untrusted_ca() {
         jitid::ca::Authority::load(&paths, &TrustDomain::new("example.org").unwrap(), now).unwrap();
     let spiffe_id = jitid::spiffe_id::SpiffeId::new(CI_RUNNER).unwrap();
     let issued = rogue
-        .issue_identity(
+        .issue_attestation_identity(
             jitid::ca::LeafRequest {
                 spiffe_id: &spiffe_id,
                 expires_at: now + Duration::from_secs(3600),
@@ -151,14 +151,45 @@ async fn client_verifies_the_server() {
 
 #[tokio::test]
 async fn an_issued_svid_is_not_an_attestation_identity() {
+    // By default the server trusts the attestation CA alone, so an SVID
+    // (from the signing CA) does not even chain there.
     let env = TestEnv::start().await;
     let runner = env.client_for(CI_RUNNER).await;
     let svid = runner
         .fetch_x509_svid(&SvidRequest::entitlement("ci-publish"))
         .await
         .unwrap();
-    // The SVID chains to the same root as attestation identities, but it
-    // is a credential for one task: it may not mint more.
+    let identity = jitid::client::ClientIdentity::new(
+        svid.chain.clone(),
+        rustls::pki_types::PrivateKeyDer::Pkcs8(svid.key_pkcs8.clone().into()),
+    );
+    let holder = env.client_with(Some(identity)).await;
+    let error = holder
+        .fetch_x509_svid(&SvidRequest::entitlement("ci-publish"))
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), Some(tonic::Code::Unauthenticated));
+    assert!(
+        error
+            .to_string()
+            .contains("not issued by a trusted attestation CA"),
+        "{error}"
+    );
+    assert_eq!(env.grants(), 1, "only the first grant");
+}
+
+#[tokio::test]
+async fn an_issued_svid_is_refused_even_where_the_root_attests() {
+    // An operator who trusts the whole root for attestation still cannot
+    // attest with an SVID: it is a credential for one task, and may not
+    // mint more.
+    let env =
+        TestEnv::start_with_catalogue("[attestation]\ntrust_anchors = [\"ca/root.pem\"]\n").await;
+    let runner = env.client_for(CI_RUNNER).await;
+    let svid = runner
+        .fetch_x509_svid(&SvidRequest::entitlement("ci-publish"))
+        .await
+        .unwrap();
     let identity = jitid::client::ClientIdentity::new(
         svid.chain.clone(),
         rustls::pki_types::PrivateKeyDer::Pkcs8(svid.key_pkcs8.clone().into()),

@@ -123,7 +123,10 @@ async fn every_rpc_path_emits_its_events() {
         .await
         .unwrap();
     let events = next(&[RequestReceived, Decision, BreakGlass, CredentialIssued]).await;
-    assert_eq!(events[2].details["justification"], "INC-1: the primary is down");
+    assert_eq!(
+        events[2].details["justification"],
+        "INC-1: the primary is down"
+    );
     env.client_for(SECURITY_B)
         .await
         .ack_review(&emergency.grant.grant_id, "fine")

@@ -19,6 +19,7 @@ mod connections;
 mod delegation;
 mod docs;
 mod exec;
+mod identity;
 mod issue_jwt;
 mod issue_x509;
 mod oidc;

@@ -358,8 +358,7 @@ async fn peers_are_authorized_by_spiffe_id_and_revocation_fails_closed() {
         .check_revocation(RevocationCache::new(Duration::from_secs(3600)));
     let url = serve_health(&server, unsynced).await;
     check(&caller, &url, to_server()).await.unwrap_err();
-    let (cache, _feed) =
-        RevocationCache::follow(server.client().clone(), Duration::from_secs(3600));
+    let (cache, _feed) = RevocationCache::follow(server.client(), Duration::from_secs(3600));
     let deadline = Instant::now() + Duration::from_secs(10);
     while cache.ready().is_err() {
         assert!(Instant::now() < deadline, "{:?}", cache.ready());

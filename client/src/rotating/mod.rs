@@ -1,8 +1,9 @@
 //! A rotating identity for services: keeps a fresh X.509-SVID and the trust
-//! bundle in memory, renews them in the background, and hands them to
-//! rustls and tonic so that every new handshake uses the current ones.
-//! See [`RotatingIdentity`].
+//! bundle in memory, renews them (and its own attestation identity) in the
+//! background, and hands them to rustls and tonic so that every new
+//! handshake uses the current ones. See [`RotatingIdentity`].
 
+mod attestation;
 mod schedule;
 mod transport;
 mod verify;
@@ -95,6 +96,15 @@ struct Roots {
 /// tasks stop when the identity, and every rustls config made from it, is
 /// dropped.
 ///
+/// When its issuer config holds a jitid attestation identity, a third task
+/// renews that too (`RenewIdentity`, with a key generated here) once about
+/// half of what was left of it has passed, and connects again with the new
+/// one, so later calls to the issuer attest with it; if the identity was
+/// read from files ([`ClientConfig::from_files`]) the renewed one is
+/// written back there (the key 0600), so a restart picks it up. A
+/// long-running service thus needs no new key by hand. Turn it off with
+/// [`RotatingIdentityBuilder::renew_attestation_identity`].
+///
 /// Peers are authenticated by [`SpiffePeerVerifier`]: the chain against the
 /// current bundle, the SPIFFE ID against the trust domain and an optional
 /// allow-list, and optionally the credential against a
@@ -118,7 +128,7 @@ struct Roots {
 ///
 /// // Server side: only `svc/caller` may call, and not once it is revoked.
 /// let (revocations, _feed) =
-///     RevocationCache::follow(identity.client().clone(), std::time::Duration::from_secs(3600));
+///     RevocationCache::follow(identity.client(), std::time::Duration::from_secs(3600));
 /// let peers = identity
 ///     .peer_verifier()
 ///     .allow("spiffe://example.org/svc/caller")?
@@ -148,12 +158,14 @@ pub struct RotatingIdentity {
 }
 
 struct Shared {
-    client: Client,
+    /// The connection to the issuer, made again with each renewed
+    /// attestation identity.
+    client: watch::Receiver<Client>,
     provider: Arc<CryptoProvider>,
     renew_now: Arc<Notify>,
     svid: watch::Receiver<Arc<CurrentSvid>>,
     bundle: watch::Receiver<Arc<TrustBundle>>,
-    tasks: [JoinHandle<()>; 2],
+    tasks: Vec<JoinHandle<()>>,
 }
 
 /// Configures and starts a [`RotatingIdentity`].
@@ -162,6 +174,8 @@ pub struct RotatingIdentityBuilder {
     issuer: Issuer,
     request: SvidRequest,
     schedule: RenewalSchedule,
+    renew_attestation: bool,
+    attestation_ttl: Option<Duration>,
 }
 
 #[derive(Debug)]
@@ -207,9 +221,12 @@ impl RotatingIdentity {
 
     /// The connection to the issuer, e.g. for
     /// [`RevocationCache::follow`](super::RevocationCache::follow) or to
-    /// revoke or complete grants.
-    pub fn client(&self) -> &Client {
-        &self.shared.client
+    /// revoke or complete grants: the one made with the current attestation
+    /// identity. A connection attests with the identity it was made with,
+    /// so after a renewal take it again rather than keep a clone for longer
+    /// than an identity lives.
+    pub fn client(&self) -> Client {
+        self.shared.client.borrow().clone()
     }
 
     /// A verifier of SPIFFE peers against this identity's current bundle;
@@ -257,7 +274,24 @@ impl RotatingIdentityBuilder {
             issuer,
             request,
             schedule: RenewalSchedule::default(),
+            renew_attestation: true,
+            attestation_ttl: None,
         }
+    }
+
+    /// Whether the attestation identity of the issuer config is renewed
+    /// too (default true; only an identity from jitid's attestation CA, and
+    /// only with [`RotatingIdentity::builder`], which has the config).
+    pub fn renew_attestation_identity(mut self, renew: bool) -> Self {
+        self.renew_attestation = renew;
+        self
+    }
+
+    /// The lifetime asked for renewed attestation identities (default:
+    /// the server's `[attestation] identity_ttl`).
+    pub fn attestation_identity_ttl(mut self, ttl: Duration) -> Self {
+        self.attestation_ttl = Some(ttl);
+        self
     }
 
     /// Renews after this fraction of the SVID's remaining lifetime, in
@@ -318,9 +352,19 @@ impl RotatingIdentityBuilder {
                     .to_owned(),
             ));
         }
-        let client = match self.issuer {
-            Issuer::Config(config) => Client::connect(config).await?,
-            Issuer::Client(client) => client,
+        let (client, renewable) = match self.issuer {
+            Issuer::Config(config) => {
+                let client = Client::connect(config.clone()).await?;
+                let renewable = config
+                    .identity
+                    .as_ref()
+                    .is_some_and(super::ClientIdentity::is_attestation_identity);
+                (
+                    client,
+                    (self.renew_attestation && renewable).then_some(config),
+                )
+            }
+            Issuer::Client(client) => (client, None),
         };
         let provider = crate::crypto::provider();
         let first_svid = CurrentSvid::fetch(&client, &self.request, &provider).await?;
@@ -334,9 +378,10 @@ impl RotatingIdentityBuilder {
         let (svid_sender, svid) = watch::channel(Arc::new(first_svid));
         let (bundle_sender, bundle) = watch::channel(Arc::new(first_bundle));
         let renew_now = Arc::new(Notify::new());
-        let tasks = [
+        let (client_sender, clients) = watch::channel(client);
+        let mut tasks = vec![
             tokio::spawn(renew_svids(
-                client.clone(),
+                clients.clone(),
                 self.request,
                 schedule,
                 provider.clone(),
@@ -344,15 +389,24 @@ impl RotatingIdentityBuilder {
                 renew_now.clone(),
             )),
             tokio::spawn(refresh_bundles(
-                client.clone(),
+                clients.clone(),
                 schedule,
                 provider.clone(),
                 bundle_sender,
             )),
         ];
+        if let Some(config) = renewable {
+            tasks.push(tokio::spawn(attestation::renew_attestation(
+                config,
+                self.attestation_ttl,
+                attestation::schedule(schedule),
+                provider.clone(),
+                client_sender,
+            )));
+        }
         Ok(RotatingIdentity {
             shared: Arc::new(Shared {
-                client,
+                client: clients,
                 provider,
                 renew_now,
                 svid,
@@ -539,7 +593,7 @@ impl fmt::Debug for TrustBundle {
 /// forever, publishing each new one; on failure keeps the current one and
 /// retries with backoff.
 async fn renew_svids(
-    client: Client,
+    clients: watch::Receiver<Client>,
     request: SvidRequest,
     schedule: RenewalSchedule,
     provider: Arc<CryptoProvider>,
@@ -561,6 +615,7 @@ async fn renew_svids(
             () = tokio::time::sleep(wait) => {}
             () = renew_now.notified() => {}
         }
+        let client = clients.borrow().clone();
         match CurrentSvid::fetch(&client, &request, &provider).await {
             Ok(svid) => {
                 failures = 0;
@@ -589,7 +644,7 @@ async fn renew_svids(
 /// its content changes; on failure keeps the current one and retries with
 /// backoff.
 async fn refresh_bundles(
-    client: Client,
+    clients: watch::Receiver<Client>,
     schedule: RenewalSchedule,
     provider: Arc<CryptoProvider>,
     sender: watch::Sender<Arc<TrustBundle>>,
@@ -606,6 +661,7 @@ async fn refresh_bundles(
             schedule.retry_in(failures, random_sample())
         };
         tokio::time::sleep(wait).await;
+        let client = clients.borrow().clone();
         match TrustBundle::fetch(&client, &provider).await {
             Ok(bundle) => {
                 failures = 0;

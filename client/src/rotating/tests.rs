@@ -26,6 +26,8 @@ struct Leaf {
     client_auth: bool,
     expired: bool,
     grant: Option<&'static str>,
+    /// Carries the attestation identity marker.
+    attestation_identity: bool,
 }
 
 const GOOD: Leaf = Leaf {
@@ -35,6 +37,7 @@ const GOOD: Leaf = Leaf {
     client_auth: true,
     expired: false,
     grant: None,
+    attestation_identity: false,
 };
 
 struct Ca {
@@ -105,6 +108,11 @@ fn leaf(ca: &Ca, leaf: &Leaf) -> (CertificateDer<'static>, Vec<u8>) {
             GRANT_EXTENSION_OID,
             extension.to_der(),
         )];
+    }
+    if leaf.attestation_identity {
+        params
+            .custom_extensions
+            .push(crate::extension::identity_marker_rcgen());
     }
     let cert = params.signed_by(&key, &ca.issuer).unwrap();
     (cert.der().clone(), key.serialize_der())
@@ -207,6 +215,14 @@ fn refuses_what_is_not_an_svid_of_the_trust_domain() {
                 ..GOOD
             },
             "Expired",
+        ),
+        // jitid's attestation identities prove a workload to jitid only.
+        (
+            Leaf {
+                attestation_identity: true,
+                ..GOOD
+            },
+            "AttestationIdentity",
         ),
     ];
     for (case, why) in cases {

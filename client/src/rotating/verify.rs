@@ -42,6 +42,10 @@ pub enum PeerError {
     /// The bundle has no X.509 authorities: the trust domain trusts no SVID.
     #[error("the trust bundle has no X.509 authorities")]
     EmptyBundle,
+    /// The certificate is a jitid attestation identity: it proves a
+    /// workload to jitid and is never an SVID.
+    #[error("peer certificate is a jitid attestation identity, not an X.509-SVID")]
+    AttestationIdentity,
 }
 
 /// What a verified X.509-SVID leaf says.
@@ -62,7 +66,8 @@ pub(super) struct SvidLeaf {
 ///   for the side it plays) against the X.509 authorities of the trust
 ///   bundle current at the handshake;
 /// - its leaf is an X.509-SVID: exactly one URI SAN, a SPIFFE ID with a
-///   path, neither `keyCertSign` nor `cRLSign`;
+///   path, neither `keyCertSign` nor `cRLSign`, and not a jitid attestation
+///   identity (which carries the attestation identity marker);
 /// - that SPIFFE ID is in the bundle's trust domain and, if an allow-list
 ///   is set, matches one of its patterns;
 /// - if a [`RevocationCache`] is set, the cache says it is not revoked. A
@@ -293,6 +298,9 @@ pub(super) fn parse_svid_leaf(der: &[u8]) -> Result<SvidLeaf, PeerError> {
         .map_err(|error| PeerError::NotAnSvid(format!("invalid SPIFFE ID: {error}")))?;
     if cert.is_ca() {
         return Err(bad("a CA certificate is not a leaf"));
+    }
+    if crate::extension::is_attestation_identity(&cert) {
+        return Err(PeerError::AttestationIdentity);
     }
     if let Ok(Some(key_usage)) = cert.key_usage()
         && (key_usage.value.key_cert_sign() || key_usage.value.crl_sign())

@@ -49,6 +49,10 @@ impl Event {
             Self::AuthenticationFailure(failure) => object(failure, &[]),
             Self::LivenessChecked(checked) => object(checked, &[]),
             Self::RevocationApplied(applied) => object(applied, &[]),
+            Self::IdentityIssued(issued) => object(issued, &[]),
+            Self::IdentityRevoked(revoked) => object(revoked, &[]),
+            Self::JoinTokenCreated(created) => object(created, &[]),
+            Self::JoinTokenUsed(used) => object(used, &[]),
         }
     }
 
@@ -96,6 +100,10 @@ impl Event {
             EventKind::AuthenticationFailure => Self::AuthenticationFailure(read(details)?),
             EventKind::LivenessChecked => Self::LivenessChecked(read(details)?),
             EventKind::RevocationApplied => Self::RevocationApplied(read(details)?),
+            EventKind::IdentityIssued => Self::IdentityIssued(read(details)?),
+            EventKind::IdentityRevoked => Self::IdentityRevoked(read(details)?),
+            EventKind::JoinTokenCreated => Self::JoinTokenCreated(read(details)?),
+            EventKind::JoinTokenUsed => Self::JoinTokenUsed(read(details)?),
         })
     }
 }

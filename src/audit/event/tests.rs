@@ -569,12 +569,92 @@ fn details_that_do_not_fit_are_an_error_and_extra_keys_are_ignored() {
 }
 
 #[test]
+fn identity_events_write_their_fields_and_never_a_token() {
+    check(
+        Event::IdentityIssued(IdentityIssued {
+            via: IssuedVia::Renewed,
+            serial: "7f01".to_owned(),
+            spiffe_id: "spiffe://example.org/ci/runner".to_owned(),
+            not_after: at(86_400),
+            renewed_from: Some("7f00".to_owned()),
+            join_token: None,
+        }),
+        json!({
+            "via": "renewed",
+            "serial": "7f01",
+            "spiffe_id": "spiffe://example.org/ci/runner",
+            "not_after": rfc3339(at(86_400)),
+            "renewed_from": "7f00",
+        }),
+    );
+    check(
+        Event::IdentityIssued(IdentityIssued {
+            via: IssuedVia::Bootstrapped,
+            serial: "7f02".to_owned(),
+            spiffe_id: "spiffe://example.org/ci/runner".to_owned(),
+            not_after: at(86_400),
+            renewed_from: None,
+            join_token: Some("0123456789ab".to_owned()),
+        }),
+        json!({
+            "via": "bootstrapped",
+            "serial": "7f02",
+            "spiffe_id": "spiffe://example.org/ci/runner",
+            "not_after": rfc3339(at(86_400)),
+            "join_token": "0123456789ab",
+        }),
+    );
+    check(
+        Event::IdentityRevoked(IdentityRevoked {
+            target: IdentityTargetKind::Serial,
+            value: "7f01".to_owned(),
+            spiffe_id: None,
+            reason: "lost laptop".to_owned(),
+            grants_ended: Vec::new(),
+        }),
+        json!({
+            "target": "serial",
+            "value": "7f01",
+            "spiffe_id": null,
+            "reason": "lost laptop",
+            "grants_ended": [],
+        }),
+    );
+    check(
+        Event::JoinTokenCreated(JoinTokenCreated {
+            token: "0123456789ab".to_owned(),
+            spiffe_id: "spiffe://example.org/hosts/build-7".to_owned(),
+            expires_at: at(600),
+        }),
+        json!({
+            "token": "0123456789ab",
+            "spiffe_id": "spiffe://example.org/hosts/build-7",
+            "expires_at": rfc3339(at(600)),
+        }),
+    );
+    check(
+        Event::JoinTokenUsed(JoinTokenUsed {
+            token: "0123456789ab".to_owned(),
+            created_by: "spiffe://example.org/ops/admin".to_owned(),
+            serial: "7f02".to_owned(),
+            source: Some("127.0.0.1".to_owned()),
+        }),
+        json!({
+            "token": "0123456789ab",
+            "created_by": "spiffe://example.org/ops/admin",
+            "serial": "7f02",
+            "source": "127.0.0.1",
+        }),
+    );
+}
+
+#[test]
 fn names_are_spelt_once() {
     for kind in EventKind::ALL {
         assert_eq!(EventKind::parse(kind.as_str()), Some(*kind));
         assert_eq!(serde_json::to_value(kind).unwrap(), json!(kind.as_str()));
     }
-    assert_eq!(EventKind::ALL.len(), 14);
+    assert_eq!(EventKind::ALL.len(), 18);
     assert_eq!(EventKind::parse("nope"), None);
     for status in LivenessStatus::ALL {
         let read: LivenessStatus = serde_json::from_value(json!(status.as_str())).unwrap();

@@ -361,7 +361,11 @@ async fn a_token_caller_is_never_an_admin_and_cannot_wait_for_approval() {
     // Break-glass is at once, so it is allowed, and bounded by the token.
     let issued = env
         .issuer
-        .issue_x509(&job, &break_glass("INC-9: the primary database is down"), &env.csr)
+        .issue_x509(
+            &job,
+            &break_glass("INC-9: the primary database is down"),
+            &env.csr,
+        )
         .await
         .unwrap();
     assert!(issued.grant.expires_at <= now + 10 * MINUTE);

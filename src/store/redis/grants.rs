@@ -22,6 +22,10 @@ use crate::store::{
 
 #[async_trait]
 impl GrantStore for RedisStore {
+    fn identities(&self) -> Option<&dyn crate::store::IdentityStore> {
+        Some(self)
+    }
+
     async fn epoch(&self) -> Result<Epoch, StoreError> {
         match self.cached_epoch() {
             Some(epoch) => Ok(epoch),

@@ -30,11 +30,13 @@
 //!
 //! `grants.rs` holds the [`GrantStore`](super::GrantStore) implementation,
 //! `feed.rs` the revocation stream and relying parties, `encoding.rs` the
-//! record formats.
+//! record formats, `identities.rs` the attestation identity registry and
+//! join tokens (with their keys).
 
 mod encoding;
 mod feed;
 mod grants;
+mod identities;
 mod replay;
 
 use std::sync::{Arc, Mutex};

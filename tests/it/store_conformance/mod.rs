@@ -1,13 +1,15 @@
 //! One conformance suite for every `GrantStore`: the in-memory store, a
 //! real redis-server, and a real three-master Redis Cluster. This file
 //! holds the shared helpers and the entry points that run each suite
-//! (`grants.rs`, `approvals.rs`, `delegation.rs`, `undo.rs`) against each
+//! (`grants.rs`, `approvals.rs`, `delegation.rs`, `identities.rs`,
+//! `undo.rs`) against each
 //! backend. Then the Redis-only behaviour: key expiry, outages, a dataset
 //! lost on restart, and the keys a discarded grant leaves behind.
 
 mod approvals;
 mod delegation;
 mod grants;
+mod identities;
 mod replay;
 mod undo;
 
@@ -24,6 +26,7 @@ use jitid::store::{
 use self::approvals::approvals_conformance;
 use self::delegation::delegation_and_parties_conformance;
 use self::grants::conformance;
+use self::identities::identities_conformance;
 use self::replay::replay_conformance;
 use self::undo::undo_conformance;
 use crate::support::redis::{RedisCluster, RedisServer};
@@ -116,6 +119,7 @@ async fn memory_store_conforms() {
     approvals_conformance(&store).await;
     delegation_and_parties_conformance(&store).await;
     replay_conformance(&store).await;
+    identities_conformance(&store).await;
 }
 
 #[tokio::test]
@@ -128,6 +132,7 @@ async fn redis_store_conforms() {
     approvals_conformance(&store).await;
     delegation_and_parties_conformance(&store).await;
     replay_conformance(&store).await;
+    identities_conformance(&store).await;
 }
 
 #[tokio::test]
@@ -140,6 +145,7 @@ async fn redis_cluster_store_conforms() {
     approvals_conformance(&store).await;
     delegation_and_parties_conformance(&store).await;
     replay_conformance(&store).await;
+    identities_conformance(&store).await;
     // Grants of many subjects spread over the cluster's masters.
     for n in 0..20 {
         issue(
@@ -442,7 +448,7 @@ async fn redis_over_mutual_tls_conforms() {
     let write_identity = |name: &str, path: &str, ips: &[std::net::IpAddr]| {
         let id = SpiffeId::new(&format!("spiffe://example.org{path}")).unwrap();
         let issued = authority
-            .issue_identity(
+            .issue_server_identity(
                 LeafRequest {
                     spiffe_id: &id,
                     expires_at: now + Duration::from_secs(3600),

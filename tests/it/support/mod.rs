@@ -267,7 +267,8 @@ impl TestEnv {
         ca::read_certs(&self.ca.root_cert).unwrap()
     }
 
-    /// An attestation identity for `id`, signed by the test CA.
+    /// An attestation identity for `id`, signed by the test CA's
+    /// attestation intermediate.
     pub fn identity(&self, id: &str) -> ClientIdentity {
         let now = SystemTime::now();
         self.identity_valid(id, now, now + Duration::from_secs(3600))
@@ -277,7 +278,7 @@ impl TestEnv {
         let spiffe_id = SpiffeId::new(id).unwrap();
         let issued = self
             .authority
-            .issue_identity(
+            .issue_attestation_identity(
                 LeafRequest {
                     spiffe_id: &spiffe_id,
                     expires_at: until,
@@ -314,14 +315,19 @@ impl TestEnv {
 
     /// Writes an identity for `id` as PEM files (key 0600), for the CLI.
     pub fn identity_files(&self, id: &str) -> (PathBuf, PathBuf) {
+        self.identity_files_until(id, SystemTime::now() + Duration::from_secs(3600))
+    }
+
+    /// [`TestEnv::identity_files`] for an identity that expires `until`.
+    pub fn identity_files_until(&self, id: &str, until: SystemTime) -> (PathBuf, PathBuf) {
         let spiffe_id = SpiffeId::new(id).unwrap();
         let now = SystemTime::now();
         let issued = self
             .authority
-            .issue_identity(
+            .issue_attestation_identity(
                 LeafRequest {
                     spiffe_id: &spiffe_id,
-                    expires_at: now + Duration::from_secs(3600),
+                    expires_at: until,
                     dns_names: &[],
                     ip_addresses: &[],
                 },
@@ -360,15 +366,18 @@ impl TestEnv {
         self.client_with(Some(self.identity(id))).await
     }
 
-    /// The signing CA as an rcgen issuer, for hand-made certificates.
+    /// The attestation CA as an rcgen issuer, for hand-made client
+    /// certificates.
     pub fn rcgen_issuer(&self) -> rcgen::Issuer<'static, rcgen::KeyPair> {
-        let key = rcgen::KeyPair::from_pem(&std::fs::read_to_string(&self.ca.signing_key).unwrap())
-            .unwrap();
-        let cert = ca::read_certs(&self.ca.signing_cert).unwrap().remove(0);
+        let key =
+            rcgen::KeyPair::from_pem(&std::fs::read_to_string(&self.ca.attestation_key).unwrap())
+                .unwrap();
+        let cert = ca::read_certs(&self.ca.attestation_cert).unwrap().remove(0);
         rcgen::Issuer::from_ca_cert_der(&cert, key).unwrap()
     }
 
-    /// A client certificate with the given URI SANs, signed by the test CA.
+    /// A client certificate with the given URI SANs, signed by the test
+    /// CA's attestation intermediate.
     pub fn identity_with_uris(&self, uris: &[&str]) -> ClientIdentity {
         let key = rcgen::KeyPair::generate().unwrap();
         let mut params = rcgen::CertificateParams::default();
@@ -385,9 +394,9 @@ impl TestEnv {
         params.not_before = (now - Duration::from_secs(60)).into();
         params.not_after = (now + Duration::from_secs(3600)).into();
         let cert = params.signed_by(&key, &self.rcgen_issuer()).unwrap();
-        let signing = ca::read_certs(&self.ca.signing_cert).unwrap().remove(0);
+        let attestation = ca::read_certs(&self.ca.attestation_cert).unwrap().remove(0);
         ClientIdentity::new(
-            vec![cert.der().clone(), signing],
+            vec![cert.der().clone(), attestation],
             PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
         )
     }
@@ -414,6 +423,24 @@ pub fn exited(output: &std::process::Output, code: i32) -> String {
     );
     assert_eq!(output.status.code(), Some(code), "{all}");
     all
+}
+
+/// Waits until `check` says yes, polling every 50 ms; fails naming `what`
+/// after 30 s. For outcomes that take their time (a renewal on a
+/// schedule): wait for the event that shows it, never a bare sleep.
+pub async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !check().await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "gave up waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// Path of the built `jitid` binary.
