@@ -462,7 +462,7 @@ async fn continue_memory_trail(
 fn audit_file_tail(path: &Path, authority: &Authority) -> Result<Option<(Head, String)>, AppError> {
     let head = match audit::file::read_head(path).map_err(AppError::AuditFileTail)? {
         Some(token) => Some(
-            audit::checkpoint::verify_checkpoint(&token, &authority.bundle().jwt_authorities)
+            audit::checkpoint::verify_checkpoint(&token, &authority.document_authorities())
                 .map_err(|message| {
                     AppError::AuditFileTail(audit::file::TailError::BadHead {
                         path: audit::file::head_path(path),

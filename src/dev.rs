@@ -93,6 +93,10 @@ pub fn ensure(dir: &Path, now: SystemTime) -> Result<DevEnv, DevError> {
         // A dev directory from before the attestation CA: add it.
         ca::add_attestation_ca(&dir, None, now, DEV_CA_TTL)?;
     }
+    if !created && !ca_paths.audit_key.exists() {
+        // ...or from before checkpoints had their own key.
+        ca::add_audit_key(&dir)?;
+    }
     if created {
         ca::init(
             &dir,

@@ -117,6 +117,17 @@ impl TrustBundle {
     /// [`TrustBundle::to_spiffe_json`] and [`TrustBundle::jwks_json`]
     /// write them.
     pub fn jwt_authorities_from_json(json: &[u8]) -> Result<Vec<JwtAuthority>, String> {
+        Self::keys_from_json(json, &["jwt-svid"])
+    }
+
+    /// The keys that check the audit trail's checkpoints in a JWK Set, as
+    /// `jitid ca audit-key` prints it (`use: audit`); `jwt-svid` keys too,
+    /// which signed checkpoints before they had their own key.
+    pub fn document_authorities_from_json(json: &[u8]) -> Result<Vec<JwtAuthority>, String> {
+        Self::keys_from_json(json, &["audit", "jwt-svid"])
+    }
+
+    fn keys_from_json(json: &[u8], uses: &[&str]) -> Result<Vec<JwtAuthority>, String> {
         let set: Value =
             serde_json::from_slice(json).map_err(|error| format!("not a JWK Set: {error}"))?;
         let keys = set
@@ -127,7 +138,7 @@ impl TrustBundle {
             |key: &Value, name: &str| key.get(name).and_then(Value::as_str).map(str::to_owned);
         let authorities: Vec<JwtAuthority> = keys
             .iter()
-            .filter(|key| field(key, "use").as_deref() == Some("jwt-svid"))
+            .filter(|key| field(key, "use").is_some_and(|value| uses.contains(&value.as_str())))
             .filter(|key| field(key, "crv").as_deref() == Some("P-256"))
             .filter_map(|key| {
                 Some(JwtAuthority {
@@ -141,7 +152,7 @@ impl TrustBundle {
             })
             .collect();
         if authorities.is_empty() {
-            return Err("the bundle has no P-256 jwt-svid key".to_owned());
+            return Err(format!("the bundle has no P-256 {} key", uses.join(" or ")));
         }
         Ok(authorities)
     }

@@ -84,6 +84,14 @@ pub enum CaError {
         .0.display()
     )]
     NoAttestationCa(PathBuf),
+    /// The CA directory has no key to sign the audit trail's checkpoints
+    /// with (made before they had their own).
+    #[error(
+        "{} is missing: checkpoints of the audit trail have their own key; run `jitid ca add-audit-key --dir {}`",
+        .0.display(),
+        .0.parent().map(Path::display).map(|dir| dir.to_string()).unwrap_or_default()
+    )]
+    NoAuditKey(PathBuf),
     /// The attestation CA has expired or expires before the identity starts.
     #[error("attestation CA certificate expired at {} (Unix time)", unix_seconds(*.0))]
     AttestationCaExpired(SystemTime),
@@ -144,6 +152,8 @@ pub struct Authority {
     signing_not_after: SystemTime,
     issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
     jwt_key: JwtKey,
+    /// Signs the audit trail's checkpoints: not in the trust bundle.
+    audit_key: JwtKey,
     bundle: TrustBundle,
     x509_verifier: Option<std::sync::Arc<dyn rustls::server::danger::ClientCertVerifier>>,
     attestation: attestation::AttestationCa,
@@ -166,6 +176,9 @@ pub struct CaPaths {
     pub attestation_cert: PathBuf,
     /// Attestation intermediate key, PKCS#8 PEM, mode 0600.
     pub attestation_key: PathBuf,
+    /// The key that signs the audit trail's checkpoints and head lines,
+    /// PKCS#8 PEM, mode 0600: never an SVID key.
+    pub audit_key: PathBuf,
 }
 
 /// Creates a root, a signing intermediate and an attestation intermediate
@@ -187,6 +200,7 @@ pub fn init(
         &paths.jwt_key,
         &paths.attestation_cert,
         &paths.attestation_key,
+        &paths.audit_key,
     ] {
         if path.exists() {
             return Err(KeyFileError::Exists(path.clone()).into());
@@ -235,6 +249,7 @@ pub fn init(
         KEY_MODE,
     )?;
     keyfile::write_new(&paths.jwt_key, jwt_key.serialize_pem().as_bytes(), KEY_MODE)?;
+    add_audit_key(dir)?;
     keyfile::write_new(
         &paths.attestation_key,
         attestation_key.serialize_pem().as_bytes(),
@@ -252,6 +267,16 @@ pub fn init(
         PUBLIC_MODE,
     )?;
     Ok(paths)
+}
+
+/// Writes a new key for the audit trail's checkpoints (`audit.key`,
+/// ECDSA P-256, 0600) into a CA directory that has none; `init` writes one
+/// too. Refuses to overwrite it.
+pub fn add_audit_key(dir: &Path) -> Result<PathBuf, CaError> {
+    let path = CaPaths::in_dir(dir).audit_key;
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+    keyfile::write_new(&path, key.serialize_pem().as_bytes(), KEY_MODE)?;
+    Ok(path)
 }
 
 /// Where `init` puts the root key. The server never reads it; operators
@@ -272,6 +297,7 @@ impl CaPaths {
             jwt_key: dir.join("jwt.key"),
             attestation_cert: dir.join("attestation.pem"),
             attestation_key: dir.join("attestation.key"),
+            audit_key: dir.join("audit.key"),
         }
     }
 }
@@ -293,6 +319,14 @@ impl Authority {
         // when something else is wrong too.
         let signing_key_pem = keyfile::read_private(&paths.signing_key)?;
         let jwt_key_pem = keyfile::read_private(&paths.jwt_key)?;
+        let audit_key_pem = match keyfile::read_private(&paths.audit_key) {
+            Err(KeyFileError::Io { source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound =>
+            {
+                return Err(CaError::NoAuditKey(paths.audit_key.clone()));
+            }
+            other => other?,
+        };
         let attestation_key_pem = attestation::read_key(paths)?;
 
         let roots = read_certs(&paths.root_cert)?;
@@ -337,6 +371,12 @@ impl Authority {
             (&paths.signing_cert, &paths.signing_key),
         )?;
         let jwt_key = JwtKey::from_pem(&jwt_key_pem)?;
+        let audit_key = JwtKey::from_pem(&audit_key_pem)?;
+        if audit_key.kid() == jwt_key.kid() {
+            return Err(CaError::Invalid(
+                "audit.key must not be the JWT-SVID key: checkpoints have their own".to_owned(),
+            ));
+        }
 
         let bundle = TrustBundle {
             trust_domain: trust_domain.clone(),
@@ -364,6 +404,7 @@ impl Authority {
             signing_not_after,
             issuer,
             jwt_key,
+            audit_key,
             bundle,
             x509_verifier,
             attestation,
@@ -437,18 +478,45 @@ impl Authority {
         self.jwt_key.sign("JWT", claims)
     }
 
-    /// Signs `claims` as a compact JWS with the trust domain's JWT key
-    /// (ES256, header `typ`, `alg`, `kid`), for documents other than SVIDs
-    /// whose format their owner defines (the audit trail's checkpoints);
-    /// [`verify_jws`] checks them. `typ` must name that format: `JWT` is
-    /// refused, so nothing signed here can pass for a JWT-SVID.
+    /// Signs `claims` as a compact JWS with the trust domain's document
+    /// key (`audit.key`: ES256, header `typ`, `alg`, `kid`), for documents
+    /// other than SVIDs whose format their owner defines (the audit
+    /// trail's checkpoints); [`verify_jws`] checks them against
+    /// [`Authority::document_authorities`]. The key is not the JWT-SVID
+    /// key and not in the trust bundle, and `typ` must name the format
+    /// (`JWT` is refused): nothing signed here passes for a JWT-SVID.
     pub fn sign_jws(&self, typ: &str, claims: &impl serde::Serialize) -> Result<String, CaError> {
         if typ.eq_ignore_ascii_case("JWT") {
             return Err(CaError::Jwt(
                 "a JWS that is not a JWT-SVID needs its own typ".to_owned(),
             ));
         }
-        self.jwt_key.sign(typ, claims)
+        self.audit_key.sign(typ, claims)
+    }
+
+    /// The public key [`Authority::sign_jws`] signs with, to check
+    /// checkpoints by.
+    pub fn document_authorities(&self) -> Vec<JwtAuthority> {
+        vec![JwtAuthority {
+            kid: self.audit_key.kid().to_owned(),
+            key: self.audit_key.public().clone(),
+        }]
+    }
+
+    /// [`Authority::document_authorities`] as a JWK Set (`use: audit`), as
+    /// `jitid ca audit-key` prints it for `jitid audit verify --bundle`.
+    pub fn document_jwks_json(&self) -> Vec<u8> {
+        let key = self.audit_key.public();
+        serde_json::to_vec(&serde_json::json!({ "keys": [{
+            "kty": "EC",
+            "crv": key.crv,
+            "x": key.x,
+            "y": key.y,
+            "kid": self.audit_key.kid(),
+            "alg": "ES256",
+            "use": "audit",
+        }]}))
+        .unwrap_or_default()
     }
 
     fn leaf(
@@ -486,6 +554,7 @@ impl fmt::Debug for Authority {
             .field("signing_not_after", &self.signing_not_after)
             .field("signing_key", &"<redacted>")
             .field("jwt_key", &self.jwt_key)
+            .field("audit_key", &self.audit_key)
             .finish()
     }
 }

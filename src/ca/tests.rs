@@ -214,12 +214,12 @@ fn only_a_jwt_svid_typ_verifies_as_a_jwt_svid() {
     let now = SystemTime::now();
     let svid = authority.sign_jwt_svid(&svid_claims()).unwrap();
     assert!(authority.verify_jwt_svid(&svid, "x", now).is_ok());
-    let jose = authority.sign_jws("JOSE", &svid_claims()).unwrap();
+    let jose = authority.jwt_key.sign("JOSE", &svid_claims()).unwrap();
     assert!(authority.verify_jwt_svid(&jose, "x", now).is_ok());
-    // The same key signs audit checkpoints: one with SVID claims is not an
-    // SVID.
+    // Even with the JWT-SVID key, a checkpoint's typ is not an SVID's.
     let checkpoint = authority
-        .sign_jws("jitid-audit-checkpoint+jwt", &svid_claims())
+        .jwt_key
+        .sign("jitid-audit-checkpoint+jwt", &svid_claims())
         .unwrap();
     match authority.verify_jwt_svid(&checkpoint, "x", now) {
         Err(PresentedError::Invalid(message)) => {
@@ -227,6 +227,54 @@ fn only_a_jwt_svid_typ_verifies_as_a_jwt_svid() {
         }
         other => panic!("a checkpoint typ verified as an SVID: {other:?}"),
     }
+}
+
+#[test]
+fn checkpoints_have_their_own_key_outside_the_bundle() {
+    let (_dir, authority) = fresh_ca();
+    let now = SystemTime::now();
+    // Whatever its typ and claims, a document signed with the audit key
+    // never verifies as a JWT-SVID: the bundle does not have that key.
+    for typ in ["JOSE", "jitid-audit-checkpoint+jwt"] {
+        let document = authority.sign_jws(typ, &svid_claims()).unwrap();
+        assert!(
+            authority.verify_jwt_svid(&document, "x", now).is_err(),
+            "{typ}"
+        );
+    }
+    let audit_kid = &authority.document_authorities()[0].kid;
+    assert!(
+        authority
+            .bundle()
+            .jwt_authorities
+            .iter()
+            .all(|key| key.kid != *audit_kid),
+        "the audit key is not a JWT-SVID authority"
+    );
+    let jwks = authority.document_jwks_json();
+    let keys = crate::ca::TrustBundle::document_authorities_from_json(&jwks).unwrap();
+    assert_eq!(keys[0].kid, *audit_kid);
+    assert!(crate::ca::TrustBundle::jwt_authorities_from_json(&jwks).is_err());
+}
+
+#[test]
+fn a_ca_without_the_audit_key_names_the_command_that_adds_it() {
+    let (dir, _) = fresh_ca();
+    let paths = CaPaths::in_dir(dir.path());
+    std::fs::remove_file(&paths.audit_key).unwrap();
+    let trust_domain = td();
+    let error = Authority::load(&paths, &trust_domain, SystemTime::now()).unwrap_err();
+    assert!(matches!(error, CaError::NoAuditKey(_)), "{error:?}");
+    assert!(
+        error.to_string().contains("jitid ca add-audit-key --dir"),
+        "{error}"
+    );
+    crate::ca::add_audit_key(dir.path()).unwrap();
+    Authority::load(&paths, &trust_domain, SystemTime::now()).unwrap();
+    assert!(
+        crate::ca::add_audit_key(dir.path()).is_err(),
+        "never overwritten"
+    );
 }
 
 #[test]

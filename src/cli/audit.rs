@@ -37,8 +37,8 @@ pub(crate) enum AuditCommand {
         /// A server config whose store is Redis.
         #[arg(long, env = "JITID_CONFIG")]
         config: Option<PathBuf>,
-        /// A SPIFFE bundle or JWK Set (as `jitid bundle` prints) whose JWT
-        /// keys check the checkpoint.
+        /// The JWK Set of the trust domain's audit key (as `jitid ca
+        /// audit-key` prints it) that checks checkpoints and head lines.
         #[arg(long)]
         bundle: Option<PathBuf>,
     },
@@ -409,17 +409,21 @@ async fn verify(
             (Some(path), _) => {
                 let json = std::fs::read(path)
                     .with_context(|| format!("cannot read {}", path.display()))?;
-                TrustBundle::jwt_authorities_from_json(&json)
+                TrustBundle::document_authorities_from_json(&json)
                     .map_err(|error| anyhow::anyhow!("{}: {error}", path.display()))
             }
             (None, Some((_, config))) => {
                 let authority =
                     Authority::load(&config.ca, &config.trust_domain, SystemTime::now())
                         .context("loading the CA's keys to check the checkpoint")?;
-                Ok(authority.bundle().jwt_authorities.clone())
+                // Checkpoints signed before they had their own key were
+                // signed with the JWT-SVID key: the operator's CA has both.
+                let mut keys = authority.document_authorities();
+                keys.extend(authority.bundle().jwt_authorities.iter().cloned());
+                Ok(keys)
             }
             (None, None) => bail!(
-                "the trail starts at a signed checkpoint: pass --bundle (e.g. the output of `jitid bundle`) to check it"
+                "the trail starts at a signed checkpoint: pass --bundle with the audit key (the output of `jitid ca audit-key`) to check it"
             ),
         }
     };

@@ -46,6 +46,23 @@ pub(crate) enum CaCommand {
         #[arg(long, default_value = "8760h", value_parser = duration)]
         ttl: Duration,
     },
+    /// Add a key for the audit trail's checkpoints to a CA directory made
+    /// before they had their own.
+    AddAuditKey {
+        /// The CA directory (audit.key is written there, 0600).
+        #[arg(long, env = "JITID_CA_DIR", default_value = "certs/dev")]
+        dir: PathBuf,
+    },
+    /// Print the public key that checks the audit trail's checkpoints, as
+    /// a JWK Set for `jitid audit verify --bundle`.
+    AuditKey {
+        /// The CA directory.
+        #[arg(long, env = "JITID_CA_DIR", default_value = "certs/dev")]
+        dir: PathBuf,
+        /// Its trust domain.
+        #[arg(long, default_value = "example.org")]
+        trust_domain: String,
+    },
     /// Mint an attestation identity (certificate + key) for a workload,
     /// offline, from the attestation CA.
     IssueIdentity {
@@ -104,6 +121,24 @@ pub(crate) fn run(command: CaCommand) -> anyhow::Result<()> {
                 paths.attestation_key.display()
             );
             outln!("  JWT signing key      {}", paths.jwt_key.display());
+            Ok(())
+        }
+        CaCommand::AddAuditKey { dir } => {
+            let path = ca::add_audit_key(&dir)
+                .with_context(|| format!("adding the audit key to {}", dir.display()))?;
+            outln!("added the audit key {} (0600)", path.display());
+            Ok(())
+        }
+        CaCommand::AuditKey { dir, trust_domain } => {
+            let trust_domain = jitid::spiffe_id::TrustDomain::new(&trust_domain)
+                .with_context(|| format!("--trust-domain {trust_domain}"))?;
+            let authority =
+                ca::Authority::load(&ca::CaPaths::in_dir(&dir), &trust_domain, SystemTime::now())
+                    .with_context(|| format!("loading the CA in {}", dir.display()))?;
+            outln!(
+                "{}",
+                String::from_utf8_lossy(&authority.document_jwks_json())
+            );
             Ok(())
         }
         CaCommand::AddAttestationCa { dir, root_key, ttl } => {

@@ -252,8 +252,7 @@ async fn a_json_lines_file_cut_at_its_end_fails_verify() {
     .await;
     assert!(sealed.is_ok(), "the file was never sealed");
     let bundle = env.dir.path().join("bundle.json");
-    let bundle_json = runner.fetch_bundle().await.unwrap().spiffe_json;
-    std::fs::write(&bundle, bundle_json).unwrap();
+    std::fs::write(&bundle, env.authority.document_jwks_json()).unwrap();
     let with_bundle = ["--bundle", bundle.to_str().unwrap(), "--file"];
     says(
         &verify(&["--file"], &jsonl),

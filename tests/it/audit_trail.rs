@@ -602,7 +602,8 @@ async fn trimming_keeps_the_trail_verifiable_from_a_signed_checkpoint() {
         "{ok}"
     );
 
-    // An export starts with the checkpoint and verifies against the bundle.
+    // An export starts with the checkpoint and verifies against the audit
+    // key (`jitid ca audit-key`), not against the SPIFFE bundle.
     let export = env.dir.path().join("export.jsonl");
     exited(
         &env.cli(
@@ -615,10 +616,20 @@ async fn trimming_keeps_the_trail_verifiable_from_a_signed_checkpoint() {
     assert!(exported.starts_with("{\"checkpoint\":"), "{exported}");
     assert_eq!(exported.lines().count(), 5);
     let bundle = env.dir.path().join("bundle.json");
-    std::fs::write(&bundle, env.authority.bundle().to_spiffe_json()).unwrap();
+    std::fs::write(&bundle, env.authority.document_jwks_json()).unwrap();
     let export_arg = export.to_str().unwrap();
     let bundle_arg = bundle.to_str().unwrap();
     let ok = exited(&verify(&["--file", export_arg, "--bundle", bundle_arg]), 0);
+    let spiffe = env.dir.path().join("spiffe.json");
+    std::fs::write(&spiffe, env.authority.bundle().to_spiffe_json()).unwrap();
+    let not_the_key = exited(
+        &verify(&["--file", export_arg, "--bundle", spiffe.to_str().unwrap()]),
+        6,
+    );
+    assert!(
+        not_the_key.contains("a key not in the bundle"),
+        "the JWT-SVID key does not sign checkpoints: {not_the_key}"
+    );
     assert!(ok.contains("events 6 to 9 after a checkpoint"), "{ok}");
     let unchecked = exited(&verify(&["--file", export_arg]), 1);
     assert!(unchecked.contains("pass --bundle"), "{unchecked}");
@@ -626,7 +637,7 @@ async fn trimming_keeps_the_trail_verifiable_from_a_signed_checkpoint() {
     // A checkpoint signed by another trust domain's key is refused.
     let other = TestEnv::start().await;
     let other_bundle = env.dir.path().join("other.json");
-    std::fs::write(&other_bundle, other.authority.bundle().to_spiffe_json()).unwrap();
+    std::fs::write(&other_bundle, other.authority.document_jwks_json()).unwrap();
     let foreign = exited(
         &verify(&[
             "--file",
@@ -698,7 +709,7 @@ async fn the_memory_trail_trims_behind_a_checkpoint_too() {
     .await;
     let checkpoint = jitid::audit::checkpoint::verify_checkpoint(
         found.checkpoint.as_deref().unwrap(),
-        &env.authority.bundle().jwt_authorities,
+        &env.authority.document_authorities(),
     )
     .unwrap();
     assert_eq!(checkpoint.seq, 1);
